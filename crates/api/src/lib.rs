@@ -1,0 +1,12 @@
+//! Wire types of Quorate's OpenAI-compatible surface.
+//!
+//! Every object keeps the fields Quorate does not interpret in an `extra` map, so requests and
+//! responses pass through the gateway untouched (tools, `response_format`, provider extras, ...).
+
+pub mod chat;
+pub mod error;
+pub mod models;
+
+pub use chat::*;
+pub use error::{ErrorBody, ErrorDetail};
+pub use models::{ModelInfo, ModelList, Pricing};

@@ -1,0 +1,327 @@
+//! Quorate's configuration: one TOML file plus environment variables.
+//!
+//! Loading is two steps, as in TensorZero: a strict parse (unknown keys are errors, every error
+//! names its key path) and then validation of what serde cannot check (references between
+//! sections, ranges, addresses). Built-in providers are merged under the file's own.
+
+mod defaults;
+mod routing;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+pub use routing::ResolvedModel;
+
+/// Where a configuration came from, for messages.
+pub const CONFIG_ENV: &str = "QUORATE_CONFIG";
+pub const LISTEN_ENV: &str = "QUORATE_LISTEN";
+pub const DEFAULT_FILE: &str = "quorate.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Name of an env var holding comma-separated gateway keys; when set, requests need one.
+    #[serde(default)]
+    pub api_keys_env: Option<String>,
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Seconds between SSE keep-alive comments while a stream waits on upstream.
+    #[serde(default = "defaults::keepalive_s")]
+    pub keepalive_s: f64,
+    /// How long in-flight requests may run after a shutdown signal.
+    #[serde(default = "defaults::shutdown_grace_s")]
+    pub shutdown_grace_s: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            api_keys_env: None,
+            max_body_bytes: defaults::max_body_bytes(),
+            keepalive_s: defaults::keepalive_s(),
+            shutdown_grace_s: defaults::shutdown_grace_s(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible chat completions API.
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// Env var holding the upstream API key. Keys never live in the file.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "defaults::timeout_s")]
+    pub timeout_s: f64,
+    #[serde(default = "defaults::max_retries")]
+    pub max_retries: u32,
+    /// First retry delay; it doubles on each retry, with jitter.
+    #[serde(default = "defaults::backoff_ms")]
+    pub backoff_ms: u64,
+    /// The longest `Retry-After` worth waiting for; longer ones go to the next fallback.
+    #[serde(default = "defaults::max_retry_after_s")]
+    pub max_retry_after_s: f64,
+    /// Extra headers sent on every upstream request (e.g. OpenRouter's `X-Title`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub provider: String,
+    /// The model name sent upstream; defaults to the part of the id after `provider/`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub context_length: Option<u64>,
+    #[serde(default)]
+    pub input_usd_per_mtok: Option<Price>,
+    #[serde(default)]
+    pub output_usd_per_mtok: Option<Price>,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// Output cap sent when the caller gives none (Anthropic requires one).
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+}
+
+/// A price in USD, kept as the exact decimal the user wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price(pub Decimal);
+
+impl<'de> Deserialize<'de> for Price {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Float(f64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Int(i) => i.to_string(),
+            // Rust prints the shortest text that reads back as the same f64: what the user wrote.
+            Raw::Float(f) => f.to_string(),
+            Raw::Text(s) => s,
+        };
+        let value: Decimal = text
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("not a decimal price: {text}")))?;
+        if value.is_sign_negative() {
+            return Err(serde::de::Error::custom("a price cannot be negative"));
+        }
+        Ok(Price(value))
+    }
+}
+
+impl Config {
+    /// Built-in defaults only (no file).
+    pub fn builtin() -> Self {
+        let mut config = Self {
+            server: ServerConfig::default(),
+            providers: BTreeMap::new(),
+            models: BTreeMap::new(),
+        };
+        defaults::add_builtin_providers(&mut config.providers);
+        config
+    }
+
+    /// Finds the file the usual way: explicit path, else `$QUORATE_CONFIG`, else `./quorate.toml`
+    /// when present, else built-in defaults. Then applies env overrides and validates.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let env_path = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let path = explicit
+            .map(Path::to_path_buf)
+            .or(env_path)
+            .or_else(|| Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.exists()));
+        let mut config = match path {
+            Some(path) => Self::from_file(&path)?,
+            None => Self::builtin(),
+        };
+        if let Ok(listen) = std::env::var(LISTEN_ENV) {
+            config.server.listen = listen;
+            config.validate("environment")?;
+        }
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.inner().message().to_string();
+            ConfigError::Invalid {
+                origin: origin.to_string(),
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                message,
+            }
+        })?;
+        let mut providers = BTreeMap::new();
+        defaults::add_builtin_providers(&mut providers);
+        providers.append(&mut config.providers);
+        config.providers = providers;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |key: String, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            message,
+        };
+        self.server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| fail("server.listen".into(), format!("{e} (want HOST:PORT)")))?;
+        if !(self.server.keepalive_s > 0.0 && self.server.keepalive_s <= 60.0) {
+            return Err(fail(
+                "server.keepalive_s".into(),
+                "must be in (0, 60]".into(),
+            ));
+        }
+        if self.server.shutdown_grace_s < 0.0 {
+            return Err(fail(
+                "server.shutdown_grace_s".into(),
+                "must not be negative".into(),
+            ));
+        }
+        for (name, p) in &self.providers {
+            validate_provider(p).map_err(|(k, m)| fail(format!("providers.{name}.{k}"), m))?;
+        }
+        for (id, m) in &self.models {
+            self.validate_model(id, m)
+                .map_err(|(k, msg)| fail(format!("models.\"{id}\".{k}"), msg))?;
+        }
+        Ok(())
+    }
+
+    fn validate_model(&self, id: &str, m: &ModelConfig) -> Result<(), (String, String)> {
+        if id.trim().is_empty() {
+            return Err(("provider".into(), "a model id must not be empty".into()));
+        }
+        if !self.providers.contains_key(&m.provider) {
+            let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+            return Err((
+                "provider".into(),
+                format!(
+                    "unknown provider {:?} (configured: {})",
+                    m.provider,
+                    known.join(", ")
+                ),
+            ));
+        }
+        if m.upstream.is_none() && !id.starts_with(&format!("{}/", m.provider)) {
+            return Err((
+                "upstream".into(),
+                format!(
+                    "required unless the id starts with \"{}/\" (the name sent upstream)",
+                    m.provider
+                ),
+            ));
+        }
+        for (i, fallback) in m.fallbacks.iter().enumerate() {
+            if fallback == id {
+                return Err((
+                    format!("fallbacks[{i}]"),
+                    "a model cannot fall back to itself".into(),
+                ));
+            }
+            if self.resolve(fallback).is_none() {
+                return Err((
+                    format!("fallbacks[{i}]"),
+                    format!("unknown model {fallback:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_provider(p: &ProviderConfig) -> Result<(), (String, String)> {
+    let url = p.base_url.trim();
+    let has_scheme = url.starts_with("http://") || url.starts_with("https://");
+    if !has_scheme || url.contains(char::is_whitespace) {
+        return Err((
+            "base_url".into(),
+            format!("want an http(s) URL, got {:?}", p.base_url),
+        ));
+    }
+    if !(p.timeout_s > 0.0 && p.timeout_s <= 3600.0) {
+        return Err(("timeout_s".into(), "must be in (0, 3600]".into()));
+    }
+    if p.max_retries > 10 {
+        return Err(("max_retries".into(), "at most 10".into()));
+    }
+    if p.max_retry_after_s < 0.0 {
+        return Err(("max_retry_after_s".into(), "must not be negative".into()));
+    }
+    if let Some(env) = &p.api_key_env {
+        if env.is_empty() || env.contains(['=', '\0']) {
+            return Err(("api_key_env".into(), "not a valid env var name".into()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

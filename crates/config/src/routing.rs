@@ -1,0 +1,59 @@
+//! Model ids to providers: the configured table first, then `provider/upstream` pass-through.
+
+use rust_decimal::Decimal;
+
+use crate::{Config, ModelConfig};
+
+/// Everything needed to send one model's request upstream and price it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedModel {
+    pub id: String,
+    pub provider: String,
+    pub upstream: String,
+    pub context_length: Option<u64>,
+    pub input_usd_per_mtok: Option<Decimal>,
+    pub output_usd_per_mtok: Option<Decimal>,
+    pub fallbacks: Vec<String>,
+    pub max_output_tokens: Option<u32>,
+}
+
+impl Config {
+    /// A configured model, or `provider/rest` for any configured provider (sent as `rest`).
+    pub fn resolve(&self, id: &str) -> Option<ResolvedModel> {
+        if let Some(m) = self.models.get(id) {
+            return Some(from_config(id, m));
+        }
+        let (provider, upstream) = id.split_once('/')?;
+        if upstream.is_empty() || !self.providers.contains_key(provider) {
+            return None;
+        }
+        Some(ResolvedModel {
+            id: id.to_string(),
+            provider: provider.to_string(),
+            upstream: upstream.to_string(),
+            context_length: None,
+            input_usd_per_mtok: None,
+            output_usd_per_mtok: None,
+            fallbacks: Vec::new(),
+            max_output_tokens: None,
+        })
+    }
+}
+
+fn from_config(id: &str, m: &ModelConfig) -> ResolvedModel {
+    let upstream = m.upstream.clone().unwrap_or_else(|| {
+        id.strip_prefix(&format!("{}/", m.provider))
+            .unwrap_or(id)
+            .to_string()
+    });
+    ResolvedModel {
+        id: id.to_string(),
+        provider: m.provider.clone(),
+        upstream,
+        context_length: m.context_length,
+        input_usd_per_mtok: m.input_usd_per_mtok.map(|p| p.0),
+        output_usd_per_mtok: m.output_usd_per_mtok.map(|p| p.0),
+        fallbacks: m.fallbacks.clone(),
+        max_output_tokens: m.max_output_tokens,
+    }
+}

@@ -1,0 +1,133 @@
+use super::*;
+
+const CONTRACT: &str = r#"
+[server]
+listen = "127.0.0.1:8787"
+api_keys_env = "QUORATE_API_KEYS"
+
+[providers.openrouter]
+kind = "openai"
+base_url = "https://openrouter.ai/api/v1"
+api_key_env = "OPENROUTER_API_KEY"
+timeout_s = 120
+max_retries = 2
+
+[models."openrouter/deepseek-v4-pro"]
+provider = "openrouter"
+upstream = "deepseek/deepseek-v4-pro"
+context_length = 128000
+input_usd_per_mtok = 0.5
+output_usd_per_mtok = 1.5
+fallbacks = ["openrouter/kimi-k2.6"]
+
+[models."openrouter/kimi-k2.6"]
+provider = "openrouter"
+input_usd_per_mtok = "0.15"
+"#;
+
+fn invalid(text: &str) -> (String, String) {
+    match Config::from_toml(text, "test.toml") {
+        Err(ConfigError::Invalid { key, message, .. }) => (key, message),
+        other => panic!("expected an invalid config, got {other:?}"),
+    }
+}
+
+#[test]
+fn contract_example_parses() {
+    let c = Config::from_toml(CONTRACT, "test.toml").unwrap();
+    assert_eq!(c.server.api_keys_env.as_deref(), Some("QUORATE_API_KEYS"));
+    let m = c.resolve("openrouter/deepseek-v4-pro").unwrap();
+    assert_eq!(m.upstream, "deepseek/deepseek-v4-pro");
+    assert_eq!(m.input_usd_per_mtok, Some(Decimal::new(5, 1)));
+    let k = c.resolve("openrouter/kimi-k2.6").unwrap();
+    assert_eq!(k.upstream, "kimi-k2.6");
+    assert_eq!(k.input_usd_per_mtok, Some(Decimal::new(15, 2)));
+}
+
+#[test]
+fn float_prices_stay_exact() {
+    let c = Config::from_toml(
+        "[models.\"openai/x\"]\nprovider = \"openai\"\ninput_usd_per_mtok = 0.1\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        c.models["openai/x"].input_usd_per_mtok,
+        Some(Price(Decimal::new(1, 1)))
+    );
+}
+
+#[test]
+fn unknown_key_is_named_with_its_path() {
+    let (key, message) =
+        invalid("[providers.x]\nkind = \"openai\"\nbase_url = \"http://h\"\ntimeout = 3\n");
+    assert_eq!(key, "providers.x.timeout");
+    assert!(message.contains("unknown field `timeout`"), "{message}");
+}
+
+#[test]
+fn wrong_type_is_named_with_its_path() {
+    let (key, _) = invalid(
+        "[providers.x]\nkind = \"openai\"\nbase_url = \"http://h\"\nmax_retries = \"two\"\n",
+    );
+    assert_eq!(key, "providers.x.max_retries");
+    let (key, message) = invalid("[providers.x]\nkind = \"grpc\"\nbase_url = \"http://h\"\n");
+    assert_eq!(key, "providers.x.kind");
+    assert!(message.contains("grpc"), "{message}");
+}
+
+#[test]
+fn dangling_references_are_errors() {
+    let (key, message) = invalid("[models.m]\nprovider = \"nope\"\nupstream = \"u\"\n");
+    assert_eq!(key, "models.\"m\".provider");
+    assert!(
+        message.contains("openrouter"),
+        "lists configured providers: {message}"
+    );
+    let (key, _) =
+        invalid("[models.m]\nprovider = \"openai\"\nupstream = \"u\"\nfallbacks = [\"ghost\"]\n");
+    assert_eq!(key, "models.\"m\".fallbacks[0]");
+}
+
+#[test]
+fn bad_values_are_errors() {
+    assert_eq!(
+        invalid("[server]\nlisten = \"nowhere\"\n").0,
+        "server.listen"
+    );
+    assert_eq!(
+        invalid("[providers.x]\nkind = \"openai\"\nbase_url = \"ftp://h\"\n").0,
+        "providers.x.base_url"
+    );
+    assert_eq!(
+        invalid("[models.m]\nprovider = \"openai\"\ninput_usd_per_mtok = -1\nupstream = \"u\"\n").0,
+        "models.m.input_usd_per_mtok"
+    );
+    assert_eq!(
+        invalid("[models.m]\nprovider = \"openai\"\n").0,
+        "models.\"m\".upstream"
+    );
+}
+
+#[test]
+fn pass_through_routing_needs_a_known_provider() {
+    let c = Config::builtin();
+    let m = c.resolve("openrouter/anthropic/claude-opus").unwrap();
+    assert_eq!(m.provider, "openrouter");
+    assert_eq!(m.upstream, "anthropic/claude-opus");
+    assert!(c.resolve("nosuch/model").is_none());
+    assert!(c.resolve("plain-model").is_none());
+    assert!(c.resolve("openai/").is_none());
+}
+
+#[test]
+fn file_providers_override_builtins_by_name() {
+    let c = Config::from_toml(
+        "[providers.openai]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9\"\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.providers["openai"].base_url, "http://127.0.0.1:9");
+    assert!(c.providers["openai"].api_key_env.is_none());
+    assert!(c.providers.contains_key("anthropic"));
+}

@@ -1,0 +1,33 @@
+//! Providers: one `Provider` trait and one module per backend, plus the `Router` that maps model
+//! ids to providers and owns retries, fallbacks, timeouts and cost, once for every backend.
+
+pub mod anthropic;
+mod cost;
+mod error;
+mod http;
+pub mod openai;
+mod router;
+pub mod sse;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
+
+pub use cost::price;
+pub use error::Error;
+pub use router::{RoutedStream, Router};
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
+
+/// A backend that serves chat completions. `req.model` is already the upstream model name and
+/// `req.models` is empty; the router has done the routing.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error>;
+
+    /// Resolves once the upstream has accepted the request (its status is known); the stream then
+    /// yields chunks, ending with an error if the upstream breaks off.
+    async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error>;
+}

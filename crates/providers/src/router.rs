@@ -1,0 +1,392 @@
+//! Routing: a model id to its candidates (the model, then fallbacks), each tried with retries
+//! under a per-call timeout. Streams fall back only until the first content token; after that an
+//! upstream failure ends the stream with an error.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use quorate_api::{ChatCompletion, ChatRequest};
+use quorate_config::{Config, ProviderConfig, ProviderKind, ResolvedModel};
+use rand::Rng;
+use serde_json::Value;
+
+use crate::anthropic::Anthropic;
+use crate::openai::OpenAi;
+use crate::{cost, http, ChunkStream, Error, Provider};
+
+/// A stream of chunks for the caller: model ids are the gateway's, usage carries cost.
+pub type RoutedStream = ChunkStream;
+
+/// The longest backoff between two tries, whatever the attempt count.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    providers: HashMap<String, Entry>,
+}
+
+struct Entry {
+    provider: Arc<dyn Provider>,
+    policy: Policy,
+}
+
+#[derive(Clone, Copy)]
+struct Policy {
+    timeout: Duration,
+    max_retries: u32,
+    backoff: Duration,
+    max_retry_after: Duration,
+}
+
+impl Policy {
+    fn from_config(p: &ProviderConfig) -> Self {
+        Self {
+            timeout: Duration::from_secs_f64(p.timeout_s),
+            max_retries: p.max_retries,
+            backoff: Duration::from_millis(p.backoff_ms),
+            max_retry_after: Duration::from_secs_f64(p.max_retry_after_s),
+        }
+    }
+
+    /// How long to wait before retry number `attempt` (0-based) after `error`, or `None` when the
+    /// error is not worth retrying here.
+    fn delay(&self, attempt: u32, error: &Error) -> Option<Duration> {
+        if attempt >= self.max_retries || !error.is_retryable() {
+            return None;
+        }
+        if let Some(after) = error.retry_after() {
+            return (after <= self.max_retry_after).then_some(after);
+        }
+        let exp = self.backoff.saturating_mul(1 << attempt.min(16));
+        let jitter = rand::thread_rng().gen_range(0.5..1.5);
+        Some(exp.mul_f64(jitter).min(MAX_BACKOFF))
+    }
+}
+
+impl Router {
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let client = http::client()?;
+        let mut providers = HashMap::new();
+        for (name, p) in &config.providers {
+            let provider: Arc<dyn Provider> = match p.kind {
+                ProviderKind::Openai => Arc::new(OpenAi::new(name, p, client.clone())?),
+                ProviderKind::Anthropic => Arc::new(Anthropic::new(name, p, client.clone())?),
+            };
+            let policy = Policy::from_config(p);
+            providers.insert(name.clone(), Entry { provider, policy });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner { config, providers }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The models to try, in order: the requested one, then the request's `models` list if it
+    /// has one, else the model's configured fallbacks.
+    pub fn candidates(&self, req: &ChatRequest) -> Result<Vec<ResolvedModel>, Error> {
+        let config = &self.inner.config;
+        let primary = config.resolve(&req.model).ok_or_else(|| {
+            Error::UnknownModel(format!(
+                "model {:?} is not configured: GET /v1/models lists the available models",
+                req.model
+            ))
+        })?;
+        let mut out = vec![primary];
+        match &req.models {
+            Some(models) => {
+                for (i, id) in models.iter().enumerate() {
+                    let model = config.resolve(id).ok_or_else(|| {
+                        Error::BadRequest(format!("models[{i}]: unknown model {id:?}"))
+                    })?;
+                    out.push(model);
+                }
+            }
+            None => {
+                for id in &out[0].fallbacks.clone() {
+                    out.extend(config.resolve(id));
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|m| seen.insert(m.id.clone()));
+        Ok(out)
+    }
+
+    pub async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
+        let candidates = self.candidates(&req)?;
+        let mut failures = Vec::new();
+        for model in &candidates {
+            let entry = self.entry(model)?;
+            let upstream = upstream_request(&req, model);
+            let result = retrying(model, entry.policy, || {
+                let call = entry.provider.complete(upstream.clone());
+                with_timeout(entry.policy.timeout, call, model)
+            })
+            .await;
+            match result {
+                Ok(mut completion) => {
+                    finish_completion(&mut completion, model);
+                    return Ok(completion);
+                }
+                Err(e) => failures.push((model.id.clone(), e)),
+            }
+        }
+        Err(combine(failures))
+    }
+
+    /// Opens a stream on the first candidate that accepts the request. The returned stream keeps
+    /// falling back to later candidates while no content has been sent.
+    pub async fn stream(&self, req: ChatRequest) -> Result<RoutedStream, Error> {
+        let candidates = self.candidates(&req)?;
+        let mut failures = Vec::new();
+        let (index, first) = self.open_from(&req, &candidates, 0, &mut failures).await?;
+        let router = self.clone();
+        Ok(Box::pin(async_stream::stream! {
+            let mut index = index;
+            let mut current = first;
+            let mut started = false;
+            loop {
+                let model = &candidates[index];
+                match current.next().await {
+                    Some(Ok(mut chunk)) => {
+                        started |= chunk.has_content();
+                        chunk.model = model.id.clone();
+                        if let Some(usage) = chunk.usage.as_mut() {
+                            usage.cost = Some(cost::price(usage, model));
+                        }
+                        yield Ok(chunk);
+                    }
+                    Some(Err(e)) if !started => {
+                        tracing::warn!(model = %model.id, error = %e, "stream failed before content; falling back");
+                        failures.push((model.id.clone(), e));
+                        match router.open_from(&req, &candidates, index + 1, &mut failures).await {
+                            Ok((next, stream)) => { index = next; current = stream; }
+                            Err(e) => { yield Err(e); return; }
+                        }
+                    }
+                    Some(Err(e)) => { yield Err(e.context(&model.id)); return; }
+                    None => return,
+                }
+            }
+        }))
+    }
+
+    /// Tries candidates from `start` on; returns the index that accepted and its stream.
+    async fn open_from(
+        &self,
+        req: &ChatRequest,
+        candidates: &[ResolvedModel],
+        start: usize,
+        failures: &mut Vec<(String, Error)>,
+    ) -> Result<(usize, ChunkStream), Error> {
+        for (index, model) in candidates.iter().enumerate().skip(start) {
+            let entry = self.entry(model)?;
+            let upstream = upstream_request(req, model);
+            let result = retrying(model, entry.policy, || {
+                let call = entry.provider.stream(upstream.clone());
+                with_timeout(entry.policy.timeout, call, model)
+            })
+            .await;
+            match result {
+                Ok(stream) => return Ok((index, stream)),
+                Err(e) => failures.push((model.id.clone(), e)),
+            }
+        }
+        Err(combine(std::mem::take(failures)))
+    }
+
+    fn entry(&self, model: &ResolvedModel) -> Result<&Entry, Error> {
+        self.inner.providers.get(&model.provider).ok_or_else(|| {
+            Error::Unavailable(format!(
+                "model {}: provider {} is not configured",
+                model.id, model.provider
+            ))
+        })
+    }
+}
+
+/// The caller's request as one candidate's upstream sees it.
+fn upstream_request(req: &ChatRequest, model: &ResolvedModel) -> ChatRequest {
+    let mut upstream = req.clone();
+    upstream.model = model.upstream.clone();
+    upstream.models = None;
+    if upstream.max_output_tokens().is_none() {
+        upstream.max_tokens = model.max_output_tokens;
+    }
+    upstream
+}
+
+fn finish_completion(completion: &mut ChatCompletion, model: &ResolvedModel) {
+    completion.model = model.id.clone();
+    let usage = completion.usage.get_or_insert_with(|| {
+        tracing::warn!(model = %model.id, "upstream reported no usage");
+        Default::default()
+    });
+    usage.total_tokens = usage
+        .total_tokens
+        .max(usage.prompt_tokens + usage.completion_tokens);
+    usage.cost = Some(cost::price(usage, model));
+    completion
+        .extra
+        .insert("provider".into(), Value::String(model.provider.clone()));
+}
+
+async fn with_timeout<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, Error>>,
+    model: &ResolvedModel,
+) -> Result<T, Error> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Timeout(format!(
+                "no answer from upstream within {}s",
+                limit.as_secs_f64()
+            )))
+        })
+        .map_err(|e| e.context(&model.id))
+}
+
+/// Runs `call` until it succeeds, the error is not retryable, or retries are spent.
+async fn retrying<T, F, Fut>(model: &ResolvedModel, policy: Policy, call: F) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(e) => match policy.delay(attempt, &e) {
+                Some(delay) => {
+                    tracing::warn!(model = %model.id, attempt, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                None => return Err(e),
+            },
+        }
+    }
+}
+
+/// One error for a run of failed candidates: the last one's kind (it decides the status), with
+/// every candidate's reason in the message.
+fn combine(mut failures: Vec<(String, Error)>) -> Error {
+    let Some((_, last)) = failures.pop() else {
+        return Error::Unavailable("no model could serve the request".into());
+    };
+    if failures.is_empty() {
+        return last;
+    }
+    let earlier: Vec<String> = failures.iter().map(|(_, e)| e.to_string()).collect();
+    last.context(&format!(
+        "all {} models failed ({})",
+        failures.len() + 1,
+        earlier.join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max_retries: u32) -> Policy {
+        Policy {
+            timeout: Duration::from_secs(1),
+            max_retries,
+            backoff: Duration::from_millis(100),
+            max_retry_after: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_honours_retry_after() {
+        let p = policy(5);
+        let e = Error::Upstream {
+            status: Some(500),
+            message: "x".into(),
+        };
+        for attempt in 0..4 {
+            let d = p.delay(attempt, &e).unwrap().as_secs_f64();
+            let base = 0.1 * f64::from(1u32 << attempt);
+            assert!(d >= base * 0.5 && d <= base * 1.5, "attempt {attempt}: {d}");
+        }
+        let limited = |s| Error::RateLimited {
+            message: "x".into(),
+            retry_after: Some(Duration::from_secs(s)),
+        };
+        assert_eq!(p.delay(0, &limited(2)), Some(Duration::from_secs(2)));
+        assert_eq!(
+            p.delay(0, &limited(60)),
+            None,
+            "too long a wait goes to the next fallback"
+        );
+        assert_eq!(p.delay(5, &e), None, "retries spent");
+        assert_eq!(p.delay(0, &Error::BadRequest("x".into())), None);
+    }
+
+    #[test]
+    fn candidates_follow_request_list_or_config_fallbacks() {
+        let config = Config::from_toml(
+            r#"
+            [models."openai/a"]
+            provider = "openai"
+            fallbacks = ["openai/b"]
+            [models."openai/b"]
+            provider = "openai"
+            "#,
+            "t",
+        )
+        .unwrap();
+        let router = Router::new(config).unwrap();
+        let req = |v: serde_json::Value| serde_json::from_value::<ChatRequest>(v).unwrap();
+        let ids = |r: &ChatRequest| -> Vec<String> {
+            router
+                .candidates(r)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect()
+        };
+        let msgs = serde_json::json!([{"role": "user", "content": "x"}]);
+        assert_eq!(
+            ids(&req(
+                serde_json::json!({"model": "openai/a", "messages": msgs})
+            )),
+            ["openai/a", "openai/b"]
+        );
+        assert_eq!(
+            ids(&req(
+                serde_json::json!({"model": "openai/a", "messages": msgs, "models": ["openai/a", "anthropic/c"]})
+            )),
+            ["openai/a", "anthropic/c"]
+        );
+        let err = router
+            .candidates(&req(
+                serde_json::json!({"model": "ghost", "messages": msgs}),
+            ))
+            .unwrap_err();
+        assert_eq!(err.status(), 404);
+        assert!(err.to_string().contains("/v1/models"));
+        let err = router
+            .candidates(&req(
+                serde_json::json!({"model": "openai/a", "messages": msgs, "models": ["x"]}),
+            ))
+            .unwrap_err();
+        assert_eq!(
+            (err.status(), err.to_string().starts_with("models[0]")),
+            (400, true)
+        );
+    }
+}

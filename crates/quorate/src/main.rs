@@ -1,0 +1,164 @@
+//! The `quorate` command: a thin binary over the server and provider crates.
+
+mod ask;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use quorate_config::Config;
+use quorate_providers::Router;
+use quorate_server::AppState;
+
+#[derive(Parser)]
+#[command(
+    name = "quorate",
+    version,
+    about = "Self-hosted LLM fusion gateway with an OpenAI-compatible API"
+)]
+struct Cli {
+    /// Config file (else $QUORATE_CONFIG, else ./quorate.toml if present, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the OpenAI-compatible API.
+    Serve {
+        /// Address to listen on (overrides server.listen and $QUORATE_LISTEN).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Ask one question and stream the answer to stdout.
+    Ask(ask::AskArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// List the configured models.
+    Models,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Parse and validate a config file; print what it defines.
+    Check {
+        /// The file to check (defaults to the one --config or the environment names).
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => check(file.as_deref().or(cli.config.as_deref())),
+        command => {
+            let config = Config::load(cli.config.as_deref())?;
+            match command {
+                Command::Serve { listen } => serve(config, listen).await,
+                Command::Ask(args) => ask::run(config, args).await,
+                Command::Models => {
+                    for model in config.models.keys() {
+                        println!("{model}");
+                    }
+                    Ok(())
+                }
+                Command::Config { .. } => Ok(()),
+            }
+        }
+    }
+}
+
+fn check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    println!(
+        "config OK: {} providers ({}), {} models",
+        config.providers.len(),
+        config
+            .providers
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.models.len()
+    );
+    Ok(())
+}
+
+async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<()> {
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
+    let addr = config.server.listen.clone();
+    let router = Router::new(config)?;
+    let state = AppState::new(router).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!("listening on http://{bound}");
+    // Tests and scripts read this line to find a port chosen with :0.
+    println!("quorate listening on http://{bound}");
+    quorate_server::serve(listener, Arc::new(state), shutdown_signal(), grace).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,696 @@
+//! Black-box tests: the real `quorate serve` on a random port against `quorate-sim`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ask, config, content, eventually, sim, sse, start};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn completion_carries_usage_and_exact_cost() {
+    let (sim, addr) = sim(&[]).await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let response = gw.post(&ask("sim/a", "hello world")).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "sim/a");
+    assert!(body["id"].as_str().unwrap().starts_with("gen-"));
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "echo: hello world"
+    );
+    let usage = &body["usage"];
+    assert_eq!(
+        (
+            usage["prompt_tokens"].as_u64(),
+            usage["completion_tokens"].as_u64()
+        ),
+        (Some(2), Some(3))
+    );
+    assert_eq!(usage["total_tokens"], 5);
+    // 2 tokens at $1/Mtok + 3 at $2/Mtok
+    assert_eq!(usage["cost"].as_f64(), Some(0.000008));
+    assert_eq!(
+        sim.requests()[0].body["model"],
+        "a",
+        "the upstream name goes upstream"
+    );
+}
+
+#[tokio::test]
+async fn upstream_reported_cost_wins_and_paths_alias() {
+    let (_sim, addr) = sim(&[("b", json!({"cost": 0.0123}))]).await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let response = reqwest::Client::new()
+        .post(gw.url("/api/v1/chat/completions"))
+        .json(&ask("sim/b", "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["usage"]["cost"].as_f64(), Some(0.0123));
+}
+
+#[tokio::test]
+async fn models_and_health() {
+    let (_sim, addr) = sim(&[]).await;
+    let gw = start(&config(addr, ""), &[]).await;
+    for path in ["/v1/models", "/api/v1/models"] {
+        let list: Value = reqwest::get(gw.url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["sim/a", "sim/b", "simant/c"]);
+        let a = &list["data"][0];
+        assert_eq!(
+            a["pricing"],
+            json!({"prompt": "0.000001", "completion": "0.000002"})
+        );
+        assert_eq!(a["context_length"], 4096);
+        assert!(a["supported_parameters"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tools")));
+    }
+    let health: Value = reqwest::get(gw.url("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test]
+async fn stream_reassembles_and_ends_with_usage_then_done() {
+    let (_sim, addr) = sim(&[("a", json!({"reply": "one two three four", "token_ms": 5}))]).await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let mut body = ask("sim/a", "count");
+    body["stream"] = json!(true);
+    let response = gw.post(&body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let (data, _) = sse(response).await;
+    assert_eq!(content(&data), "one two three four");
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(last["usage"]["completion_tokens"], 4);
+    assert_eq!(
+        last["usage"]["cost"].as_f64(),
+        Some(0.000009),
+        "1 prompt token at $1 + 4 at $2 per Mtok"
+    );
+    let ids: std::collections::HashSet<String> = data[..data.len() - 1]
+        .iter()
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every chunk carries the gateway's one id");
+}
+
+#[tokio::test]
+async fn client_errors_have_status_and_json_body() {
+    let (sim, addr) = sim(&[]).await;
+    let gw = start(
+        &config(addr, "")
+            .replace("[server]\n", "[server]\nmax_body_bytes = 2000\n")
+            .as_str(),
+        &[],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let post_raw = |body: String| {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let r = post_raw("{\"model\": \"sim/a\", \"messages\": [".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], 400);
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("malformed JSON"));
+
+    let r = post_raw(
+        json!({"model": "sim/a", "messages": [{"role": "user", "content": "x"}], "top_p": 7})
+            .to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"].as_str().unwrap().starts_with("top_p"),
+        "{e}"
+    );
+
+    let r = gw.post(&ask("no-such-model", "x")).await;
+    assert_eq!(r.status(), 404);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/models"));
+
+    let r = gw.post(&ask("sim/a", &"word ".repeat(1000))).await;
+    assert_eq!(r.status(), 413);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], 413);
+
+    let r = client
+        .get(gw.url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 405);
+    let r = client.get(gw.url("/nowhere")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
+
+    assert!(
+        sim.requests().is_empty(),
+        "no bad request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_statuses() {
+    let (sim, addr) = sim(&[
+        ("fail", json!({"fault": "status", "status": 500})),
+        (
+            "limited",
+            json!({"fault": "status", "status": 429, "retry_after": 7}),
+        ),
+        ("hang", json!({"fault": "hang"})),
+        ("garbage", json!({"fault": "malformed"})),
+        (
+            "refused",
+            json!({"fault": "status", "status": 400, "reply": "bad param"}),
+        ),
+    ])
+    .await;
+    let extra = r#"
+[models."sim/fail"]
+provider = "sim"
+[models."sim/limited"]
+provider = "sim"
+[models."sim/hang"]
+provider = "sim"
+[models."sim/garbage"]
+provider = "sim"
+[models."sim/refused"]
+provider = "sim"
+[models."nokey/x"]
+provider = "nokey"
+upstream = "x"
+[providers.nokey]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key_env = "QUORATE_TEST_UNSET_KEY"
+"#;
+    let gw = start(&config(addr, extra), &[]).await;
+
+    let r = gw.post(&ask("sim/fail", "x")).await;
+    assert_eq!(r.status(), 502);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["metadata"]["upstream_status"], 500);
+    assert_eq!(sim.stats().requests["fail"], 3, "one try and two retries");
+
+    // A Retry-After beyond max_retry_after_s is not waited for; the caller gets it.
+    let r = gw.post(&ask("sim/limited", "x")).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "7");
+
+    let r = gw.post(&ask("sim/hang", "x")).await;
+    assert_eq!(r.status(), 408);
+
+    let r = gw.post(&ask("sim/garbage", "x")).await;
+    assert_eq!(r.status(), 502);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid JSON"));
+
+    let r = gw.post(&ask("sim/refused", "x")).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bad param"));
+    assert_eq!(
+        sim.stats().requests["refused"],
+        1,
+        "a rejected request is not retried"
+    );
+
+    let r = gw.post(&ask("nokey/x", "x")).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("QUORATE_TEST_UNSET_KEY"));
+}
+
+#[tokio::test]
+async fn retries_recover_from_transient_failures() {
+    let (sim, addr) = sim(&[
+        (
+            "a",
+            json!({"fault": "status", "status": 503, "fail_first": 2}),
+        ),
+        (
+            "b",
+            json!({"fault": "status", "status": 429, "retry_after": 1, "fail_first": 1}),
+        ),
+    ])
+    .await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let r = gw.post(&ask("sim/a", "x")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(sim.stats().requests["a"], 3);
+    let started = std::time::Instant::now();
+    let r = gw.post(&ask("sim/b", "x")).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "Retry-After was honoured"
+    );
+    assert_eq!(sim.stats().requests["b"], 2);
+}
+
+#[tokio::test]
+async fn fallbacks_from_request_and_config() {
+    let (sim, addr) = sim(&[
+        ("a", json!({"fault": "status", "status": 500})),
+        ("b", json!({"reply": "from b"})),
+    ])
+    .await;
+    let extra = r#"
+[models."sim/a2"]
+provider = "sim"
+upstream = "a"
+fallbacks = ["sim/b"]
+"#;
+    let gw = start(&config(addr, extra), &[]).await;
+    let mut body = ask("sim/a", "x");
+    body["models"] = json!(["sim/b"]);
+    let r: Value = gw.post(&body).await.json().await.unwrap();
+    assert_eq!(r["model"], "sim/b");
+    assert_eq!(r["choices"][0]["message"]["content"], "from b");
+    assert!(
+        sim.requests()
+            .iter()
+            .all(|q| q.body.get("models").is_none()),
+        "the fallback list stays in the gateway"
+    );
+
+    let r: Value = gw.post(&ask("sim/a2", "x")).await.json().await.unwrap();
+    assert_eq!(r["model"], "sim/b");
+
+    let mut body = ask("sim/a", "x");
+    body["stream"] = json!(true);
+    body["models"] = json!(["sim/b"]);
+    let r = gw.post(&body).await;
+    assert_eq!(r.status(), 200);
+    let (data, _) = sse(r).await;
+    assert_eq!(content(&data), "from b");
+}
+
+#[tokio::test]
+async fn stream_falls_back_before_content_but_not_after() {
+    let (sim, addr) = sim(&[
+        ("early", json!({"fault": "malformed"})),
+        (
+            "late",
+            json!({"fault": "error_event", "reply": "a b c d", "cut_after": 2}),
+        ),
+        (
+            "cut",
+            json!({"fault": "cut", "reply": "a b c d", "cut_after": 2}),
+        ),
+        ("b", json!({"reply": "backup"})),
+    ])
+    .await;
+    let extra = r#"
+[models."sim/early"]
+provider = "sim"
+fallbacks = ["sim/b"]
+[models."sim/late"]
+provider = "sim"
+fallbacks = ["sim/b"]
+[models."sim/cut"]
+provider = "sim"
+fallbacks = ["sim/b"]
+"#;
+    let gw = start(&config(addr, extra), &[]).await;
+    let streaming = |model: &str| {
+        let mut body = ask(model, "x");
+        body["stream"] = json!(true);
+        body
+    };
+    let (data, _) = sse(gw.post(&streaming("sim/early")).await).await;
+    assert_eq!(content(&data), "backup");
+    assert_eq!(data.last().unwrap(), "[DONE]");
+
+    for model in ["sim/late", "sim/cut"] {
+        let r = gw.post(&streaming(model)).await;
+        assert_eq!(r.status(), 200);
+        let (data, _) = sse(r).await;
+        assert_eq!(
+            content(&data),
+            "a b ",
+            "{model}: content before the failure arrives"
+        );
+        let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+        assert_eq!(
+            last["error"]["code"], 502,
+            "{model}: error reported in-stream: {last}"
+        );
+        assert!(!data.contains(&"[DONE]".to_string()));
+    }
+    assert_eq!(
+        sim.stats().requests["b"],
+        1,
+        "no fallback once content was sent"
+    );
+}
+
+#[tokio::test]
+async fn slow_drip_stream_is_reassembled() {
+    let (_sim, addr) = sim(&[(
+        "a",
+        json!({"fault": "drip", "reply": "split into single bytes", "drip_ms": 0}),
+    )])
+    .await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let mut body = ask("sim/a", "x");
+    body["stream"] = json!(true);
+    let (data, _) = sse(gw.post(&body).await).await;
+    assert_eq!(content(&data), "split into single bytes");
+    assert_eq!(data.last().unwrap(), "[DONE]");
+}
+
+#[tokio::test]
+async fn keepalives_flow_while_upstream_thinks() {
+    let (_sim, addr) = sim(&[("a", json!({"reply": "done", "ttft_ms": 1200}))]).await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let mut body = ask("sim/a", "x");
+    body["stream"] = json!(true);
+    let (data, raw) = sse(gw.post(&body).await).await;
+    assert!(
+        raw.matches(": quorate processing\n\n").count() >= 2,
+        "{raw}"
+    );
+    assert_eq!(content(&data), "done");
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_upstream() {
+    let (sim, addr) = sim(&[
+        ("a", json!({"reply": "slow", "ttft_ms": 5000})),
+        ("b", json!({"reply": "a b c d e f g h", "token_ms": 400})),
+    ])
+    .await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let result = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&ask("sim/a", "x"))
+        .send()
+        .await;
+    assert!(result.is_err(), "the client gave up");
+    assert!(
+        eventually(|| sim.stats().cancelled == 1).await,
+        "non-streaming upstream call dropped: {:?}",
+        sim.stats()
+    );
+
+    let mut body = ask("sim/b", "x");
+    body["stream"] = json!(true);
+    let mut response = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let first = response.chunk().await.unwrap();
+    assert!(first.is_some());
+    drop(response);
+    assert!(
+        eventually(|| sim.stats().cancelled == 2).await,
+        "streaming upstream call dropped: {:?}",
+        sim.stats()
+    );
+    assert_eq!(sim.stats().completed, 0);
+}
+
+#[tokio::test]
+async fn unknown_fields_and_tool_calls_round_trip() {
+    let (sim, addr) = sim(&[(
+        "a",
+        json!({"tool_call": {"name": "get_weather", "arguments": {"city": "Oslo"}}}),
+    )])
+    .await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let body = json!({
+        "model": "sim/a",
+        "messages": [{"role": "user", "content": "weather in Oslo?"}],
+        "tools": tools, "tool_choice": "auto", "seed": 42, "response_format": {"type": "text"},
+        "logprobs": false, "stop": ["\n\n"], "provider": {"order": ["x"]}, "custom_extra": {"nested": [1, 2]}
+    });
+    let r: Value = gw.post(&body).await.json().await.unwrap();
+    let call = &r["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Oslo"})
+    );
+    assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
+    let sent = &sim.requests()[0].body;
+    for key in [
+        "tools",
+        "tool_choice",
+        "seed",
+        "response_format",
+        "logprobs",
+        "stop",
+        "provider",
+        "custom_extra",
+    ] {
+        assert_eq!(sent[key], body[key], "{key} forwarded unchanged");
+    }
+
+    let follow_up = json!({
+        "model": "sim/a",
+        "messages": [
+            {"role": "user", "content": "weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "{\"temp\": -3}"}
+        ],
+        "sim": {"reply": "It is -3 in Oslo."}
+    });
+    let r: Value = gw.post(&follow_up).await.json().await.unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], "It is -3 in Oslo.");
+    let sent = &sim.requests()[1].body;
+    assert_eq!(
+        sent["messages"], follow_up["messages"],
+        "tool call and tool message round-trip"
+    );
+
+    let mut streaming = body.clone();
+    streaming["stream"] = json!(true);
+    let (data, _) = sse(gw.post(&streaming).await).await;
+    let args: String = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"city": "Oslo"})
+    );
+}
+
+#[tokio::test]
+async fn gateway_keys_are_required_when_configured() {
+    let (_sim, addr) = sim(&[]).await;
+    let cfg = config(addr, "").replace(
+        "[server]\n",
+        "[server]\napi_keys_env = \"QUORATE_TEST_KEYS\"\n",
+    );
+    let gw = start(&cfg, &[("QUORATE_TEST_KEYS", "k-one, k-two")]).await;
+    let client = reqwest::Client::new();
+    let send = |key: Option<&str>| {
+        let mut r = client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&ask("sim/a", "x"));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    let r = send(None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 401);
+    assert_eq!(send(Some("k-three")).await.unwrap().status(), 401);
+    assert_eq!(send(Some("k-two")).await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(gw.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client.get(gw.url("/health")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn gateway_refuses_to_start_with_an_empty_key_list() {
+    let (_sim, addr) = sim(&[]).await;
+    let cfg = config(addr, "").replace(
+        "[server]\n",
+        "[server]\napi_keys_env = \"QUORATE_TEST_NO_KEYS\"\n",
+    );
+    let path =
+        std::env::temp_dir().join(format!("quorate-test-nokeys-{}.toml", std::process::id()));
+    std::fs::write(&path, cfg).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("QUORATE_TEST_NO_KEYS"));
+}
+
+#[tokio::test]
+async fn anthropic_provider_round_trips() {
+    let (sim, addr) = sim(&[("c", json!({"reply": "bonjour le monde"}))]).await;
+    let gw = start(
+        &config(addr, ""),
+        &[("SIM_ANTHROPIC_KEY", "ant-secret-key")],
+    )
+    .await;
+    let body = json!({"model": "simant/c", "messages": [
+        {"role": "system", "content": "speak French"}, {"role": "user", "content": "hello"}], "seed": 1});
+    let r: Value = gw.post(&body).await.json().await.unwrap();
+    assert_eq!(r["choices"][0]["message"]["content"], "bonjour le monde");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    // 3 prompt tokens at $3/Mtok + 3 completion at $15/Mtok
+    assert_eq!(r["usage"]["cost"].as_f64(), Some(0.000054));
+    let sent = &sim.requests()[0];
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(sent.headers["x-api-key"], "ant-secret-key");
+    assert_eq!(sent.body["system"], "speak French");
+    assert!(sent.body.get("seed").is_none());
+
+    let mut streaming = body.clone();
+    streaming["stream"] = json!(true);
+    let (data, _) = sse(gw.post(&streaming).await).await;
+    assert_eq!(content(&data), "bonjour le monde");
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+}
+
+#[tokio::test]
+async fn api_keys_never_reach_errors_or_logs() {
+    let secret = "sk-test-do-not-leak-123456";
+    let (_sim, addr) = sim(&[("a", json!({"fault": "status", "status": 401, "reply": format!("Incorrect API key provided: {secret}")}))]).await;
+    let cfg = config(addr, "").replace(
+        "timeout_s = 2\nmax_retries = 2",
+        "timeout_s = 2\nmax_retries = 2\napi_key_env = \"SIM_OPENAI_KEY\"",
+    );
+    let mut gw = start(&cfg, &[("SIM_OPENAI_KEY", secret)]).await;
+    let r = gw.post(&ask("sim/a", "x")).await;
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains(secret), "{text}");
+    assert!(text.contains("credentials"));
+    gw.child.start_kill().unwrap();
+    let _ = gw.child.wait().await;
+    let logs = (&mut gw.stderr).await.unwrap();
+    assert!(
+        logs.contains("completion failed"),
+        "the failure is logged: {logs}"
+    );
+    assert!(!logs.contains(secret));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let (_sim, addr) = sim(&[("a", json!({"reply": "finished", "ttft_ms": 800}))]).await;
+    let mut gw = start(&config(addr, ""), &[]).await;
+    let url = gw.url("/v1/chat/completions");
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&ask("sim/a", "x"))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = gw.child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&ask("sim/a", "x"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "new connections are refused while draining"
+    );
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "finished");
+    let status = tokio::time::timeout(Duration::from_secs(5), gw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}

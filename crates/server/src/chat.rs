@@ -1,0 +1,237 @@
+//! `POST /v1/chat/completions`: parse and check the request, route it, answer as JSON or SSE.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use quorate_api::{ChatChunk, ChatRequest, Usage};
+use quorate_providers::{Error, RoutedStream};
+use serde::Serialize;
+
+use crate::{ApiError, AppState};
+
+const KEEPALIVE_FRAME: &[u8] = b": quorate processing\n\n";
+
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let request = body.map_err(body_error).and_then(|bytes| parse(&bytes));
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(status = e.status(), error = %e, "rejected request");
+            return ApiError(e).into_response();
+        }
+    };
+    let id = format!(
+        "gen-{}-{}",
+        unix_millis(),
+        state.request_ids.fetch_add(1, Ordering::Relaxed)
+    );
+    if request.stream == Some(true) {
+        return stream(&state, request, id).await;
+    }
+    let model = request.model.clone();
+    match state.router.complete(request).await {
+        Ok(mut completion) => {
+            tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "completion");
+            completion.id = id;
+            completion.created = unix_millis() / 1000;
+            axum::Json(completion).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(%model, status = e.status(), error = %e, "completion failed");
+            ApiError(e).into_response()
+        }
+    }
+}
+
+fn body_error(rejection: BytesRejection) -> Error {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::PayloadTooLarge("request body is larger than server.max_body_bytes allows".into())
+    } else {
+        Error::BadRequest(format!("cannot read the request body: {rejection}"))
+    }
+}
+
+/// Strict JSON parsing whose errors name the offending field, then field-level validation.
+pub fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let request: ChatRequest =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                Error::BadRequest(format!("malformed JSON body: {inner}"))
+            } else if path == "." {
+                Error::BadRequest(format!("invalid request: {inner}"))
+            } else {
+                Error::BadRequest(format!("{path}: {inner}"))
+            }
+        })?;
+    deserializer
+        .end()
+        .map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))?;
+    request.validate().map_err(Error::BadRequest)?;
+    Ok(request)
+}
+
+/// Streams as SSE. If the upstream accepts within one keep-alive interval, its errors still get
+/// their HTTP status; past that the response starts (200, with keep-alives) and any error comes
+/// in-stream.
+async fn stream(state: &AppState, request: ChatRequest, id: String) -> Response {
+    let router = state.router.clone();
+    let model = request.model.clone();
+    let mut open: BoxFuture<'static, Result<RoutedStream, Error>> =
+        Box::pin(async move { router.stream(request).await });
+    let opened: BoxFuture<'static, Result<RoutedStream, Error>> =
+        match tokio::time::timeout(state.keepalive, &mut open).await {
+            Ok(Err(e)) => {
+                tracing::warn!(%model, status = e.status(), error = %e, "stream failed to start");
+                return ApiError(e).into_response();
+            }
+            Ok(Ok(stream)) => Box::pin(async move { Ok(stream) }),
+            Err(_) => open,
+        };
+    let frames = with_keepalive(sse_frames(opened, id, model), state.keepalive);
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(
+            frames.map(Ok::<_, std::convert::Infallible>),
+        ))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn data_frame(value: &impl Serialize) -> Bytes {
+    match serde_json::to_string(value) {
+        Ok(json) => Bytes::from(format!("data: {json}\n\n")),
+        Err(e) => error_frame(&Error::InvalidResponse(format!(
+            "chunk does not serialize: {e}"
+        ))),
+    }
+}
+
+fn error_frame(error: &Error) -> Bytes {
+    let body = serde_json::to_string(&error.to_body()).unwrap_or_default();
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+/// The SSE body: chunks with the gateway's id, a usage chunk last, then `[DONE]`; or an error
+/// event where the upstream failed.
+fn sse_frames(
+    opened: BoxFuture<'static, Result<RoutedStream, Error>>,
+    id: String,
+    model: String,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    async_stream::stream! {
+        let started = Instant::now();
+        let created = unix_millis() / 1000;
+        let mut chunks = match opened.await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%model, status = e.status(), error = %e, "stream failed to start");
+                yield error_frame(&e);
+                return;
+            }
+        };
+        let mut last_model = model.clone();
+        let mut saw_usage = false;
+        while let Some(item) = chunks.next().await {
+            match item {
+                Ok(mut chunk) => {
+                    chunk.id.clone_from(&id);
+                    chunk.created = created;
+                    saw_usage |= chunk.usage.is_some();
+                    last_model.clone_from(&chunk.model);
+                    yield data_frame(&chunk);
+                }
+                Err(e) => {
+                    tracing::warn!(%model, status = e.status(), error = %e, "stream broke off");
+                    yield error_frame(&e);
+                    return;
+                }
+            }
+        }
+        if !saw_usage {
+            tracing::warn!(%model, "upstream stream carried no usage");
+            yield data_frame(&usage_chunk(&id, created, last_model));
+        }
+        tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "stream");
+        yield Bytes::from_static(b"data: [DONE]\n\n");
+    }
+}
+
+fn usage_chunk(id: &str, created: u64, model: String) -> ChatChunk {
+    let mut usage = Usage::default();
+    usage.cost = Some(Default::default());
+    ChatChunk {
+        id: id.to_string(),
+        object: "chat.completion.chunk".into(),
+        created,
+        model,
+        choices: Vec::new(),
+        usage: Some(usage),
+        extra: Default::default(),
+    }
+}
+
+/// Sends an SSE comment whenever `inner` is quiet for `every`, so proxies keep the connection.
+fn with_keepalive(
+    inner: impl Stream<Item = Bytes> + Send + 'static,
+    every: Duration,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    async_stream::stream! {
+        let mut inner = std::pin::pin!(inner);
+        loop {
+            tokio::select! {
+                item = inner.next() => match item {
+                    Some(frame) => yield frame,
+                    None => return,
+                },
+                () = tokio::time::sleep(every) => yield Bytes::from_static(KEEPALIVE_FRAME),
+            }
+        }
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body: &str) -> String {
+        parse(body.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        assert!(message("{\"model\": \"m\", \"messages\": [").starts_with("malformed JSON body"));
+        assert!(message("{\"messages\": []}").contains("model"));
+        let m =
+            message("{\"model\": \"m\", \"messages\": [{\"role\": \"bot\", \"content\": \"x\"}]}");
+        assert!(m.contains("messages[0]") && m.contains("bot"), "{m}");
+        let m = message("{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": \"many\"}");
+        assert!(m.starts_with("max_tokens"), "{m}");
+        let m = message("{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 9}");
+        assert!(m.starts_with("temperature"), "{m}");
+        assert!(
+            message("{\"model\": \"m\", \"messages\": []} x").starts_with("malformed JSON body")
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! Quorate's HTTP server: the OpenAI-compatible API over the provider router.
+//!
+//! Every route answers JSON, errors included (`{"error": {"code", "message", "metadata"}}`), and
+//! the OpenRouter paths (`/api/v1/...`) serve the same handlers, so clients switch by base URL.
+
+mod auth;
+mod chat;
+mod error;
+mod models;
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use quorate_providers::Router;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+pub struct AppState {
+    pub router: Router,
+    /// Gateway keys; `None` means the gateway is open.
+    keys: Option<Vec<String>>,
+    keepalive: Duration,
+    request_ids: AtomicU64,
+}
+
+impl AppState {
+    /// Reads gateway keys from the env var the config names; an empty or missing variable is an
+    /// error rather than a silently open gateway.
+    pub fn new(router: Router) -> Result<Self, String> {
+        let server = &router.config().server;
+        let keys = match &server.api_keys_env {
+            None => None,
+            Some(env) => {
+                let raw = std::env::var(env).unwrap_or_default();
+                let keys: Vec<String> = raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if keys.is_empty() {
+                    return Err(format!(
+                        "server.api_keys_env names {env}, but {env} holds no keys (comma-separated)"
+                    ));
+                }
+                Some(keys)
+            }
+        };
+        Ok(Self {
+            keepalive: Duration::from_secs_f64(server.keepalive_s),
+            router,
+            keys,
+            request_ids: AtomicU64::new(0),
+        })
+    }
+}
+
+pub fn app(state: Arc<AppState>) -> axum::Router {
+    let max_body = state.router.config().server.max_body_bytes;
+    let api = axum::Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/api/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(models::list))
+        .route("/api/v1/models", get(models::list))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    axum::Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Serves until `shutdown` resolves; then stops accepting and lets in-flight requests finish for
+/// at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stopping_tx.send(true);
+    });
+    let deadline = async move {
+        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result,
+        () = deadline => {
+            tracing::warn!(grace_s = grace.as_secs_f64(), "in-flight requests outlived the shutdown grace; dropping them");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The Anthropic dialect: `/v1/messages`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use crate::openai::{respond, Ctx, Dialect, Piece};
+use crate::script::Answer;
+use crate::Sim;
+
+pub(crate) async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    respond(sim, "/v1/messages", headers, body, AnthropicDialect).await
+}
+
+struct AnthropicDialect;
+
+fn event(name: &str, data: Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+impl Dialect for AnthropicDialect {
+    fn frame(&self, piece: &Piece, ctx: &Ctx) -> String {
+        match piece {
+            Piece::Start => {
+                let message = json!({"id": "msg_sim", "type": "message", "role": "assistant", "model": ctx.model,
+                    "content": [], "usage": {"input_tokens": ctx.prompt_tokens, "output_tokens": 1}});
+                event(
+                    "message_start",
+                    json!({"type": "message_start", "message": message}),
+                ) + &event("ping", json!({"type": "ping"}))
+            }
+            Piece::Text(t) => {
+                // The first token also opens the text block; a block start carries no text.
+                event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": t}}),
+                )
+            }
+            Piece::ToolStart { id, name } => event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+            ),
+            Piece::ToolArgs(a) => event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": a}}),
+            ),
+            Piece::Finish { tool_call } => {
+                event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ) + &event(
+                    "message_delta",
+                    json!({"type": "message_delta",
+                        "delta": {"stop_reason": if *tool_call { "tool_use" } else { "end_turn" }},
+                        "usage": {"output_tokens": ctx.completion_tokens}}),
+                )
+            }
+            Piece::Usage => event("message_stop", json!({"type": "message_stop"})),
+        }
+    }
+
+    fn done(&self) -> Option<String> {
+        None
+    }
+
+    fn error_event(&self) -> String {
+        event(
+            "error",
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "simulated mid-stream failure"}}),
+        )
+    }
+
+    fn error_body(&self, status: u16, message: &str) -> Value {
+        let kind = match status {
+            429 => "rate_limit_error",
+            400 => "invalid_request_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        };
+        json!({"type": "error", "error": {"type": kind, "message": message}})
+    }
+
+    fn completion(&self, answer: &Answer, ctx: &Ctx) -> Value {
+        let (content, stop) = match answer {
+            Answer::Text(t) => (json!([{"type": "text", "text": t}]), "end_turn"),
+            Answer::ToolCall {
+                id,
+                name,
+                arguments,
+            } => {
+                let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
+                (
+                    json!([{"type": "tool_use", "id": id, "name": name, "input": input}]),
+                    "tool_use",
+                )
+            }
+        };
+        json!({
+            "id": "msg_sim", "type": "message", "role": "assistant", "model": ctx.model,
+            "content": content, "stop_reason": stop, "stop_sequence": null,
+            "usage": {"input_tokens": ctx.prompt_tokens, "output_tokens": ctx.completion_tokens},
+        })
+    }
+}
