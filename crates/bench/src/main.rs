@@ -1,1 +1,250 @@
-fn main() {}
+//! `quorate-bench`: open-loop load through the gateway to `quorate-sim` and straight to the sim,
+//! at fixed request rates; prints latency percentiles and what the gateway adds.
+//!
+//! Open loop: request i is sent at `start + i / rate` in a task of its own, whether or not
+//! earlier ones have finished, so a stalled gateway cannot slow the offered load (no coordinated
+//! omission). Latency counts from the moment the task sends: tokio's timer fires up to a
+//! millisecond after the due time, and that lateness belongs to the load generator, not to the
+//! path being measured. The lateness is reported separately.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Mutex;
+
+#[derive(Parser)]
+#[command(about = "Latency the gateway adds over the upstream simulator, under open-loop load")]
+struct Args {
+    /// Requests per second to run, in turn.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+    rates: Vec<u32>,
+    /// Seconds of load per rate and target.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// The `quorate` binary (default: next to this one).
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
+    /// The `quorate-sim` binary (default: next to this one).
+    #[arg(long)]
+    sim_bin: Option<PathBuf>,
+}
+
+struct Sample {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    /// The worst lateness of a send against its schedule.
+    late_us: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // The sim runs as a process of its own, like the gateway, so both paths pay the same
+    // cross-process wake-ups and the difference is the gateway's own cost.
+    let (mut sim, sim_url) = spawn_listening(
+        &sibling(&args.sim_bin, "quorate-sim")?,
+        &["--listen", "127.0.0.1:0"],
+    )
+    .await?;
+    let sim_addr = sim_url.trim_start_matches("http://").to_string();
+    let (mut gateway, gateway_url) = start_gateway(&args, &sim_addr).await?;
+    let direct = format!("http://{sim_addr}/v1/chat/completions");
+    let through = format!("{gateway_url}/v1/chat/completions");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()?;
+
+    // Warm both paths: connection pools, allocator, branch predictors.
+    run(&client, &direct, 200, 1.0).await;
+    run(&client, &through, 200, 1.0).await;
+
+    println!(
+        "open-loop load, non-streaming echo completions, {}s per cell",
+        args.seconds
+    );
+    println!(
+        "| rate (req/s) | path | p50 ms | p90 ms | p99 ms | errors | worst send lateness ms |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    let mut added_rows = Vec::new();
+    for &rate in &args.rates {
+        let d = run(&client, &direct, rate, args.seconds).await;
+        let g = run(&client, &through, rate, args.seconds).await;
+        let (dp, gp) = (percentiles(&d), percentiles(&g));
+        print_row(rate, "direct to sim", &d);
+        print_row(rate, "through gateway", &g);
+        added_rows.push((
+            rate,
+            [
+                gp[0] as i64 - dp[0] as i64,
+                gp[1] as i64 - dp[1] as i64,
+                gp[2] as i64 - dp[2] as i64,
+            ],
+        ));
+    }
+    println!();
+    println!("| rate (req/s) | added p50 ms | added p90 ms | added p99 ms |");
+    println!("|---:|---:|---:|---:|");
+    for (rate, added) in added_rows {
+        println!(
+            "| {rate} | {} | {} | {} |",
+            signed_ms(added[0]),
+            signed_ms(added[1]),
+            signed_ms(added[2])
+        );
+    }
+    let _ = gateway.start_kill();
+    let _ = sim.start_kill();
+    Ok(())
+}
+
+fn sibling(explicit: &Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
+    match explicit {
+        Some(path) => Ok(path.clone()),
+        None => Ok(std::env::current_exe()?.with_file_name(name)),
+    }
+}
+
+async fn start_gateway(args: &Args, sim: &str) -> anyhow::Result<(tokio::process::Child, String)> {
+    let config = std::env::temp_dir().join(format!("quorate-bench-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.sim]\nkind = \"openai\"\nbase_url = \"http://{sim}/v1\"\nmax_retries = 0\n\n[models.\"sim/echo\"]\nprovider = \"sim\"\nupstream = \"echo\"\n"
+        ),
+    )?;
+    let config = config.to_string_lossy().into_owned();
+    spawn_listening(
+        &sibling(&args.gateway_bin, "quorate")?,
+        &["serve", "--listen", "127.0.0.1:0", "--config", &config],
+    )
+    .await
+}
+
+/// Starts a server binary and reads the URL from its first line ("... listening on http://ADDR").
+async fn spawn_listening(
+    bin: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let mut child = tokio::process::Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it with cargo build --release)",
+                bin.display()
+            )
+        })?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let line = BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await?
+        .unwrap_or_default();
+    let Some((_, url)) = line.trim().split_once(" listening on ") else {
+        bail!("{} did not start: {line:?}", bin.display());
+    };
+    Ok((child, url.to_string()))
+}
+
+async fn run(client: &reqwest::Client, url: &str, rate: u32, seconds: f64) -> Sample {
+    let total = (f64::from(rate) * seconds) as u64;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let body = Arc::new(
+        json!({"model": "sim/echo", "messages": [{"role": "user", "content": "ping"}]}).to_string(),
+    );
+    let sample = Arc::new(Mutex::new(Sample {
+        latencies_us: Vec::with_capacity(total as usize),
+        errors: 0,
+        late_us: 0,
+    }));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let (client, url, body, sample) = (
+            client.clone(),
+            url.to_string(),
+            body.clone(),
+            sample.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let late_us = sent.duration_since(due).as_micros() as u64;
+            let result = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.as_str().to_owned())
+                .send()
+                .await;
+            let ok = match result {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            let elapsed = sent.elapsed().as_micros() as u64;
+            let mut s = sample.lock().await;
+            s.late_us = s.late_us.max(late_us);
+            if ok {
+                s.latencies_us.push(elapsed);
+            } else {
+                s.errors += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut sample = Arc::try_unwrap(sample).map_or_else(
+        |_| Sample {
+            latencies_us: vec![],
+            errors: 0,
+            late_us: 0,
+        },
+        Mutex::into_inner,
+    );
+    sample.latencies_us.sort_unstable();
+    sample
+}
+
+fn print_row(rate: u32, path: &str, s: &Sample) {
+    let p = percentiles(s);
+    let cells = [
+        ms(p[0]),
+        ms(p[1]),
+        ms(p[2]),
+        s.errors.to_string(),
+        ms(s.late_us),
+    ];
+    println!("| {rate} | {path} | {} |", cells.join(" | "));
+}
+
+fn percentiles(s: &Sample) -> [u64; 3] {
+    let at = |q: f64| {
+        if s.latencies_us.is_empty() {
+            return 0;
+        }
+        let i = ((s.latencies_us.len() as f64 - 1.0) * q).round() as usize;
+        s.latencies_us[i]
+    };
+    [at(0.5), at(0.9), at(0.99)]
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+fn signed_ms(us: i64) -> String {
+    format!("{:+.3}", us as f64 / 1000.0)
+}

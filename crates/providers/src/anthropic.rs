@@ -16,7 +16,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 
 use crate::http::{self, upstream_message};
-use crate::openai::{auth_headers, extra_headers};
+use crate::openai::{auth_headers, endpoint, extra_headers};
 use crate::{sse, ChunkStream, Error, Provider};
 
 const API_VERSION: &str = "2023-06-01";
@@ -51,7 +51,8 @@ const OPENAI_ONLY: &[&str] = &[
 pub struct Anthropic {
     name: String,
     client: reqwest::Client,
-    url: String,
+    /// Parsed once: reqwest would otherwise parse the URL string on every request.
+    url: reqwest::Url,
     headers: reqwest::header::HeaderMap,
     missing_key: Option<String>,
     idle: Duration,
@@ -71,7 +72,7 @@ impl Anthropic {
         Ok(Self {
             name: name.to_string(),
             client,
-            url: format!("{}/messages", config.base_url.trim_end_matches('/')),
+            url: endpoint(name, config, "messages")?,
             headers,
             missing_key,
             idle: Duration::from_secs_f64(config.timeout_s),
@@ -84,7 +85,7 @@ impl Anthropic {
         }
         let request = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .json(body);
         http::send(request, &self.name).await

@@ -16,7 +16,8 @@ use crate::{sse, ChunkStream, Error, Provider};
 pub struct OpenAi {
     name: String,
     client: reqwest::Client,
-    url: String,
+    /// Parsed once: reqwest would otherwise parse the URL string on every request.
+    url: reqwest::Url,
     headers: HeaderMap,
     missing_key: Option<String>,
     idle: Duration,
@@ -35,7 +36,7 @@ impl OpenAi {
         Ok(Self {
             name: name.to_string(),
             client,
-            url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            url: endpoint(name, config, "chat/completions")?,
             headers,
             missing_key,
             idle: Duration::from_secs_f64(config.timeout_s),
@@ -48,7 +49,7 @@ impl OpenAi {
         }
         let request = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .json(body);
         http::send(request, &self.name).await
@@ -81,6 +82,17 @@ pub(crate) fn auth_headers(
         headers.insert(header, value);
     }
     Ok((headers, None))
+}
+
+/// `base_url` joined with an endpoint path, as a parsed URL.
+pub(crate) fn endpoint(
+    name: &str,
+    config: &ProviderConfig,
+    path: &str,
+) -> Result<reqwest::Url, Error> {
+    let url = format!("{}/{path}", config.base_url.trim_end_matches('/'));
+    reqwest::Url::parse(&url)
+        .map_err(|e| Error::Unavailable(format!("providers.{name}.base_url: not a valid URL: {e}")))
 }
 
 pub(crate) fn extra_headers(name: &str, config: &ProviderConfig) -> Result<HeaderMap, Error> {

@@ -127,7 +127,7 @@ async fn stream_reassembles_and_ends_with_usage_then_done() {
 async fn client_errors_have_status_and_json_body() {
     let (sim, addr) = sim(&[]).await;
     let gw = start(
-        &config(addr, "")
+        config(addr, "")
             .replace("[server]\n", "[server]\nmax_body_bytes = 2000\n")
             .as_str(),
         &[],
@@ -243,6 +243,7 @@ api_key_env = "QUORATE_TEST_UNSET_KEY"
     let r = gw.post(&ask("sim/limited", "x")).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "7");
+    assert_eq!(sim.stats().requests["limited"], 1);
 
     let r = gw.post(&ask("sim/hang", "x")).await;
     assert_eq!(r.status(), 408);
@@ -633,7 +634,7 @@ async fn anthropic_provider_round_trips() {
 #[tokio::test]
 async fn api_keys_never_reach_errors_or_logs() {
     let secret = "sk-test-do-not-leak-123456";
-    let (_sim, addr) = sim(&[("a", json!({"fault": "status", "status": 401, "reply": format!("Incorrect API key provided: {secret}")}))]).await;
+    let (sim, addr) = sim(&[("a", json!({"fault": "status", "status": 401, "reply": format!("Incorrect API key provided: {secret}")}))]).await;
     let cfg = config(addr, "").replace(
         "timeout_s = 2\nmax_retries = 2",
         "timeout_s = 2\nmax_retries = 2\napi_key_env = \"SIM_OPENAI_KEY\"",
@@ -644,6 +645,11 @@ async fn api_keys_never_reach_errors_or_logs() {
     let text = r.text().await.unwrap();
     assert!(!text.contains(secret), "{text}");
     assert!(text.contains("credentials"));
+    assert_eq!(
+        sim.requests()[0].headers["authorization"],
+        format!("Bearer {secret}"),
+        "the key went upstream"
+    );
     gw.child.start_kill().unwrap();
     let _ = gw.child.wait().await;
     let logs = (&mut gw.stderr).await.unwrap();

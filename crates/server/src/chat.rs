@@ -173,8 +173,10 @@ fn sse_frames(
 }
 
 fn usage_chunk(id: &str, created: u64, model: String) -> ChatChunk {
-    let mut usage = Usage::default();
-    usage.cost = Some(Default::default());
+    let usage = Usage {
+        cost: Some(Default::default()),
+        ..Usage::default()
+    };
     ChatChunk {
         id: id.to_string(),
         object: "chat.completion.chunk".into(),

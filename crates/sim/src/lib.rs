@@ -80,6 +80,7 @@ impl Sim {
     pub async fn spawn(&self, addr: &str) -> std::io::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
+        let listener = nodelay(listener);
         let app = self.router();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -172,6 +173,18 @@ impl Sim {
             body: body.clone(),
         });
     }
+}
+
+/// Accepted connections get TCP_NODELAY, as a real API server's do: latency figures measured
+/// against the sim should not include Nagle's delays.
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn set(tcp: &mut tokio::net::TcpStream) {
+        let _ = tcp.set_nodelay(true);
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
 }
 
 /// Lives as long as a request is being answered; dropped early means the client went away.

@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     println!("quorate-sim listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, Sim::new(scripts).router())
+    axum::serve(quorate_sim::nodelay(listener), Sim::new(scripts).router())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

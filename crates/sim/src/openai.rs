@@ -101,7 +101,7 @@ pub(crate) async fn respond(
     };
     match fault {
         Some(Fault::Status) => {
-            tokio::time::sleep(script.ttft()).await;
+            pause(script.ttft()).await;
             guard.complete();
             let message = script
                 .reply
@@ -130,10 +130,18 @@ pub(crate) async fn respond(
         }
         _ => {
             let steps = tokens_of(&answer).len() as u32;
-            tokio::time::sleep(script.ttft() + script.token_delay() * steps).await;
+            pause(script.ttft() + script.token_delay() * steps).await;
             guard.complete();
             axum::Json(dialect.completion(&answer, &ctx)).into_response()
         }
+    }
+}
+
+/// Sleeps, but not at all for zero: a zero tokio sleep still waits for the next timer tick
+/// (about a millisecond), which would dwarf the latencies the benchmark measures.
+async fn pause(duration: Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
     }
 }
 
@@ -202,7 +210,7 @@ fn stream_response(
             let is_token = matches!(piece, Piece::Text(_) | Piece::ToolArgs(_));
             if is_token {
                 let delay = if sent_tokens == 0 { script.ttft() } else { script.token_delay() };
-                tokio::time::sleep(delay).await;
+                pause(delay).await;
                 if sent_tokens == script.cut_after() {
                     match fault {
                         Some(Fault::Cut) => {
@@ -228,7 +236,7 @@ fn stream_response(
             let frame = dialect.frame(piece, &ctx);
             if fault == Some(Fault::Drip) {
                 for byte in frame.into_bytes() {
-                    tokio::time::sleep(Duration::from_millis(script.drip_ms.unwrap_or(1))).await;
+                    pause(Duration::from_millis(script.drip_ms.unwrap_or(1))).await;
                     yield Ok(Bytes::from(vec![byte]));
                 }
             } else {

@@ -1,7 +1,7 @@
 //! Test harness: the real `quorate serve` binary on a random port, in front of an in-process
 //! `quorate-sim`.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,6 +55,7 @@ base_url = "http://{sim}/v1"
 timeout_s = 2
 max_retries = 2
 backoff_ms = 10
+max_retry_after_s = 5
 
 [providers.simant]
 kind = "anthropic"

@@ -1,0 +1,160 @@
+"""The official `openai` Python SDK as a black-box client of `quorate serve` (in front of quorate-sim).
+
+Binaries come from $QUORATE_BIN_DIR (default: target/debug); build them first (scripts/test does).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import openai
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(os.environ.get("QUORATE_BIN_DIR", ROOT / "target" / "debug"))
+GATEWAY_KEY = "gw-test-key"
+
+SCRIPTS = {
+    "weather": {"tool_call": {"name": "get_weather", "arguments": {"city": "Oslo"}}},
+    "limited": {"fault": "status", "status": 429, "retry_after": 9},
+    "broken": {"fault": "status", "status": 500},
+    "midway": {"fault": "error_event", "reply": "one two three four", "cut_after": 2},
+}
+
+CONFIG = """
+[server]
+api_keys_env = "QUORATE_TEST_GATEWAY_KEYS"
+
+[providers.sim]
+kind = "openai"
+base_url = "http://{sim}/v1"
+timeout_s = 5
+max_retries = 1
+backoff_ms = 10
+max_retry_after_s = 5
+
+[models."sim/echo"]
+provider = "sim"
+upstream = "echo"
+input_usd_per_mtok = 1
+output_usd_per_mtok = 2
+"""
+
+
+def _start(args, env=None):
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = proc.stdout.readline()
+    assert "listening on http://" in line, f"{args[0]} did not start: {line!r}"
+    return proc, line.strip().split("http://", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with tempfile.TemporaryDirectory() as tmp:
+        scripts = pathlib.Path(tmp, "scripts.json")
+        scripts.write_text(json.dumps(SCRIPTS))
+        sim, sim_addr = _start([str(BIN / "quorate-sim"), "--listen", "127.0.0.1:0", "--scripts", str(scripts)])
+        config = pathlib.Path(tmp, "quorate.toml")
+        config.write_text(CONFIG.format(sim=sim_addr))
+        env = dict(os.environ, QUORATE_TEST_GATEWAY_KEYS=GATEWAY_KEY, RUST_LOG="warn")
+        gateway, addr = _start(
+            [str(BIN / "quorate"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"], env=env
+        )
+        try:
+            yield f"http://{addr}/v1"
+        finally:
+            for proc in (gateway, sim):
+                proc.terminate()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def client(base_url):
+    # No SDK retries: each test sees exactly what the gateway answered.
+    return openai.OpenAI(base_url=base_url, api_key=GATEWAY_KEY, max_retries=0)
+
+
+def ask(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_non_streaming(client):
+    r = client.chat.completions.create(model="sim/echo", messages=ask("hello there"))
+    assert r.choices[0].message.content == "echo: hello there"
+    assert r.choices[0].finish_reason == "stop"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (2, 3, 5)
+    assert r.usage.model_extra["cost"] == pytest.approx(0.000008)
+    assert r.model == "sim/echo"
+
+
+def test_streaming_reassembles_with_usage(client):
+    stream = client.chat.completions.create(
+        model="sim/echo", messages=ask("stream me please"), stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: stream me please"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 4
+
+
+def test_tool_calls_round_trip(client):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    messages = ask("weather in Oslo?")
+    r = client.chat.completions.create(
+        model="sim/echo", messages=messages, tools=tools, extra_body={"sim": SCRIPTS["weather"]}
+    )
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Oslo"}
+    messages += [r.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "-3C"}]
+    r = client.chat.completions.create(
+        model="sim/echo", messages=messages, tools=tools, extra_body={"sim": {"reply": "It is -3C."}}
+    )
+    assert r.choices[0].message.content == "It is -3C."
+
+
+def test_errors_are_typed_exceptions(client, base_url):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="nope/missing", messages=ask("x"))
+    assert e.value.status_code == 404
+    assert "/v1/models" in e.value.message
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="sim/echo", messages=ask("x"), temperature=5)
+    assert "temperature" in e.value.message
+
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="sim/echo", messages=ask("x"), extra_body={"sim": SCRIPTS["limited"]})
+    assert e.value.response.headers["retry-after"] == "9"
+
+    with pytest.raises(openai.InternalServerError) as e:
+        client.chat.completions.create(model="sim/echo", messages=ask("x"), extra_body={"sim": SCRIPTS["broken"]})
+    assert e.value.status_code == 502
+
+    bad_key = openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad_key.chat.completions.create(model="sim/echo", messages=ask("x"))
+
+
+def test_mid_stream_error_raises(client):
+    stream = client.chat.completions.create(
+        model="sim/echo", messages=ask("x"), stream=True, extra_body={"sim": SCRIPTS["midway"]}
+    )
+    seen = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                seen.append(chunk.choices[0].delta.content)
+    assert "".join(seen) == "one two "
+    assert "mid-stream" in e.value.message
+
+
+def test_models_list(client):
+    ids = [m.id for m in client.models.list()]
+    assert "sim/echo" in ids
