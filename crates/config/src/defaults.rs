@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::{ProviderConfig, ProviderKind};
+use crate::{ModelConfig, Price, ProviderConfig, ProviderKind};
+
+/// The embedded default: a real model that runs in-process with no key and no network.
+pub const LOCAL_MODEL: &str = "local/smollm2-135m";
 
 pub fn listen() -> String {
     "127.0.0.1:8787".to_string()
@@ -36,10 +39,38 @@ pub fn max_retry_after_s() -> f64 {
     30.0
 }
 
-/// The well-known APIs, usable as soon as their key is in the environment: a model id
-/// `openrouter/<slug>` routes to OpenRouter with `<slug>` upstream, and so on.
-pub fn add_builtin_providers(providers: &mut BTreeMap<String, ProviderConfig>) {
-    let builtins = [
+pub fn slots() -> u32 {
+    3
+}
+
+pub fn queue() -> u32 {
+    32
+}
+
+fn provider(kind: ProviderKind, base_url: Option<&str>, key_env: Option<&str>) -> ProviderConfig {
+    ProviderConfig {
+        kind,
+        base_url: base_url.map(str::to_string),
+        api_key_env: key_env.map(str::to_string),
+        timeout_s: timeout_s(),
+        max_retries: max_retries(),
+        backoff_ms: backoff_ms(),
+        max_retry_after_s: max_retry_after_s(),
+        headers: BTreeMap::new(),
+        threads: None,
+        slots: slots(),
+        queue: queue(),
+    }
+}
+
+/// The well-known APIs, usable as soon as their key is in the environment (a model id
+/// `openrouter/<slug>` routes to OpenRouter with `<slug>` upstream, and so on), and the local
+/// provider with its default model.
+pub fn add_builtins(
+    providers: &mut BTreeMap<String, ProviderConfig>,
+    models: &mut BTreeMap<String, ModelConfig>,
+) {
+    let apis = [
         (
             "openrouter",
             ProviderKind::Openai,
@@ -59,19 +90,29 @@ pub fn add_builtin_providers(providers: &mut BTreeMap<String, ProviderConfig>) {
             "ANTHROPIC_API_KEY",
         ),
     ];
-    for (name, kind, base_url, key_env) in builtins {
+    for (name, kind, base_url, key_env) in apis {
         providers.insert(
             name.to_string(),
-            ProviderConfig {
-                kind,
-                base_url: base_url.to_string(),
-                api_key_env: Some(key_env.to_string()),
-                timeout_s: timeout_s(),
-                max_retries: max_retries(),
-                backoff_ms: backoff_ms(),
-                max_retry_after_s: max_retry_after_s(),
-                headers: BTreeMap::new(),
-            },
+            provider(kind, Some(base_url), Some(key_env)),
         );
     }
+    let mut local = provider(ProviderKind::Local, None, None);
+    // A local generation is CPU-bound: it gets no timeout of its own beyond a generous one.
+    local.timeout_s = 600.0;
+    local.max_retries = 0;
+    providers.insert("local".to_string(), local);
+    models.insert(
+        LOCAL_MODEL.to_string(),
+        ModelConfig {
+            provider: "local".to_string(),
+            upstream: None,
+            name: Some("SmolLM2 135M Instruct (Q4_1, in-process)".to_string()),
+            context_length: Some(4096),
+            input_usd_per_mtok: Some(Price(Default::default())),
+            output_usd_per_mtok: Some(Price(Default::default())),
+            fallbacks: Vec::new(),
+            max_output_tokens: Some(512),
+            gguf: Some("smollm2-135m".to_string()),
+        },
+    );
 }

@@ -39,6 +39,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The model `quorate ask` uses when no `--model` is given.
+    #[serde(default)]
+    pub default_model: Option<String>,
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
@@ -84,13 +87,17 @@ pub enum ProviderKind {
     Openai,
     /// Anthropic's Messages API.
     Anthropic,
+    /// GGUF models run in-process on llama.cpp.
+    Local,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
-    pub base_url: String,
+    /// The API's base URL; required for `openai` and `anthropic`, unused by `local`.
+    #[serde(default)]
+    pub base_url: Option<String>,
     /// Env var holding the upstream API key. Keys never live in the file.
     #[serde(default)]
     pub api_key_env: Option<String>,
@@ -107,6 +114,15 @@ pub struct ProviderConfig {
     /// Extra headers sent on every upstream request (e.g. OpenRouter's `X-Title`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `local` only: CPU threads per generation.
+    #[serde(default)]
+    pub threads: Option<u32>,
+    /// `local` only: generations that run at once; more wait in the queue.
+    #[serde(default = "defaults::slots")]
+    pub slots: u32,
+    /// `local` only: requests that may wait for a slot; beyond that the answer is 503.
+    #[serde(default = "defaults::queue")]
+    pub queue: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +145,9 @@ pub struct ModelConfig {
     /// Output cap sent when the caller gives none (Anthropic requires one).
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
+    /// `local` models: a GGUF file path, or a known name that `quorate models pull` can fetch.
+    #[serde(default)]
+    pub gguf: Option<String>,
 }
 
 /// A price in USD, kept as the exact decimal the user wrote.
@@ -161,14 +180,22 @@ impl<'de> Deserialize<'de> for Price {
 }
 
 impl Config {
+    /// The model to use when none is named: `default_model`, else the embedded local model.
+    pub fn default_model(&self) -> &str {
+        self.default_model
+            .as_deref()
+            .unwrap_or(defaults::LOCAL_MODEL)
+    }
+
     /// Built-in defaults only (no file).
     pub fn builtin() -> Self {
         let mut config = Self {
+            default_model: None,
             server: ServerConfig::default(),
             providers: BTreeMap::new(),
             models: BTreeMap::new(),
         };
-        defaults::add_builtin_providers(&mut config.providers);
+        defaults::add_builtins(&mut config.providers, &mut config.models);
         config
     }
 
@@ -215,10 +242,12 @@ impl Config {
                 message,
             }
         })?;
-        let mut providers = BTreeMap::new();
-        defaults::add_builtin_providers(&mut providers);
+        let (mut providers, mut models) = (BTreeMap::new(), BTreeMap::new());
+        defaults::add_builtins(&mut providers, &mut models);
         providers.append(&mut config.providers);
+        models.append(&mut config.models);
         config.providers = providers;
+        config.models = models;
         config.validate(origin)?;
         Ok(config)
     }
@@ -248,6 +277,14 @@ impl Config {
         for (name, p) in &self.providers {
             validate_provider(p).map_err(|(k, m)| fail(format!("providers.{name}.{k}"), m))?;
         }
+        if let Some(model) = &self.default_model {
+            if self.resolve(model).is_none() {
+                return Err(fail(
+                    "default_model".into(),
+                    format!("unknown model {model:?}"),
+                ));
+            }
+        }
         for (id, m) in &self.models {
             self.validate_model(id, m)
                 .map_err(|(k, msg)| fail(format!("models.\"{id}\".{k}"), msg))?;
@@ -269,6 +306,25 @@ impl Config {
                     known.join(", ")
                 ),
             ));
+        }
+        let local = self.providers[&m.provider].kind == ProviderKind::Local;
+        match (&m.gguf, local) {
+            (None, true) => {
+                return Err((
+                    "gguf".into(),
+                    "required for a local model (a .gguf path or a known name)".into(),
+                ))
+            }
+            (Some(_), false) => {
+                return Err((
+                    "gguf".into(),
+                    format!(
+                        "only local models take a GGUF file; {} is not local",
+                        m.provider
+                    ),
+                ))
+            }
+            _ => {}
         }
         if m.upstream.is_none() && !id.starts_with(&format!("{}/", m.provider)) {
             return Err((
@@ -298,13 +354,27 @@ impl Config {
 }
 
 fn validate_provider(p: &ProviderConfig) -> Result<(), (String, String)> {
-    let url = p.base_url.trim();
-    let has_scheme = url.starts_with("http://") || url.starts_with("https://");
-    if !has_scheme || url.contains(char::is_whitespace) {
-        return Err((
-            "base_url".into(),
-            format!("want an http(s) URL, got {:?}", p.base_url),
-        ));
+    match (p.kind, &p.base_url) {
+        (ProviderKind::Local, Some(_)) => {
+            return Err(("base_url".into(), "a local provider has no base URL".into()))
+        }
+        (ProviderKind::Local, None) => {}
+        (_, None) => return Err(("base_url".into(), "required".into())),
+        (_, Some(url)) => {
+            let has_scheme = url.starts_with("http://") || url.starts_with("https://");
+            if !has_scheme || url.contains(char::is_whitespace) {
+                return Err((
+                    "base_url".into(),
+                    format!("want an http(s) URL, got {url:?}"),
+                ));
+            }
+        }
+    }
+    if p.slots == 0 || p.slots > 64 {
+        return Err(("slots".into(), "must be 1 to 64".into()));
+    }
+    if p.threads == Some(0) {
+        return Err(("threads".into(), "must be at least 1".into()));
     }
     if !(p.timeout_s > 0.0 && p.timeout_s <= 3600.0) {
         return Err(("timeout_s".into(), "must be in (0, 3600]".into()));

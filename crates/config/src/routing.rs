@@ -15,6 +15,8 @@ pub struct ResolvedModel {
     pub output_usd_per_mtok: Option<Decimal>,
     pub fallbacks: Vec<String>,
     pub max_output_tokens: Option<u32>,
+    /// Local models: the GGUF path or known name.
+    pub gguf: Option<String>,
 }
 
 impl Config {
@@ -36,6 +38,7 @@ impl Config {
             output_usd_per_mtok: None,
             fallbacks: Vec::new(),
             max_output_tokens: None,
+            gguf: None,
         })
     }
 }
@@ -55,5 +58,6 @@ fn from_config(id: &str, m: &ModelConfig) -> ResolvedModel {
         output_usd_per_mtok: m.output_usd_per_mtok.map(|p| p.0),
         fallbacks: m.fallbacks.clone(),
         max_output_tokens: m.max_output_tokens,
+        gguf: m.gguf.clone(),
     }
 }

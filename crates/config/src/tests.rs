@@ -127,7 +127,29 @@ fn file_providers_override_builtins_by_name() {
         "t",
     )
     .unwrap();
-    assert_eq!(c.providers["openai"].base_url, "http://127.0.0.1:9");
+    assert_eq!(c.providers["openai"].base_url.as_deref(), Some("http://127.0.0.1:9"));
     assert!(c.providers["openai"].api_key_env.is_none());
     assert!(c.providers.contains_key("anthropic"));
+}
+
+#[test]
+fn local_models_need_a_gguf_and_only_they_take_one() {
+    let (key, _) = invalid("[models.\"local/x\"]\nprovider = \"local\"\n");
+    assert_eq!(key, "models.\"local/x\".gguf");
+    let (key, _) = invalid("[models.\"openai/x\"]\nprovider = \"openai\"\ngguf = \"m.gguf\"\n");
+    assert_eq!(key, "models.\"openai/x\".gguf");
+    let (key, _) = invalid("[providers.local]\nkind = \"local\"\nbase_url = \"http://h\"\n");
+    assert_eq!(key, "providers.local.base_url");
+    let (key, _) = invalid("[providers.x]\nkind = \"openai\"\n");
+    assert_eq!(key, "providers.x.base_url");
+    let (key, _) = invalid("default_model = \"ghost\"\n");
+    assert_eq!(key, "default_model");
+}
+
+#[test]
+fn the_embedded_model_is_the_default() {
+    let c = Config::builtin();
+    assert_eq!(c.default_model(), "local/smollm2-135m");
+    let m = c.resolve("local/smollm2-135m").unwrap();
+    assert_eq!((m.provider.as_str(), m.gguf.as_deref()), ("local", Some("smollm2-135m")));
 }

@@ -34,6 +34,7 @@ mod tests {
             output_usd_per_mtok: Some(Decimal::from_str(output).unwrap()),
             fallbacks: vec![],
             max_output_tokens: None,
+            gguf: None,
         }
     }
 

@@ -90,7 +90,8 @@ pub(crate) fn endpoint(
     config: &ProviderConfig,
     path: &str,
 ) -> Result<reqwest::Url, Error> {
-    let url = format!("{}/{path}", config.base_url.trim_end_matches('/'));
+    let base = config.base_url.as_deref().unwrap_or_default();
+    let url = format!("{}/{path}", base.trim_end_matches('/'));
     reqwest::Url::parse(&url)
         .map_err(|e| Error::Unavailable(format!("providers.{name}.base_url: not a valid URL: {e}")))
 }

@@ -71,14 +71,26 @@ impl Policy {
     }
 }
 
+/// Builds the providers of a kind this crate does not implement: the local engine lives in a crate
+/// of its own, so that llama.cpp is compiled only where it is needed.
+pub type ProviderFactory =
+    dyn Fn(&str, &ProviderConfig, &Config) -> Result<Arc<dyn Provider>, Error>;
+
 impl Router {
+    /// A router for the HTTP provider kinds only; local providers answer 503.
     pub fn new(config: Config) -> Result<Self, Error> {
+        Self::with_local(config, None)
+    }
+
+    pub fn with_local(config: Config, local: Option<&ProviderFactory>) -> Result<Self, Error> {
         let client = http::client()?;
         let mut providers = HashMap::new();
         for (name, p) in &config.providers {
-            let provider: Arc<dyn Provider> = match p.kind {
-                ProviderKind::Openai => Arc::new(OpenAi::new(name, p, client.clone())?),
-                ProviderKind::Anthropic => Arc::new(Anthropic::new(name, p, client.clone())?),
+            let provider: Arc<dyn Provider> = match (p.kind, local) {
+                (ProviderKind::Openai, _) => Arc::new(OpenAi::new(name, p, client.clone())?),
+                (ProviderKind::Anthropic, _) => Arc::new(Anthropic::new(name, p, client.clone())?),
+                (ProviderKind::Local, Some(make)) => make(name, p, &config)?,
+                (ProviderKind::Local, None) => continue,
             };
             let policy = Policy::from_config(p);
             providers.insert(name.clone(), Entry { provider, policy });

@@ -7,15 +7,15 @@ use clap::Args;
 use futures::StreamExt;
 use quorate_api::{ChatRequest, Message, Role};
 use quorate_config::Config;
-use quorate_providers::Router;
 
 #[derive(Args)]
 pub struct AskArgs {
     /// The question.
     prompt: String,
-    /// Model id (a configured model, or provider/upstream-name).
+    /// Model id (a configured model, or provider/upstream-name); default: the config's
+    /// `default_model`, else the embedded local model.
     #[arg(long, short, env = "QUORATE_MODEL")]
-    model: String,
+    model: Option<String>,
     /// A system prompt.
     #[arg(long)]
     system: Option<String>,
@@ -29,14 +29,22 @@ pub struct AskArgs {
 }
 
 pub async fn run(config: Config, args: AskArgs) -> anyhow::Result<()> {
-    let router = Router::new(config)?;
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| config.default_model().to_string());
+    // A local model may need fetching first: do it here, with a progress display.
+    if let Some(gguf) = config.resolve(&model).and_then(|m| m.gguf) {
+        crate::pull::fetch(&gguf).await?;
+    }
+    let router = crate::router(config)?;
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
         messages.push(Message::new(Role::System, system.clone()));
     }
     messages.push(Message::new(Role::User, args.prompt.clone()));
     let request = ChatRequest {
-        model: args.model.clone(),
+        model: model.clone(),
         messages,
         stream: Some(true),
         models: None,
@@ -50,7 +58,7 @@ pub async fn run(config: Config, args: AskArgs) -> anyhow::Result<()> {
         extra: Default::default(),
     };
     request.validate().map_err(anyhow::Error::msg)?;
-    eprintln!("asking {} …", args.model);
+    eprintln!("asking {model} …");
     let mut stream = router.stream(request).await?;
     let mut stdout = std::io::stdout().lock();
     let mut usage = None;

@@ -1,6 +1,7 @@
 //! The `quorate` command: a thin binary over the server and provider crates.
 
 mod ask;
+mod pull;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,8 +42,22 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// List the configured models.
-    Models,
+    /// List the configured models, or fetch a local model's GGUF file.
+    Models {
+        #[command(subcommand)]
+        command: Option<ModelsCommand>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// List the configured models (the default).
+    List,
+    /// Fetch a known GGUF model into the cache (default: the embedded SmolLM2-135M).
+    Pull {
+        #[arg(default_value = "smollm2-135m")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,7 +109,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 Command::Serve { listen } => serve(config, listen).await,
                 Command::Ask(args) => ask::run(config, args).await,
-                Command::Models => {
+                Command::Models {
+                    command: Some(ModelsCommand::Pull { name }),
+                } => pull::run(&name).await,
+                Command::Models {
+                    command: None | Some(ModelsCommand::List),
+                } => {
                     for model in config.models.keys() {
                         println!("{model}");
                     }
@@ -128,7 +148,7 @@ async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<()>
     }
     let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
     let addr = config.server.listen.clone();
-    let router = Router::new(config)?;
+    let router = router(config)?;
     let state = AppState::new(router).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -140,6 +160,11 @@ async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<()>
     quorate_server::serve(listener, Arc::new(state), shutdown_signal(), grace).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The router with every provider kind this binary has, the local engine included.
+pub fn router(config: Config) -> anyhow::Result<Router> {
+    Ok(Router::with_local(config, Some(&quorate_local::provider))?)
 }
 
 async fn shutdown_signal() {

@@ -71,8 +71,8 @@ async fn models_and_health() {
             .iter()
             .map(|m| m["id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, ["sim/a", "sim/b", "simant/c"]);
-        let a = &list["data"][0];
+        assert_eq!(ids, ["local/smollm2-135m", "sim/a", "sim/b", "simant/c"]);
+        let a = &list["data"][1];
         assert_eq!(
             a["pricing"],
             json!({"prompt": "0.000001", "completion": "0.000002"})
@@ -699,4 +699,61 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         .unwrap()
         .unwrap();
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn embedded_local_model_serves_with_no_configuration() {
+    let gw = start("", &[]).await;
+    let mut body = ask("local/smollm2-135m", "Which city is the capital of France?");
+    body["temperature"] = json!(0);
+    body["max_tokens"] = json!(30);
+    let r: Value = gw.post(&body).await.json().await.unwrap();
+    assert!(
+        r["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Paris"),
+        "{r}"
+    );
+    assert_eq!(r["usage"]["cost"].as_f64(), Some(0.0));
+    body["stream"] = json!(true);
+    let (data, _) = sse(gw.post(&body).await).await;
+    assert!(content(&data).contains("Paris"));
+    let list: Value = reqwest::get(gw.url("/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let local = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "local/smollm2-135m")
+        .unwrap();
+    assert_eq!(local["pricing"], json!({"prompt": "0", "completion": "0"}));
+}
+
+#[tokio::test]
+async fn ask_answers_from_the_embedded_model() {
+    let dir = std::env::temp_dir();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args([
+            "ask",
+            "--temperature",
+            "0",
+            "--usage",
+            "Which city is the capital of France?",
+        ])
+        .current_dir(&dir)
+        .env_remove("QUORATE_CONFIG")
+        .env_remove("QUORATE_MODEL")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("Paris"), "{stdout}");
+    assert!(stderr.contains("cost $0"), "{stderr}");
 }

@@ -27,6 +27,7 @@ const OPENAI_PARAMETERS: &[&str] = &[
     "presence_penalty",
 ];
 const ANTHROPIC_PARAMETERS: &[&str] = &["top_k"];
+const LOCAL_PARAMETERS: &[&str] = &["seed", "response_format", "top_k"];
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(model_list(state.router.config()))
@@ -47,6 +48,7 @@ pub fn model_list(config: &Config) -> ModelList {
             let extra = match kind {
                 ProviderKind::Openai => OPENAI_PARAMETERS,
                 ProviderKind::Anthropic => ANTHROPIC_PARAMETERS,
+                ProviderKind::Local => LOCAL_PARAMETERS,
             };
             Some(ModelInfo {
                 id: id.clone(),
@@ -82,8 +84,7 @@ mod tests {
         )
         .unwrap();
         let list = model_list(&config);
-        assert_eq!(list.data.len(), 1);
-        let m = &list.data[0];
+        let m = list.data.iter().find(|m| m.id == "openai/m").unwrap();
         assert_eq!(m.pricing.prompt, "0.0000005");
         assert_eq!(m.pricing.completion, "0.000015");
         assert_eq!(m.context_length, Some(8192));

@@ -1,0 +1,365 @@
+//! The `local` provider: GGUF models run in-process on llama.cpp (the zero-config default).
+//!
+//! Each model is loaded once, on first use (fetched first if it is a known name), and shared by
+//! every request. At most `slots` generations run at once, each on a blocking thread with a
+//! context of its own; up to `queue` more wait, and beyond that requests get a 503 at once.
+
+mod engine;
+pub mod pull;
+mod template;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use quorate_api::{
+    ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, Message, Role, Usage,
+};
+use quorate_config::{Config, ProviderConfig};
+use quorate_providers::{ChunkStream, Error, Provider};
+use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use engine::{Engine, Finish, Params};
+
+/// Output cap when neither the request nor the model config gives one.
+const DEFAULT_MAX_TOKENS: usize = 512;
+
+struct Spec {
+    gguf: String,
+    context_length: Option<u64>,
+}
+
+pub struct LocalProvider {
+    name: String,
+    models: HashMap<String, Spec>,
+    threads: u32,
+    slots: Arc<Semaphore>,
+    queue: usize,
+    waiting: Arc<AtomicUsize>,
+    engines: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Engine>>>>>,
+}
+
+/// Builds the provider `name` from the config: it serves every model configured for it.
+pub fn provider(
+    name: &str,
+    p: &ProviderConfig,
+    config: &Config,
+) -> Result<Arc<dyn Provider>, Error> {
+    let models = config
+        .models
+        .keys()
+        .filter_map(|id| config.resolve(id))
+        .filter(|m| m.provider == name)
+        .filter_map(|m| {
+            let gguf = m.gguf.clone()?;
+            Some((
+                m.upstream.clone(),
+                Spec {
+                    gguf,
+                    context_length: m.context_length,
+                },
+            ))
+        })
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    Ok(Arc::new(LocalProvider {
+        name: name.to_string(),
+        models,
+        threads: p.threads.unwrap_or(cores),
+        slots: Arc::new(Semaphore::new(p.slots as usize)),
+        queue: p.queue as usize,
+        waiting: Arc::new(AtomicUsize::new(0)),
+        engines: Mutex::new(HashMap::new()),
+    }))
+}
+
+/// Decrements the waiting count however the wait ends (a caller may give up mid-wait).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl LocalProvider {
+    async fn engine(&self, upstream: &str) -> Result<Arc<Engine>, Error> {
+        let spec = self.models.get(upstream).ok_or_else(|| {
+            Error::UnknownModel(format!(
+                "{}/{upstream} is not a configured local model",
+                self.name
+            ))
+        })?;
+        let cell = {
+            let mut engines = self.engines.lock().unwrap_or_else(PoisonError::into_inner);
+            engines.entry(upstream.to_string()).or_default().clone()
+        };
+        let engine = cell
+            .get_or_try_init(|| async {
+                let path = pull::resolve(&spec.gguf, &log_progress)
+                    .await
+                    .map_err(Error::Unavailable)?;
+                let (name, threads, ctx) = (
+                    format!("{}/{upstream}", self.name),
+                    self.threads,
+                    spec.context_length,
+                );
+                tracing::info!(model = %name, path = %path.display(), "loading local model");
+                let engine =
+                    tokio::task::spawn_blocking(move || Engine::load(&name, &path, threads, ctx))
+                        .await
+                        .map_err(|e| Error::Unavailable(format!("model loading failed: {e}")))??;
+                Ok::<_, Error>(Arc::new(engine))
+            })
+            .await?;
+        Ok(engine.clone())
+    }
+
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, Error> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Unavailable(format!(
+                "local model busy: {} requests already waiting for a free slot; retry later",
+                self.queue
+            )));
+        }
+        let _waiting = Waiting(self.waiting.clone());
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("local provider is shutting down".into()))
+    }
+}
+
+fn log_progress(p: pull::Progress) {
+    match p {
+        pull::Progress::Trying(source) => tracing::info!("fetching the model from {source}"),
+        pull::Progress::Verifying => tracing::debug!("verifying the model's SHA-256"),
+        pull::Progress::Bytes { .. } => {}
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
+        let model = req.model.clone();
+        let mut stream = self.stream(req).await?;
+        let mut text = String::new();
+        let mut finish = None;
+        let mut usage = None;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            for choice in &chunk.choices {
+                text.push_str(choice.delta.content.as_deref().unwrap_or_default());
+                finish = choice.finish_reason.clone().or(finish);
+            }
+            usage = chunk.usage.or(usage);
+        }
+        Ok(ChatCompletion {
+            id: "local".into(),
+            object: "chat.completion".into(),
+            created: 0,
+            model,
+            choices: vec![Choice {
+                index: 0,
+                message: Message::new(Role::Assistant, text),
+                finish_reason: finish,
+                extra: Map::new(),
+            }],
+            usage,
+            extra: Map::new(),
+        })
+    }
+
+    async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
+        let params = params(&req)?;
+        let engine = self.engine(&req.model).await?;
+        let prompt = engine.prompt(&req.messages)?;
+        engine.check_fits(prompt.len())?;
+        let permit = self.slot().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<ChatChunk, Error>>(64);
+        let model = req.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let send = |chunk| tx.blocking_send(Ok(chunk)).is_ok();
+            if !send(chunk(
+                &model,
+                Delta {
+                    role: Some(Role::Assistant),
+                    ..Delta::default()
+                },
+                None,
+            )) {
+                return;
+            }
+            let result = engine.generate(&prompt, &params, |text| {
+                send(chunk(
+                    &model,
+                    Delta {
+                        content: Some(text.to_string()),
+                        ..Delta::default()
+                    },
+                    None,
+                ))
+            });
+            match result {
+                Ok(outcome) if outcome.finish == Finish::Abandoned => {}
+                Ok(outcome) => {
+                    send(chunk(
+                        &model,
+                        Delta::default(),
+                        Some(outcome.finish.reason()),
+                    ));
+                    let mut last = chunk(&model, Delta::default(), None);
+                    last.choices.clear();
+                    let mut usage = Usage::new(outcome.prompt_tokens, outcome.completion_tokens);
+                    usage.cost = Some(Default::default());
+                    last.usage = Some(usage);
+                    send(last);
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            }
+        });
+        let chunks = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Box::pin(chunks))
+    }
+}
+
+fn chunk(model: &str, delta: Delta, finish: Option<&str>) -> ChatChunk {
+    ChatChunk {
+        id: "local".into(),
+        object: "chat.completion.chunk".into(),
+        created: 0,
+        model: model.to_string(),
+        choices: vec![ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish.map(str::to_string),
+            extra: Map::new(),
+        }],
+        usage: None,
+        extra: Map::new(),
+    }
+}
+
+/// Sampling parameters from the request; the errors name the field.
+pub fn params(req: &ChatRequest) -> Result<Params, Error> {
+    let bad = |m: String| Error::BadRequest(m);
+    let tools_wanted = req.tools.as_ref().is_some_and(|t| !t.is_empty())
+        && req.tool_choice.as_ref().and_then(Value::as_str) != Some("none");
+    if tools_wanted {
+        return Err(bad("tools: local models cannot call tools".into()));
+    }
+    let int = |key: &str| -> Result<Option<i64>, Error> {
+        match req.extra.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| bad(format!("{key}: must be an integer"))),
+        }
+    };
+    let seed = match int("seed")? {
+        Some(s) => s as u32,
+        None => rand_seed(),
+    };
+    let top_k = int("top_k")?.map_or(40, |k| k.clamp(1, 1000) as i32);
+    Ok(Params {
+        max_tokens: req
+            .max_output_tokens()
+            .map_or(DEFAULT_MAX_TOKENS, |n| n as usize),
+        // SmolLM2's model card recommends 0.2; small models ramble when sampled hotter.
+        temperature: req.temperature.unwrap_or(0.2) as f32,
+        top_p: req.top_p.unwrap_or(0.95) as f32,
+        top_k,
+        seed,
+        stop: req.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+        grammar: grammar(req.extra.get("response_format"))?,
+    })
+}
+
+fn rand_seed() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id()
+}
+
+/// `response_format` as a grammar: `json_object` is any JSON object, `json_schema` its schema.
+fn grammar(format: Option<&Value>) -> Result<Option<String>, Error> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    let schema = match format.get("type").and_then(Value::as_str) {
+        Some("text") => return Ok(None),
+        Some("json_object") => serde_json::json!({"type": "object"}),
+        Some("json_schema") => format
+            .pointer("/json_schema/schema")
+            .cloned()
+            .ok_or_else(|| {
+                Error::BadRequest("response_format.json_schema.schema: required".into())
+            })?,
+        other => {
+            return Err(Error::BadRequest(format!(
+                "response_format.type: want text, json_object or json_schema, got {other:?}"
+            )))
+        }
+    };
+    llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+        .map(Some)
+        .map_err(|e| {
+            Error::BadRequest(format!(
+                "response_format.json_schema.schema: cannot be enforced: {e}"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(v: Value) -> ChatRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn params_from_request() {
+        let p = params(&req(json!({"model": "m", "messages": [], "seed": 7, "max_tokens": 9, "temperature": 0, "stop": "x", "top_k": 5}))).unwrap();
+        assert_eq!(
+            (p.seed, p.max_tokens, p.temperature, p.top_k),
+            (7, 9, 0.0, 5)
+        );
+        assert_eq!(p.stop, ["x"]);
+        assert!(p.grammar.is_none());
+        let e = params(&req(json!({"model": "m", "messages": [], "seed": "x"}))).unwrap_err();
+        assert!(e.to_string().starts_with("seed"));
+        let e = params(&req(json!({"model": "m", "messages": [], "tools": [{"type": "function", "function": {"name": "f"}}]}))).unwrap_err();
+        assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn response_formats_become_grammars() {
+        let object = grammar(Some(&json!({"type": "json_object"})))
+            .unwrap()
+            .unwrap();
+        assert!(object.contains("root ::="));
+        let schema = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}});
+        assert!(grammar(Some(&schema)).unwrap().unwrap().contains("city"));
+        assert!(grammar(Some(&json!({"type": "text"}))).unwrap().is_none());
+        let e = grammar(Some(&json!({"type": "xml"}))).unwrap_err();
+        assert!(e.to_string().starts_with("response_format.type"));
+    }
+}
