@@ -127,7 +127,10 @@ fn file_providers_override_builtins_by_name() {
         "t",
     )
     .unwrap();
-    assert_eq!(c.providers["openai"].base_url.as_deref(), Some("http://127.0.0.1:9"));
+    assert_eq!(
+        c.providers["openai"].base_url.as_deref(),
+        Some("http://127.0.0.1:9")
+    );
     assert!(c.providers["openai"].api_key_env.is_none());
     assert!(c.providers.contains_key("anthropic"));
 }
@@ -151,5 +154,24 @@ fn the_embedded_model_is_the_default() {
     let c = Config::builtin();
     assert_eq!(c.default_model(), "local/smollm2-135m");
     let m = c.resolve("local/smollm2-135m").unwrap();
-    assert_eq!((m.provider.as_str(), m.gguf.as_deref()), ("local", Some("smollm2-135m")));
+    assert_eq!(
+        (m.provider.as_str(), m.gguf.as_deref()),
+        ("local", Some("smollm2-135m"))
+    );
+}
+
+#[test]
+fn readme_config_examples_are_valid() {
+    let readme = include_str!("../../../README.md");
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect();
+    assert!(blocks.len() >= 2, "the README shows config examples");
+    for block in blocks {
+        if let Err(e) = Config::from_toml(block, "README.md") {
+            panic!("README example does not load: {e}\n{block}");
+        }
+    }
 }
