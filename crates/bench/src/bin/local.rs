@@ -46,14 +46,13 @@ struct Timing {
 const PROMPT: &str = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle. \
 Describe the island, the weather, the keeper's daily routine, the bottle, the message and what happens next.";
 
-fn request(tokens: u32) -> ChatRequest {
-    serde_json::from_value(json!({
+fn request(tokens: u32) -> anyhow::Result<ChatRequest> {
+    Ok(serde_json::from_value(json!({
         "model": "smollm2-135m",
         "messages": [{"role": "user", "content": PROMPT}],
         "temperature": 0,
         "max_tokens": tokens,
-    }))
-    .expect("a valid request")
+    }))?)
 }
 
 async fn provider_run(
@@ -61,7 +60,7 @@ async fn provider_run(
     tokens: u32,
 ) -> anyhow::Result<Timing> {
     let start = Instant::now();
-    let mut stream = p.stream(request(tokens)).await?;
+    let mut stream = p.stream(request(tokens)?).await?;
     let mut first = None;
     let mut usage = None;
     while let Some(chunk) = stream.next().await {
@@ -154,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     let backend = Arc::new(backend);
     // The raw loop gets the exact prompt tokens the provider builds, via the same chat template.
     let engine = quorate_local::Engine::load("smollm2-135m", &path, threads, None)?;
-    let prompt = engine.prompt(&request(1).messages)?;
+    let prompt = engine.prompt(&request(1)?.messages)?;
     drop(engine);
     let _ = warm;
 
