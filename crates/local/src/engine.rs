@@ -24,7 +24,8 @@ use crate::template::ChatTemplate;
 /// than the context's batch size makes llama.cpp abort the process.
 const BATCH: usize = 512;
 
-fn backend() -> Result<&'static LlamaBackend, Error> {
+/// The process-wide llama.cpp backend (initialised once, logs silenced).
+pub fn backend() -> Result<&'static LlamaBackend, Error> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {

@@ -22,7 +22,7 @@ use quorate_providers::{ChunkStream, Error, Provider};
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use engine::{Engine, Finish, Params};
+pub use engine::{backend, Engine, Finish, Params};
 
 /// Output cap when neither the request nor the model config gives one.
 const DEFAULT_MAX_TOKENS: usize = 512;

@@ -144,13 +144,12 @@ async fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let provider = quorate_local::provider("local", &config.providers["local"], &config)?;
     let warm = provider_run(&provider, 8).await?;
-    let backend = LlamaBackend::init()?;
+    let backend = quorate_local::backend()?;
     let model = Arc::new(LlamaModel::load_from_file(
-        &backend,
+        backend,
         &path,
         &Default::default(),
     )?);
-    let backend = Arc::new(backend);
     // The raw loop gets the exact prompt tokens the provider builds, via the same chat template.
     let engine = quorate_local::Engine::load("smollm2-135m", &path, threads, None)?;
     let prompt = engine.prompt(&request(1)?.messages)?;
@@ -187,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
             let raw: Vec<Timing> = std::thread::scope(|s| {
                 let handles: Vec<_> = (0..concurrency)
                     .map(|_| {
-                        s.spawn(|| raw_run(&backend, &model, &prompt, generated, threads as i32))
+                        s.spawn(|| raw_run(backend, &model, &prompt, generated, threads as i32))
                     })
                     .collect();
                 handles
