@@ -3,7 +3,6 @@
 //! stream events become chat completions and chunks (stop reasons, usage).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -12,11 +11,10 @@ use quorate_api::{
     FunctionDelta, Message, Role, ToolCall, ToolCallDelta, Usage,
 };
 use quorate_config::ProviderConfig;
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 
-use crate::http::{self, upstream_message};
-use crate::openai::{auth_headers, endpoint, extra_headers};
+use crate::http::{upstream_message, Endpoint};
 use crate::{sse, ChunkStream, Error, Provider};
 
 const API_VERSION: &str = "2023-06-01";
@@ -49,13 +47,7 @@ const OPENAI_ONLY: &[&str] = &[
 ];
 
 pub struct Anthropic {
-    name: String,
-    client: reqwest::Client,
-    /// Parsed once: reqwest would otherwise parse the URL string on every request.
-    url: reqwest::Url,
-    headers: reqwest::header::HeaderMap,
-    missing_key: Option<String>,
-    idle: Duration,
+    endpoint: Endpoint,
 }
 
 impl Anthropic {
@@ -64,31 +56,11 @@ impl Anthropic {
         config: &ProviderConfig,
         client: reqwest::Client,
     ) -> Result<Self, Error> {
-        let (mut headers, missing_key) = auth_headers(name, config, |key| {
-            vec![(HeaderName::from_static("x-api-key"), key.to_string())]
-        })?;
-        headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
-        headers.extend(extra_headers(name, config)?);
-        Ok(Self {
-            name: name.to_string(),
-            client,
-            url: endpoint(name, config, "messages")?,
-            headers,
-            missing_key,
-            idle: Duration::from_secs_f64(config.timeout_s),
-        })
-    }
-
-    async fn post(&self, body: &Value) -> Result<reqwest::Response, Error> {
-        if let Some(message) = &self.missing_key {
-            return Err(Error::Unavailable(message.clone()));
-        }
-        let request = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .json(body);
-        http::send(request, &self.name).await
+        let auth = |key: &str| vec![(HeaderName::from_static("x-api-key"), key.to_string())];
+        let mut fixed = HeaderMap::new();
+        fixed.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
+        let endpoint = Endpoint::new(name, config, client, "messages", auth, fixed)?;
+        Ok(Self { endpoint })
     }
 }
 
@@ -96,21 +68,24 @@ impl Anthropic {
 impl Provider for Anthropic {
     async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
         let body = to_messages_request(&req, false)?;
-        let response = self.post(&body).await?;
-        let bytes = http::body(response, &self.name).await?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::InvalidResponse(format!("{}: upstream sent invalid JSON: {e}", self.name))
-        })?;
+        let value = self.endpoint.post_json(&body).await?;
         from_messages_response(&value).map_err(|m| {
-            Error::InvalidResponse(format!("{}: not a Messages response: {m}", self.name))
+            Error::InvalidResponse(format!(
+                "{}: not a Messages response: {m}",
+                self.endpoint.name
+            ))
         })
     }
 
     async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
         let body = to_messages_request(&req, true)?;
-        let response = self.post(&body).await?;
-        let events = sse::events(response.bytes_stream(), self.idle, self.name.clone());
-        let who = self.name.clone();
+        let response = self.endpoint.post(&body).await?;
+        let events = sse::events(
+            response.bytes_stream(),
+            self.endpoint.idle,
+            self.endpoint.name.clone(),
+        );
+        let who = self.endpoint.name.clone();
         Ok(Box::pin(async_stream::stream! {
             let mut events = std::pin::pin!(events);
             let mut state = StreamState::default();

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
+use quorate_config::ProviderConfig;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{RequestBuilder, Response};
 use serde_json::Value;
 
@@ -11,6 +12,117 @@ use crate::Error;
 
 /// Error bodies are read up to this size: enough for any message, not for a hostile upstream.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// One upstream URL with its headers: what every HTTP provider posts to.
+pub struct Endpoint {
+    pub name: String,
+    client: reqwest::Client,
+    /// Parsed once: reqwest would otherwise parse the URL string on every request.
+    url: reqwest::Url,
+    headers: HeaderMap,
+    /// Why the provider cannot be used (its key variable is unset), checked at each call.
+    missing_key: Option<String>,
+    /// The longest wait for any read of a response.
+    pub idle: Duration,
+}
+
+impl Endpoint {
+    /// `auth` turns the API key into headers; `fixed` headers go on every request.
+    pub fn new(
+        name: &str,
+        config: &ProviderConfig,
+        client: reqwest::Client,
+        path: &str,
+        auth: impl Fn(&str) -> Vec<(HeaderName, String)>,
+        fixed: HeaderMap,
+    ) -> Result<Self, Error> {
+        let (mut headers, missing_key) = auth_headers(name, config, auth)?;
+        headers.extend(fixed);
+        headers.extend(extra_headers(name, config)?);
+        Ok(Self {
+            name: name.to_string(),
+            client,
+            url: endpoint(name, config, path)?,
+            headers,
+            missing_key,
+            idle: Duration::from_secs_f64(config.timeout_s),
+        })
+    }
+
+    pub async fn post(&self, body: &serde_json::Value) -> Result<Response, Error> {
+        if let Some(message) = &self.missing_key {
+            return Err(Error::Unavailable(message.clone()));
+        }
+        let request = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .json(body);
+        send(request, &self.name).await
+    }
+
+    /// Posts and reads the whole answer as JSON.
+    pub async fn post_json(&self, body: &serde_json::Value) -> Result<serde_json::Value, Error> {
+        let response = self.post(body).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(e, &self.name))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::InvalidResponse(format!("{}: upstream sent invalid JSON: {e}", self.name))
+        })
+    }
+}
+
+/// Reads the key named by `api_key_env` once, at start-up, into sensitive header values (they are
+/// redacted from `Debug`). A missing key is not an error until the provider is used.
+fn auth_headers(
+    name: &str,
+    config: &ProviderConfig,
+    make: impl Fn(&str) -> Vec<(HeaderName, String)>,
+) -> Result<(HeaderMap, Option<String>), Error> {
+    let mut headers = HeaderMap::new();
+    let Some(env) = &config.api_key_env else {
+        return Ok((headers, None));
+    };
+    let key = std::env::var(env).ok().filter(|k| !k.trim().is_empty());
+    let Some(key) = key else {
+        let message = format!("provider {name} has no API key: set the environment variable {env}");
+        return Ok((headers, Some(message)));
+    };
+    for (header, value) in make(key.trim()) {
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            Error::Unavailable(format!(
+                "provider {name}: the key in {env} is not a valid header value"
+            ))
+        })?;
+        value.set_sensitive(true);
+        headers.insert(header, value);
+    }
+    Ok((headers, None))
+}
+
+/// `base_url` joined with an endpoint path, as a parsed URL.
+fn endpoint(name: &str, config: &ProviderConfig, path: &str) -> Result<reqwest::Url, Error> {
+    let base = config.base_url.as_deref().unwrap_or_default();
+    let url = format!("{}/{path}", base.trim_end_matches('/'));
+    reqwest::Url::parse(&url)
+        .map_err(|e| Error::Unavailable(format!("providers.{name}.base_url: not a valid URL: {e}")))
+}
+
+fn extra_headers(name: &str, config: &ProviderConfig) -> Result<HeaderMap, Error> {
+    let mut headers = HeaderMap::new();
+    for (key, value) in &config.headers {
+        let bad = || {
+            Error::Unavailable(format!(
+                "providers.{name}.headers.{key}: not a valid header"
+            ))
+        };
+        let header = HeaderName::from_bytes(key.as_bytes()).map_err(|_| bad())?;
+        headers.insert(header, HeaderValue::from_str(value).map_err(|_| bad())?);
+    }
+    Ok(headers)
+}
 
 pub fn client() -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
@@ -66,11 +178,6 @@ pub async fn send(request: RequestBuilder, who: &str) -> Result<Response, Error>
     let body = read_capped(response).await;
     let message = upstream_message(&body);
     Err(Error::from_upstream_status(status.as_u16(), message, retry_after).context(who))
-}
-
-/// Reads a whole success body, mapping transport failures.
-pub async fn body(response: Response, who: &str) -> Result<bytes::Bytes, Error> {
-    response.bytes().await.map_err(|e| transport_error(e, who))
 }
 
 async fn read_capped(mut response: Response) -> String {

@@ -1,26 +1,18 @@
 //! Any OpenAI-compatible chat completions API: OpenRouter, OpenAI, vLLM, Ollama, llama.cpp's
 //! server, Together, DeepSeek. The request goes out as the caller wrote it, model name aside.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use futures::StreamExt;
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
 use quorate_config::ProviderConfig;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, AUTHORIZATION};
 use serde_json::{json, Value};
 
-use crate::http::{self, embedded_error};
+use crate::http::{embedded_error, Endpoint};
 use crate::{sse, ChunkStream, Error, Provider};
 
 pub struct OpenAi {
-    name: String,
-    client: reqwest::Client,
-    /// Parsed once: reqwest would otherwise parse the URL string on every request.
-    url: reqwest::Url,
-    headers: HeaderMap,
-    missing_key: Option<String>,
-    idle: Duration,
+    endpoint: Endpoint,
 }
 
 impl OpenAi {
@@ -29,85 +21,17 @@ impl OpenAi {
         config: &ProviderConfig,
         client: reqwest::Client,
     ) -> Result<Self, Error> {
-        let (mut headers, missing_key) = auth_headers(name, config, |key| {
-            vec![(AUTHORIZATION, format!("Bearer {key}"))]
-        })?;
-        headers.extend(extra_headers(name, config)?);
-        Ok(Self {
-            name: name.to_string(),
+        let auth = |key: &str| vec![(AUTHORIZATION, format!("Bearer {key}"))];
+        let endpoint = Endpoint::new(
+            name,
+            config,
             client,
-            url: endpoint(name, config, "chat/completions")?,
-            headers,
-            missing_key,
-            idle: Duration::from_secs_f64(config.timeout_s),
-        })
+            "chat/completions",
+            auth,
+            HeaderMap::new(),
+        )?;
+        Ok(Self { endpoint })
     }
-
-    async fn post(&self, body: &Value) -> Result<reqwest::Response, Error> {
-        if let Some(message) = &self.missing_key {
-            return Err(Error::Unavailable(message.clone()));
-        }
-        let request = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .json(body);
-        http::send(request, &self.name).await
-    }
-}
-
-/// Reads the key named by `api_key_env` once, at start-up, into sensitive header values (they are
-/// redacted from `Debug`). A missing key is not an error until the provider is used.
-pub(crate) fn auth_headers(
-    name: &str,
-    config: &ProviderConfig,
-    make: impl Fn(&str) -> Vec<(HeaderName, String)>,
-) -> Result<(HeaderMap, Option<String>), Error> {
-    let mut headers = HeaderMap::new();
-    let Some(env) = &config.api_key_env else {
-        return Ok((headers, None));
-    };
-    let key = std::env::var(env).ok().filter(|k| !k.trim().is_empty());
-    let Some(key) = key else {
-        let message = format!("provider {name} has no API key: set the environment variable {env}");
-        return Ok((headers, Some(message)));
-    };
-    for (header, value) in make(key.trim()) {
-        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            Error::Unavailable(format!(
-                "provider {name}: the key in {env} is not a valid header value"
-            ))
-        })?;
-        value.set_sensitive(true);
-        headers.insert(header, value);
-    }
-    Ok((headers, None))
-}
-
-/// `base_url` joined with an endpoint path, as a parsed URL.
-pub(crate) fn endpoint(
-    name: &str,
-    config: &ProviderConfig,
-    path: &str,
-) -> Result<reqwest::Url, Error> {
-    let base = config.base_url.as_deref().unwrap_or_default();
-    let url = format!("{}/{path}", base.trim_end_matches('/'));
-    reqwest::Url::parse(&url)
-        .map_err(|e| Error::Unavailable(format!("providers.{name}.base_url: not a valid URL: {e}")))
-}
-
-pub(crate) fn extra_headers(name: &str, config: &ProviderConfig) -> Result<HeaderMap, Error> {
-    let mut headers = HeaderMap::new();
-    for (key, value) in &config.headers {
-        let bad = || {
-            Error::Unavailable(format!(
-                "providers.{name}.headers.{key}: not a valid header"
-            ))
-        };
-        let header = HeaderName::from_bytes(key.as_bytes()).map_err(|_| bad())?;
-        headers.insert(header, HeaderValue::from_str(value).map_err(|_| bad())?);
-    }
-    Ok(headers)
 }
 
 fn request_body(req: &ChatRequest, stream: bool) -> Result<Value, Error> {
@@ -134,30 +58,33 @@ fn request_body(req: &ChatRequest, stream: bool) -> Result<Value, Error> {
 #[async_trait]
 impl Provider for OpenAi {
     async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
-        let response = self.post(&request_body(&req, false)?).await?;
-        let bytes = http::body(response, &self.name).await?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::InvalidResponse(format!("{}: upstream sent invalid JSON: {e}", self.name))
-        })?;
-        if let Some(error) = embedded_error(&value, &self.name) {
+        let value = self.endpoint.post_json(&request_body(&req, false)?).await?;
+        if let Some(error) = embedded_error(&value, &self.endpoint.name) {
             return Err(error);
         }
         let completion: ChatCompletion = serde_json::from_value(value).map_err(|e| {
-            Error::InvalidResponse(format!("{}: not a chat completion: {e}", self.name))
+            Error::InvalidResponse(format!(
+                "{}: not a chat completion: {e}",
+                self.endpoint.name
+            ))
         })?;
         if completion.choices.is_empty() {
             return Err(Error::InvalidResponse(format!(
                 "{}: upstream returned no choices",
-                self.name
+                self.endpoint.name
             )));
         }
         Ok(completion)
     }
 
     async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
-        let response = self.post(&request_body(&req, true)?).await?;
-        let events = sse::events(response.bytes_stream(), self.idle, self.name.clone());
-        Ok(Box::pin(chunks(events, self.name.clone())))
+        let response = self.endpoint.post(&request_body(&req, true)?).await?;
+        let events = sse::events(
+            response.bytes_stream(),
+            self.endpoint.idle,
+            self.endpoint.name.clone(),
+        );
+        Ok(Box::pin(chunks(events, self.endpoint.name.clone())))
     }
 }
 
