@@ -158,3 +158,19 @@ def test_mid_stream_error_raises(client):
 def test_models_list(client):
     ids = [m.id for m in client.models.list()]
     assert "sim/echo" in ids
+
+
+def test_local_model_structured_output(client):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+              "required": ["city", "country"], "additionalProperties": False}
+    r = client.chat.completions.create(
+        model="local/smollm2-135m",
+        messages=ask("Give the capital city of France and its country as JSON."),
+        temperature=0,
+        max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "capital", "schema": schema}},
+    )
+    data = json.loads(r.choices[0].message.content)
+    assert set(data) == {"city", "country"}
+    assert all(isinstance(v, str) for v in data.values())
+    assert r.usage.model_extra["cost"] == 0
