@@ -34,12 +34,6 @@ async fn streamed_text(p: &dyn Provider, req: ChatRequest) -> String {
     text
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn answers_a_factual_question() {
     let p = provider("");
@@ -168,30 +162,4 @@ async fn an_over_long_prompt_is_a_400_naming_both_counts() {
     assert_eq!(e.status(), 400);
     let m = e.to_string();
     assert!(m.contains("tokens") && m.contains("64"), "{m}");
-}
-
-#[tokio::test]
-async fn concurrent_requests_share_one_model() {
-    let p = provider("");
-    p.complete(request(ask("Which city is the capital of France?")))
-        .await
-        .unwrap();
-    let before = rss_kib();
-    let runs = (0..3).map(|i| {
-        let p = p.clone();
-        async move {
-            let mut req = ask("Name three colours.");
-            req["seed"] = json!(i);
-            req["temperature"] = json!(0.7);
-            p.complete(request(req)).await
-        }
-    });
-    let results = futures::future::join_all(runs).await;
-    assert!(results.iter().all(Result::is_ok));
-    let grown_mib = rss_kib().saturating_sub(before) / 1024;
-    // The GGUF is 94 MiB: loading it again per request would show here.
-    assert!(
-        grown_mib < 60,
-        "RSS grew {grown_mib} MiB for 3 concurrent requests"
-    );
 }
