@@ -59,12 +59,7 @@ async fn models_and_health() {
     let (_sim, addr) = sim(&[]).await;
     let gw = start(&config(addr, ""), &[]).await;
     for path in ["/v1/models", "/api/v1/models"] {
-        let list: Value = reqwest::get(gw.url(path))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = gw.get_json(path).await;
         let ids: Vec<&str> = list["data"]
             .as_array()
             .unwrap()
@@ -83,12 +78,7 @@ async fn models_and_health() {
             .unwrap()
             .contains(&json!("tools")));
     }
-    let health: Value = reqwest::get(gw.url("/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = gw.get_json("/health").await;
     assert_eq!(health["status"], "ok");
 }
 
@@ -719,12 +709,7 @@ async fn embedded_local_model_serves_with_no_configuration() {
     body["stream"] = json!(true);
     let (data, _) = sse(gw.post(&body).await).await;
     assert!(content(&data).contains("Paris"));
-    let list: Value = reqwest::get(gw.url("/v1/models"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = gw.get_json("/v1/models").await;
     let local = list["data"]
         .as_array()
         .unwrap()

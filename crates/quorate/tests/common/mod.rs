@@ -140,6 +140,15 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
+    pub async fn get_json(&self, path: &str) -> Value {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, body: &Value) -> reqwest::Response {
         reqwest::Client::new()
             .post(self.url("/v1/chat/completions"))
