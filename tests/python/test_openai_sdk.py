@@ -21,7 +21,19 @@ SCRIPTS = {
     "limited": {"fault": "status", "status": 429, "retry_after": 9},
     "broken": {"fault": "status", "status": 500},
     "midway": {"fault": "error_event", "reply": "one two three four", "cut_after": 2},
+    "judge": {
+        "json": {
+            "consensus": ["the panel agrees"],
+            "contradictions": [],
+            "partial_coverage": [],
+            "unique_insights": [],
+            "blind_spots": [],
+        }
+    },
+    "synth": {"reply": "One fused answer."},
 }
+
+FUSION = {"id": "fusion", "analysis_models": ["sim/echo", "sim/echo"], "judge": "sim/judge", "model": "sim/synth"}
 
 CONFIG = """
 [server]
@@ -174,3 +186,39 @@ def test_local_model_structured_output(client):
     assert set(data) == {"city", "country"}
     assert all(isinstance(v, str) for v in data.values())
     assert r.usage.model_extra["cost"] == 0
+
+
+def test_fusion_is_an_ordinary_completion_with_a_fusion_object(client):
+    r = client.chat.completions.create(
+        model="quorate/fusion", messages=ask("Why fuse?"), extra_body={"plugins": [FUSION]}
+    )
+    assert r.choices[0].message.content == "One fused answer."
+    fusion = r.model_extra["fusion"]
+    assert [m["status"] for m in fusion["panel"]] == ["ok", "ok"]
+    assert fusion["analysis"]["consensus"] == ["the panel agrees"]
+    details = r.usage.model_extra["cost_details"]
+    assert r.usage.model_extra["cost"] == pytest.approx(details["panel"] + details["judge"] + details["synthesis"])
+    assert details["panel"] > 0, "sim/echo is priced"
+
+
+def test_fusion_streams_progress_events_the_sdk_accepts(client):
+    plugin = dict(FUSION, stream_progress=True)
+    chunks = list(
+        client.chat.completions.create(
+            model="openrouter/fusion", messages=ask("Why fuse?"), stream=True, extra_body={"plugins": [plugin]}
+        )
+    )
+    events = [c.model_extra["fusion_event"]["type"] for c in chunks if c.model_extra.get("fusion_event")]
+    assert events.count("member_done") == 2 and "judge_done" in events
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "One fused answer."
+    assert chunks[-1].usage.total_tokens > 0
+    assert chunks[-1].model_extra["fusion"]["judge"] == "sim/judge"
+
+
+def test_fusion_failure_raises_with_its_reason(client):
+    plugin = dict(FUSION, analysis_models=["sim/limited"])
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="quorate/fusion", messages=ask("x"), extra_body={"plugins": [plugin]})
+    assert caught.value.status_code == 502
+    assert caught.value.body["metadata"]["failure_reason"] == "rate_limited"

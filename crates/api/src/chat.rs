@@ -29,11 +29,36 @@ pub struct ChatRequest {
     pub tools: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
+    /// How many fusion stages this request is nested in (0 for a caller's request). Never part of
+    /// the body: it travels upstream as the `x-quorate-fusion-depth` header.
+    #[serde(skip)]
+    pub fusion_depth: u8,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
+/// The header on inner calls of a fusion run, so that a Quorate behind Quorate refuses to recurse.
+pub const FUSION_DEPTH_HEADER: &str = "x-quorate-fusion-depth";
+
 impl ChatRequest {
+    pub fn new(model: impl Into<String>, messages: Vec<Message>) -> Self {
+        Self {
+            model: model.into(),
+            messages,
+            stream: None,
+            models: None,
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+            max_completion_tokens: None,
+            stop: None,
+            tools: None,
+            tool_choice: None,
+            fusion_depth: 0,
+            extra: Map::new(),
+        }
+    }
+
     /// The output cap the caller asked for, whichever of the two names it used.
     pub fn max_output_tokens(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
@@ -217,6 +242,30 @@ pub struct ChatCompletion {
 
 fn completion_object() -> String {
     "chat.completion".to_string()
+}
+
+impl ChatCompletion {
+    /// A completion with one assistant message; id and timestamp are the server's to set.
+    pub fn assistant(
+        model: impl Into<String>,
+        text: String,
+        finish_reason: Option<String>,
+    ) -> Self {
+        Self {
+            id: String::new(),
+            object: completion_object(),
+            created: 0,
+            model: model.into(),
+            choices: vec![Choice {
+                index: 0,
+                message: Message::new(Role::Assistant, text),
+                finish_reason,
+                extra: Map::new(),
+            }],
+            usage: None,
+            extra: Map::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,14 +8,12 @@
 //! path being measured. The lateness is reported separately.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use clap::Parser;
+use quorate_bench::{sibling, spawn_listening};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex;
 
 #[derive(Parser)]
@@ -105,13 +103,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sibling(explicit: &Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
-    match explicit {
-        Some(path) => Ok(path.clone()),
-        None => Ok(std::env::current_exe()?.with_file_name(name)),
-    }
-}
-
 async fn start_gateway(args: &Args, sim: &str) -> anyhow::Result<(tokio::process::Child, String)> {
     let config = std::env::temp_dir().join(format!("quorate-bench-{}.toml", std::process::id()));
     std::fs::write(
@@ -126,36 +117,6 @@ async fn start_gateway(args: &Args, sim: &str) -> anyhow::Result<(tokio::process
         &["serve", "--listen", "127.0.0.1:0", "--config", &config],
     )
     .await
-}
-
-/// Starts a server binary and reads the URL from its first line ("... listening on http://ADDR").
-async fn spawn_listening(
-    bin: &std::path::Path,
-    args: &[&str],
-) -> anyhow::Result<(tokio::process::Child, String)> {
-    let mut child = tokio::process::Command::new(bin)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (build it with cargo build --release)",
-                bin.display()
-            )
-        })?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let line = BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await?
-        .unwrap_or_default();
-    let Some((_, url)) = line.trim().split_once(" listening on ") else {
-        bail!("{} did not start: {line:?}", bin.display());
-    };
-    Ok((child, url.to_string()))
 }
 
 async fn run(client: &reqwest::Client, url: &str, rate: u32, seconds: f64) -> Sample {
@@ -231,14 +192,7 @@ fn print_row(rate: u32, path: &str, s: &Sample) {
 }
 
 fn percentiles(s: &Sample) -> [u64; 3] {
-    let at = |q: f64| {
-        if s.latencies_us.is_empty() {
-            return 0;
-        }
-        let i = ((s.latencies_us.len() as f64 - 1.0) * q).round() as usize;
-        s.latencies_us[i]
-    };
-    [at(0.5), at(0.9), at(0.99)]
+    [0.5, 0.9, 0.99].map(|q| quorate_bench::percentile(&s.latencies_us, q))
 }
 
 fn ms(us: u64) -> String {

@@ -5,6 +5,7 @@
 //! sections, ranges, addresses). Built-in providers are merged under the file's own.
 
 mod defaults;
+mod presets;
 mod routing;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
+pub use presets::{fusion_slug, FusionConfig, PresetConfig, FUSION_SLUGS, MAX_PANEL};
 pub use routing::ResolvedModel;
 
 /// Where a configuration came from, for messages.
@@ -48,6 +50,11 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    #[serde(default)]
+    pub fusion: FusionConfig,
+    /// Fusion presets by name; built-ins (`local`, `quality`, `budget`) are merged under these.
+    #[serde(default)]
+    pub presets: BTreeMap<String, PresetConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,11 +187,10 @@ impl<'de> Deserialize<'de> for Price {
 }
 
 impl Config {
-    /// The model to use when none is named: `default_model`, else the embedded local model.
+    /// What `quorate ask` runs when no model is named: `default_model`, else fusion on the
+    /// default preset.
     pub fn default_model(&self) -> &str {
-        self.default_model
-            .as_deref()
-            .unwrap_or(defaults::LOCAL_MODEL)
+        self.default_model.as_deref().unwrap_or(FUSION_SLUGS[0])
     }
 
     /// Built-in defaults only (no file).
@@ -194,8 +200,11 @@ impl Config {
             server: ServerConfig::default(),
             providers: BTreeMap::new(),
             models: BTreeMap::new(),
+            fusion: FusionConfig::default(),
+            presets: BTreeMap::new(),
         };
         defaults::add_builtins(&mut config.providers, &mut config.models);
+        presets::add_builtins(&mut config.presets);
         config
     }
 
@@ -248,6 +257,10 @@ impl Config {
         models.append(&mut config.models);
         config.providers = providers;
         config.models = models;
+        let mut presets = BTreeMap::new();
+        presets::add_builtins(&mut presets);
+        presets.append(&mut config.presets);
+        config.presets = presets;
         config.validate(origin)?;
         Ok(config)
     }
@@ -278,10 +291,14 @@ impl Config {
             validate_provider(p).map_err(|(k, m)| fail(format!("providers.{name}.{k}"), m))?;
         }
         if let Some(model) = &self.default_model {
-            if self.resolve(model).is_none() {
+            let known = match fusion_slug(model) {
+                Some(preset) => preset.is_none_or(|p| self.presets.contains_key(p)),
+                None => self.resolve(model).is_some(),
+            };
+            if !known {
                 return Err(fail(
                     "default_model".into(),
-                    format!("unknown model {model:?}"),
+                    format!("unknown model or preset {model:?}"),
                 ));
             }
         }
@@ -289,7 +306,7 @@ impl Config {
             self.validate_model(id, m)
                 .map_err(|(k, msg)| fail(format!("models.\"{id}\".{k}"), msg))?;
         }
-        Ok(())
+        self.validate_fusion().map_err(|(k, m)| fail(k, m))
     }
 
     fn validate_model(&self, id: &str, m: &ModelConfig) -> Result<(), (String, String)> {

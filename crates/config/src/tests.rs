@@ -150,9 +150,11 @@ fn local_models_need_a_gguf_and_only_they_take_one() {
 }
 
 #[test]
-fn the_embedded_model_is_the_default() {
+fn fusion_on_the_embedded_model_is_the_default() {
     let c = Config::builtin();
-    assert_eq!(c.default_model(), "local/smollm2-135m");
+    assert_eq!(c.default_model(), "quorate/fusion");
+    let local = &c.presets["local"];
+    assert!(local.panel.iter().all(|m| m == "local/smollm2-135m"));
     let m = c.resolve("local/smollm2-135m").unwrap();
     assert_eq!(
         (m.provider.as_str(), m.gguf.as_deref()),

@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use quorate_api::{
-    ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, Message, Role, Usage,
-};
+use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Role, Usage};
 use quorate_config::{Config, ProviderConfig};
 use quorate_providers::{ChunkStream, Error, Provider};
 use serde_json::{Map, Value};
@@ -162,20 +160,9 @@ impl Provider for LocalProvider {
             }
             usage = chunk.usage.or(usage);
         }
-        Ok(ChatCompletion {
-            id: "local".into(),
-            object: "chat.completion".into(),
-            created: 0,
-            model,
-            choices: vec![Choice {
-                index: 0,
-                message: Message::new(Role::Assistant, text),
-                finish_reason: finish,
-                extra: Map::new(),
-            }],
-            usage,
-            extra: Map::new(),
-        })
+        let mut completion = ChatCompletion::assistant(model, text, finish);
+        completion.usage = usage;
+        Ok(completion)
     }
 
     async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {

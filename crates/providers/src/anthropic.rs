@@ -68,7 +68,7 @@ impl Anthropic {
 impl Provider for Anthropic {
     async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
         let body = to_messages_request(&req, false)?;
-        let value = self.endpoint.post_json(&body).await?;
+        let value = self.endpoint.post_json(&body, req.fusion_depth).await?;
         from_messages_response(&value).map_err(|m| {
             Error::InvalidResponse(format!(
                 "{}: not a Messages response: {m}",
@@ -79,7 +79,7 @@ impl Provider for Anthropic {
 
     async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
         let body = to_messages_request(&req, true)?;
-        let response = self.endpoint.post(&body).await?;
+        let response = self.endpoint.post(&body, req.fusion_depth).await?;
         let events = sse::events(
             response.bytes_stream(),
             self.endpoint.idle,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use quorate_api::FUSION_DEPTH_HEADER;
 use quorate_config::ProviderConfig;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{RequestBuilder, Response};
@@ -49,21 +50,33 @@ impl Endpoint {
         })
     }
 
-    pub async fn post(&self, body: &serde_json::Value) -> Result<Response, Error> {
+    /// Posts `body`; `fusion_depth` > 0 marks an inner call of a fusion run.
+    pub async fn post(
+        &self,
+        body: &serde_json::Value,
+        fusion_depth: u8,
+    ) -> Result<Response, Error> {
         if let Some(message) = &self.missing_key {
             return Err(Error::Unavailable(message.clone()));
         }
-        let request = self
+        let mut request = self
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
             .json(body);
+        if fusion_depth > 0 {
+            request = request.header(FUSION_DEPTH_HEADER, fusion_depth.to_string());
+        }
         send(request, &self.name).await
     }
 
     /// Posts and reads the whole answer as JSON.
-    pub async fn post_json(&self, body: &serde_json::Value) -> Result<serde_json::Value, Error> {
-        let response = self.post(body).await?;
+    pub async fn post_json(
+        &self,
+        body: &serde_json::Value,
+        fusion_depth: u8,
+    ) -> Result<serde_json::Value, Error> {
+        let response = self.post(body, fusion_depth).await?;
         let bytes = response
             .bytes()
             .await

@@ -58,7 +58,10 @@ fn request_body(req: &ChatRequest, stream: bool) -> Result<Value, Error> {
 #[async_trait]
 impl Provider for OpenAi {
     async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
-        let value = self.endpoint.post_json(&request_body(&req, false)?).await?;
+        let value = self
+            .endpoint
+            .post_json(&request_body(&req, false)?, req.fusion_depth)
+            .await?;
         if let Some(error) = embedded_error(&value, &self.endpoint.name) {
             return Err(error);
         }
@@ -78,7 +81,10 @@ impl Provider for OpenAi {
     }
 
     async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
-        let response = self.endpoint.post(&request_body(&req, true)?).await?;
+        let response = self
+            .endpoint
+            .post(&request_body(&req, true)?, req.fusion_depth)
+            .await?;
         let events = sse::events(
             response.bytes_stream(),
             self.endpoint.idle,

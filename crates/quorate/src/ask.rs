@@ -1,4 +1,6 @@
-//! `quorate ask`: one question through the same router the server uses, streamed to stdout.
+//! `quorate ask`: one question, in-process (no server). Fusion by default (the default preset,
+//! `local` with no key), with a live panel display on stderr and the answer streamed to stdout;
+//! `--model` with an ordinary model asks that model alone.
 
 use std::io::Write;
 
@@ -7,76 +9,204 @@ use clap::Args;
 use futures::StreamExt;
 use quorate_api::{ChatRequest, Message, Role};
 use quorate_config::Config;
+use quorate_fusion::{Fusion, Plan};
+use serde_json::{json, Value};
+
+use crate::display;
 
 #[derive(Args)]
 pub struct AskArgs {
     /// The question.
     prompt: String,
-    /// Model id (a configured model, or provider/upstream-name); default: the config's
-    /// `default_model`, else the embedded local model.
+    /// Model id: `quorate/fusion[:preset]` (the default unless the config's `default_model` says
+    /// otherwise), a configured model, or provider/upstream-name to ask one model alone.
     #[arg(long, short, env = "QUORATE_MODEL")]
     model: Option<String>,
+    /// Fusion preset (`local`, `quality`, `budget` or one from the config).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Fusion panel, comma-separated; repeat a model for self-fusion.
+    #[arg(long, value_delimiter = ',')]
+    panel: Option<Vec<String>>,
+    /// Fusion judge.
+    #[arg(long)]
+    judge: Option<String>,
+    /// Fusion synthesizer.
+    #[arg(long)]
+    synth: Option<String>,
+    /// Print each panel member's answer and the judge's analysis after the answer.
+    #[arg(long)]
+    show_panel: bool,
+    /// Print the whole completion object (with the `fusion` report) as JSON instead of the text.
+    #[arg(long)]
+    json: bool,
     /// A system prompt.
     #[arg(long)]
     system: Option<String>,
+    /// Sampling temperature (for fusion: the panel's).
     #[arg(long)]
     temperature: Option<f64>,
     #[arg(long)]
     max_tokens: Option<u32>,
-    /// Print usage and cost to stderr after the answer.
+    /// Print usage and cost to stderr after the answer (always shown for fusion).
     #[arg(long)]
     usage: bool,
 }
 
+impl AskArgs {
+    fn request(&self, config: &Config) -> ChatRequest {
+        let model = self
+            .model
+            .clone()
+            .unwrap_or_else(|| config.default_model().to_string());
+        let mut messages = Vec::new();
+        if let Some(system) = &self.system {
+            messages.push(Message::new(Role::System, system.clone()));
+        }
+        messages.push(Message::new(Role::User, self.prompt.clone()));
+        let mut request = ChatRequest::new(model, messages);
+        request.temperature = self.temperature;
+        request.max_tokens = self.max_tokens;
+        if let Some(plugin) = self.plugin() {
+            request.extra.insert("plugins".into(), json!([plugin]));
+        }
+        request
+    }
+
+    /// The fusion flags as the plugin object the API takes, so both paths validate alike.
+    fn plugin(&self) -> Option<Value> {
+        let fields = [
+            ("preset", self.preset.as_ref().map(|p| json!(p))),
+            ("analysis_models", self.panel.as_ref().map(|p| json!(p))),
+            ("judge", self.judge.as_ref().map(|j| json!(j))),
+            ("model", self.synth.as_ref().map(|s| json!(s))),
+        ];
+        let mut plugin = serde_json::Map::new();
+        for (key, value) in fields {
+            if let Some(value) = value {
+                plugin.insert(key.into(), value);
+            }
+        }
+        if plugin.is_empty() {
+            return None;
+        }
+        plugin.insert("id".into(), json!("fusion"));
+        Some(Value::Object(plugin))
+    }
+}
+
 pub async fn run(config: Config, args: AskArgs) -> anyhow::Result<()> {
-    let model = args
-        .model
-        .clone()
-        .unwrap_or_else(|| config.default_model().to_string());
-    // A local model may need fetching first: do it here, with a progress display.
-    if let Some(gguf) = config.resolve(&model).and_then(|m| m.gguf) {
-        crate::pull::fetch(&gguf).await?;
-    }
-    let router = crate::router(config)?;
-    let mut messages = Vec::new();
-    if let Some(system) = &args.system {
-        messages.push(Message::new(Role::System, system.clone()));
-    }
-    messages.push(Message::new(Role::User, args.prompt.clone()));
-    let request = ChatRequest {
-        model: model.clone(),
-        messages,
-        stream: Some(true),
-        models: None,
-        temperature: args.temperature,
-        top_p: None,
-        max_tokens: args.max_tokens,
-        max_completion_tokens: None,
-        stop: None,
-        tools: None,
-        tool_choice: None,
-        extra: Default::default(),
-    };
+    let request = args.request(&config);
     request.validate().map_err(anyhow::Error::msg)?;
-    eprintln!("asking {model} …");
-    let mut stream = router.stream(request).await?;
-    let mut stdout = std::io::stdout().lock();
+    let fusion = Fusion::new(crate::router(config.clone())?).map_err(anyhow::Error::msg)?;
+    match fusion.plan(&request)? {
+        Some(plan) => {
+            fetch_local_models(&config, plan_models(&plan)).await?;
+            fused(&fusion, plan, request, &args).await
+        }
+        None => {
+            fetch_local_models(&config, [request.model.as_str()]).await?;
+            solo(&fusion, request, &args).await
+        }
+    }
+}
+
+fn plan_models(plan: &Plan) -> impl Iterator<Item = &str> {
+    plan.panel
+        .iter()
+        .chain(&plan.judges)
+        .chain([&plan.synthesizer])
+        .map(String::as_str)
+}
+
+/// Local models may need fetching first: done here, with a progress display.
+async fn fetch_local_models<'a>(
+    config: &Config,
+    models: impl IntoIterator<Item = &'a str>,
+) -> anyhow::Result<()> {
+    let mut fetched = Vec::new();
+    for gguf in models
+        .into_iter()
+        .filter_map(|m| config.resolve(m).and_then(|m| m.gguf))
+    {
+        if !fetched.contains(&gguf) {
+            crate::pull::fetch(&gguf).await?;
+            fetched.push(gguf);
+        }
+    }
+    Ok(())
+}
+
+async fn fused(
+    fusion: &Fusion,
+    plan: Plan,
+    request: ChatRequest,
+    args: &AskArgs,
+) -> anyhow::Result<()> {
+    let model = request.model.clone();
+    let mut screen = display::Panel::new(&plan, !args.json);
+    let mut items = fusion.run(plan, request);
+    let mut text = String::new();
+    let mut finish = None;
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(200));
+    let report = loop {
+        let item = tokio::select! {
+            item = items.next() => item,
+            _ = ticker.tick() => { screen.tick(); continue; }
+        };
+        match item {
+            Some(Ok(quorate_fusion::Item::Event(event))) => screen.event(&event),
+            Some(Ok(quorate_fusion::Item::Chunk(chunk))) => {
+                for choice in chunk.choices {
+                    let piece = choice.delta.content.unwrap_or_default();
+                    if !args.json {
+                        write_out(&piece)?;
+                    }
+                    text.push_str(&piece);
+                    finish = choice.finish_reason.or(finish);
+                }
+            }
+            Some(Ok(quorate_fusion::Item::Done(report))) => break report,
+            Some(Err(e)) => {
+                screen.failed();
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&e.to_body())?);
+                }
+                anyhow::bail!("fusion failed: {e}");
+            }
+            None => anyhow::bail!("the fusion run ended without a result"),
+        }
+    };
+    if args.json {
+        let completion = quorate_fusion::completion(model, text, finish, &report);
+        println!("{}", serde_json::to_string_pretty(&completion)?);
+        return Ok(());
+    }
+    write_out("\n")?;
+    if args.show_panel {
+        display::show_panel(&report);
+    }
+    eprintln!("{}", display::cost_line(&report));
+    Ok(())
+}
+
+async fn solo(fusion: &Fusion, mut request: ChatRequest, args: &AskArgs) -> anyhow::Result<()> {
+    request.stream = Some(true);
+    eprintln!("asking {} …", request.model);
+    let mut stream = fusion.router().stream(request).await?;
     let mut usage = None;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         for choice in &chunk.choices {
             if let Some(text) = &choice.delta.content {
-                stdout
-                    .write_all(text.as_bytes())
-                    .context("writing the answer")?;
-                stdout.flush().context("writing the answer")?;
+                write_out(text)?;
             }
         }
         if chunk.usage.is_some() {
             usage = chunk.usage;
         }
     }
-    writeln!(stdout).context("writing the answer")?;
+    write_out("\n")?;
     if let (true, Some(u)) = (args.usage, usage) {
         eprintln!(
             "usage: {} prompt + {} completion tokens, cost ${}",
@@ -86,4 +216,12 @@ pub async fn run(config: Config, args: AskArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn write_out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing the answer")
 }

@@ -1,6 +1,7 @@
 //! The `quorate` command: a thin binary over the server and provider crates.
 
 mod ask;
+mod display;
 mod pull;
 
 use std::path::PathBuf;

@@ -65,9 +65,15 @@ async fn models_and_health() {
             .unwrap()
             .iter()
             .map(|m| m["id"].as_str().unwrap())
+            .filter(|id| !id.starts_with("quorate/fusion"))
             .collect();
         assert_eq!(ids, ["local/smollm2-135m", "sim/a", "sim/b", "simant/c"]);
-        let a = &list["data"][1];
+        let a = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == "sim/a")
+            .unwrap();
         assert_eq!(
             a["pricing"],
             json!({"prompt": "0.000001", "completion": "0.000002"})
@@ -725,6 +731,8 @@ async fn ask_answers_from_the_embedded_model() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
         .args([
             "ask",
+            "--model",
+            "local/smollm2-135m",
             "--temperature",
             "0",
             "--usage",
@@ -741,4 +749,47 @@ async fn ask_answers_from_the_embedded_model() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("Paris"), "{stdout}");
     assert!(stderr.contains("cost $0"), "{stderr}");
+}
+
+/// The README's main command: fusion on the `local` preset, the embedded model fused with itself.
+#[tokio::test]
+async fn ask_fuses_the_embedded_model_with_itself() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(["ask", "--json", "Which city is the capital of France?"])
+        .current_dir(std::env::temp_dir())
+        .env_remove("QUORATE_CONFIG")
+        .env_remove("QUORATE_MODEL")
+        .env_remove("OPENROUTER_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .is_empty());
+    let fusion = &body["fusion"];
+    assert_eq!(fusion["preset"], "local");
+    let panel = fusion["panel"].as_array().unwrap();
+    assert_eq!(panel.len(), 3);
+    assert!(panel.iter().all(|m| m["model"] == "local/smollm2-135m"));
+    assert!(panel.iter().any(|m| m["status"] == "ok"), "{fusion}");
+    // The grammar-enforced analysis parses as the schema.
+    let analysis = quorate_fusion::Analysis::parse(&fusion["analysis"].to_string());
+    assert!(analysis.is_ok(), "{}: {analysis:?}", fusion["analysis"]);
+    assert_eq!(fusion["failure_reason"], Value::Null);
+    // Usage is the sum of every inner call: members, judge, synthesis.
+    let key = |u: &Value, k: &str| u[k].as_u64().unwrap();
+    for k in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        let members: u64 = panel.iter().map(|m| key(&m["usage"], k)).sum();
+        assert_eq!(members, key(&fusion["usage"]["panel"], k));
+        let stages =
+            members + key(&fusion["usage"]["judge"], k) + key(&fusion["usage"]["synthesis"], k);
+        assert_eq!(key(&body["usage"], k), stages, "{k}");
+        assert!(key(&fusion["usage"]["judge"], k) > 0 && key(&fusion["usage"]["synthesis"], k) > 0);
+    }
+    assert_eq!(body["usage"]["cost"].as_f64(), Some(0.0));
 }

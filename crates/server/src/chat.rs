@@ -7,11 +7,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
-use quorate_api::{ChatChunk, ChatRequest, Usage};
+use quorate_api::{ChatChunk, ChatRequest, Usage, FUSION_DEPTH_HEADER};
 use quorate_providers::{Error, RoutedStream};
 use serde::Serialize;
 
@@ -21,11 +21,19 @@ const KEEPALIVE_FRAME: &[u8] = b": quorate processing\n\n";
 
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let request = body.map_err(body_error).and_then(|bytes| parse(&bytes));
-    let request = match request {
+    let request = body
+        .map_err(body_error)
+        .and_then(|bytes| parse(&bytes))
+        .and_then(|mut r| {
+            r.fusion_depth = fusion_depth(&headers)?;
+            let plan = state.fusion.plan(&r)?;
+            Ok((r, plan))
+        });
+    let (request, plan) = match request {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(status = e.status(), error = %e, "rejected request");
@@ -37,6 +45,9 @@ pub async fn completions(
         unix_millis(),
         state.request_ids.fetch_add(1, Ordering::Relaxed)
     );
+    if let Some(plan) = plan {
+        return crate::fusion::respond(&state, plan, request, id).await;
+    }
     if request.stream == Some(true) {
         return stream(&state, request, id).await;
     }
@@ -53,6 +64,18 @@ pub async fn completions(
             ApiError(e).into_response()
         }
     }
+}
+
+/// How deep in fusion runs the caller is: another Quorate's inner calls carry the header.
+fn fusion_depth(headers: &HeaderMap) -> Result<u8, Error> {
+    let Some(value) = headers.get(FUSION_DEPTH_HEADER) else {
+        return Ok(0);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::BadRequest(format!("{FUSION_DEPTH_HEADER}: want a small integer")))
 }
 
 fn body_error(rejection: BytesRejection) -> Error {
@@ -102,7 +125,13 @@ async fn stream(state: &AppState, request: ChatRequest, id: String) -> Response 
             Ok(Ok(stream)) => Box::pin(async move { Ok(stream) }),
             Err(_) => open,
         };
-    let frames = with_keepalive(sse_frames(opened, id, model), state.keepalive);
+    sse_response(with_keepalive(
+        sse_frames(opened, id, model),
+        state.keepalive,
+    ))
+}
+
+pub fn sse_response(frames: impl Stream<Item = Bytes> + Send + 'static) -> Response {
     Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
@@ -113,7 +142,7 @@ async fn stream(state: &AppState, request: ChatRequest, id: String) -> Response 
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn data_frame(value: &impl Serialize) -> Bytes {
+pub fn data_frame(value: &impl Serialize) -> Bytes {
     match serde_json::to_string(value) {
         Ok(json) => Bytes::from(format!("data: {json}\n\n")),
         Err(e) => error_frame(&Error::InvalidResponse(format!(
@@ -123,7 +152,11 @@ fn data_frame(value: &impl Serialize) -> Bytes {
 }
 
 fn error_frame(error: &Error) -> Bytes {
-    let body = serde_json::to_string(&error.to_body()).unwrap_or_default();
+    body_frame(&error.to_body())
+}
+
+pub fn body_frame(body: &quorate_api::ErrorBody) -> Bytes {
+    let body = serde_json::to_string(body).unwrap_or_default();
     Bytes::from(format!("data: {body}\n\n"))
 }
 
@@ -189,7 +222,7 @@ fn usage_chunk(id: &str, created: u64, model: String) -> ChatChunk {
 }
 
 /// Sends an SSE comment whenever `inner` is quiet for `every`, so proxies keep the connection.
-fn with_keepalive(
+pub fn with_keepalive(
     inner: impl Stream<Item = Bytes> + Send + 'static,
     every: Duration,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
@@ -207,7 +240,7 @@ fn with_keepalive(
     }
 }
 
-fn unix_millis() -> u64 {
+pub fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

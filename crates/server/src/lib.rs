@@ -6,6 +6,7 @@
 mod auth;
 mod chat;
 mod error;
+mod fusion;
 mod models;
 
 use std::future::{Future, IntoFuture};
@@ -16,22 +17,24 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use quorate_fusion::Fusion;
 use quorate_providers::Router;
 use tokio::net::TcpListener;
 
-pub use error::ApiError;
+pub use error::{ApiError, FusionApiError};
 
 pub struct AppState {
     pub router: Router,
+    pub fusion: Fusion,
     /// Gateway keys; `None` means the gateway is open.
     keys: Option<Vec<String>>,
-    keepalive: Duration,
+    pub keepalive: Duration,
     request_ids: AtomicU64,
 }
 
 impl AppState {
-    /// Reads gateway keys from the env var the config names; an empty or missing variable is an
-    /// error rather than a silently open gateway.
+    /// Reads gateway keys from the env var the config names (an empty or missing variable is an
+    /// error rather than a silently open gateway) and loads the fusion prompt templates.
     pub fn new(router: Router) -> Result<Self, String> {
         let server = &router.config().server;
         let keys = match &server.api_keys_env {
@@ -54,6 +57,7 @@ impl AppState {
         };
         Ok(Self {
             keepalive: Duration::from_secs_f64(server.keepalive_s),
+            fusion: Fusion::new(router.clone())?,
             router,
             keys,
             request_ids: AtomicU64::new(0),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use quorate_api::{ModelInfo, ModelList, Pricing};
-use quorate_config::{Config, ProviderKind};
+use quorate_config::{Config, ProviderKind, FUSION_SLUGS};
 use rust_decimal::Decimal;
 
 use crate::AppState;
@@ -38,8 +38,54 @@ fn per_token(per_mtok: Option<Decimal>) -> String {
     per_token.normalize().to_string()
 }
 
+/// What a fusion slug accepts on top of the common parameters.
+const FUSION_PARAMETERS: &[&str] = &["seed", "response_format", "plugins"];
+
 pub fn model_list(config: &Config) -> ModelList {
-    let data = config
+    let mut data = fusion_entries(config);
+    data.extend(configured_models(config));
+    ModelList::new(data)
+}
+
+/// `quorate/fusion` (the default preset) and `quorate/fusion:<preset>` for every preset. Their
+/// price is the sum of the inner calls, so it is given as "-1" (variable), as OpenRouter does.
+fn fusion_entries(config: &Config) -> Vec<ModelInfo> {
+    let default = config.default_preset().to_string();
+    let presets = config.presets.iter().map(|(name, p)| {
+        let about = p.description.clone().unwrap_or_else(|| p.panel.join(", "));
+        (
+            format!("{}:{name}", FUSION_SLUGS[0]),
+            format!("Quorate Fusion: {name} ({about})"),
+        )
+    });
+    std::iter::once((
+        FUSION_SLUGS[0].to_string(),
+        format!("Quorate Fusion (default preset: {default})"),
+    ))
+    .chain(presets)
+    .map(|(id, name)| ModelInfo {
+        id,
+        object: "model".into(),
+        created: 0,
+        owned_by: "quorate".into(),
+        name,
+        context_length: None,
+        pricing: Pricing {
+            prompt: "-1".into(),
+            completion: "-1".into(),
+        },
+        supported_parameters: COMMON_PARAMETERS
+            .iter()
+            .filter(|p| !p.starts_with("tool"))
+            .chain(FUSION_PARAMETERS)
+            .map(|s| s.to_string())
+            .collect(),
+    })
+    .collect()
+}
+
+fn configured_models(config: &Config) -> Vec<ModelInfo> {
+    config
         .models
         .keys()
         .filter_map(|id| {
@@ -68,8 +114,7 @@ pub fn model_list(config: &Config) -> ModelList {
                     .collect(),
             })
         })
-        .collect();
-    ModelList::new(data)
+        .collect()
 }
 
 #[cfg(test)]
@@ -89,5 +134,18 @@ mod tests {
         assert_eq!(m.pricing.completion, "0.000015");
         assert_eq!(m.context_length, Some(8192));
         assert!(m.supported_parameters.contains(&"seed".to_string()));
+        let ids: Vec<&str> = list.data.iter().map(|m| m.id.as_str()).collect();
+        for id in [
+            "quorate/fusion",
+            "quorate/fusion:local",
+            "quorate/fusion:budget",
+        ] {
+            assert!(ids.contains(&id), "{id} listed");
+        }
+        let fusion = &list.data[0];
+        assert_eq!(
+            (fusion.pricing.prompt.as_str(), fusion.owned_by.as_str()),
+            ("-1", "quorate")
+        );
     }
 }

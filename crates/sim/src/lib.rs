@@ -137,6 +137,7 @@ impl Sim {
             stats.in_flight += 1;
             seen
         };
+        let script = script.nth(seen);
         let fault_applies = script.fault.is_some() && script.fail_first.is_none_or(|n| seen < n);
         self.record(path, headers, body);
         (

@@ -44,6 +44,10 @@ pub struct Script {
     /// Report this `usage.cost`, as OpenRouter does.
     #[serde(default)]
     pub cost: Option<f64>,
+    /// Scripts for successive requests to this model: the n-th request gets `sequence[n]`, and
+    /// requests past the end get the last one (e.g. an invalid answer, then a valid one).
+    #[serde(default)]
+    pub sequence: Vec<Script>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,6 +86,14 @@ pub enum Answer {
 }
 
 impl Script {
+    /// The script for the request that is number `seen` (0-based) for its model.
+    pub fn nth(self, seen: u64) -> Script {
+        match self.sequence.len() {
+            0 => self,
+            n => self.sequence[(seen as usize).min(n - 1)].clone(),
+        }
+    }
+
     pub fn answer(&self, last_user: &str) -> Answer {
         if let Some(call) = &self.tool_call {
             let arguments = if call.arguments.is_null() {

@@ -1,0 +1,284 @@
+//! Fusion presets (a panel, a judge and a synthesizer, with a run's deadlines) and the `[fusion]`
+//! section.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::Config;
+
+/// Model ids that mean "run the fusion pipeline"; `<slug>:<preset>` picks a preset.
+pub const FUSION_SLUGS: &[&str] = &["quorate/fusion", "openrouter/fusion", "fusion"];
+
+/// The most panel slots one run may have: each is a full completion, so cost grows with it.
+pub const MAX_PANEL: usize = 8;
+
+/// `Some(None)` for a bare fusion slug, `Some(Some(preset))` for `slug:preset`, `None` for any
+/// other model id.
+pub fn fusion_slug(model: &str) -> Option<Option<&str>> {
+    let (base, preset) = match model.split_once(':') {
+        Some((base, preset)) => (base, Some(preset)),
+        None => (model, None),
+    };
+    FUSION_SLUGS.contains(&base).then_some(preset)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusionConfig {
+    /// The preset a bare `quorate/fusion` runs. Default: `quality` when the OpenRouter key is set,
+    /// else `local`.
+    #[serde(default)]
+    pub default_preset: Option<String>,
+    /// A folder whose `<name>.j2` files replace the built-in prompt templates of the same name.
+    #[serde(default)]
+    pub prompts_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresetConfig {
+    /// The panel's models, one per slot; a model may fill several slots (self-fusion).
+    pub panel: Vec<String>,
+    /// The judge; defaults to the synthesizer.
+    #[serde(default)]
+    pub judge: Option<String>,
+    /// Judges tried in turn when the judge's analysis is still invalid after a repair.
+    #[serde(default)]
+    pub judge_fallbacks: Vec<String>,
+    pub synthesizer: String,
+    /// Panel sampling temperature (the judge always runs at 0).
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Output cap for each panel answer and for the synthesis.
+    #[serde(default)]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default = "member_timeout_s")]
+    pub member_timeout_s: f64,
+    #[serde(default = "total_timeout_s")]
+    pub total_timeout_s: f64,
+    /// Members that must answer for the run to go on.
+    #[serde(default = "quorum")]
+    pub quorum: usize,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn member_timeout_s() -> f64 {
+    300.0
+}
+
+fn total_timeout_s() -> f64 {
+    600.0
+}
+
+fn quorum() -> usize {
+    1
+}
+
+fn preset(panel: &[&str], judge: &str, synthesizer: &str, description: &str) -> PresetConfig {
+    PresetConfig {
+        panel: panel.iter().map(|m| m.to_string()).collect(),
+        judge: Some(judge.to_string()),
+        judge_fallbacks: Vec::new(),
+        synthesizer: synthesizer.to_string(),
+        temperature: None,
+        max_completion_tokens: None,
+        member_timeout_s: member_timeout_s(),
+        total_timeout_s: total_timeout_s(),
+        quorum: quorum(),
+        description: Some(description.to_string()),
+    }
+}
+
+/// `local` runs anywhere; `quality` and `budget` need the OpenRouter key. Each tier judges and
+/// synthesizes with a model of its own tier, so a budget panel is not judged by an expensive one.
+pub fn add_builtins(presets: &mut BTreeMap<String, PresetConfig>) {
+    let local_model = crate::defaults::LOCAL_MODEL;
+    let mut local = preset(
+        &[local_model; 3],
+        local_model,
+        local_model,
+        "SmolLM2-135M fused with itself three times, in-process: no key, no network",
+    );
+    // Sampled a little warmer than the model's default (0.2) so the three slots differ, not so
+    // warm that a 135M model drifts off; short answers keep a CPU-only run under a minute.
+    local.temperature = Some(0.4);
+    local.max_completion_tokens = Some(200);
+    local.total_timeout_s = 900.0;
+    presets.insert("local".into(), local);
+    let opus = "openrouter/~anthropic/claude-opus-latest";
+    presets.insert(
+        "quality".into(),
+        preset(
+            &[
+                opus,
+                "openrouter/~openai/gpt-latest",
+                "openrouter/~google/gemini-pro-latest",
+            ],
+            opus,
+            opus,
+            "Claude Opus, GPT and Gemini Pro, judged and synthesized by Claude Opus (OpenRouter)",
+        ),
+    );
+    let flash = "openrouter/~google/gemini-flash-latest";
+    let deepseek = "openrouter/deepseek/deepseek-v4-pro";
+    presets.insert(
+        "budget".into(),
+        preset(
+            &[flash, "openrouter/moonshotai/kimi-k2.6", deepseek],
+            flash,
+            deepseek,
+            "Gemini Flash, Kimi and DeepSeek, judged by Gemini Flash, synthesized by DeepSeek (OpenRouter)",
+        ),
+    );
+}
+
+impl Config {
+    /// The preset a bare fusion slug runs.
+    pub fn default_preset(&self) -> &str {
+        if let Some(name) = &self.fusion.default_preset {
+            return name;
+        }
+        let openrouter_key = self
+            .providers
+            .get("openrouter")
+            .and_then(|p| p.api_key_env.as_deref())
+            .and_then(std::env::var_os)
+            .is_some_and(|v| !v.is_empty());
+        if openrouter_key {
+            "quality"
+        } else {
+            "local"
+        }
+    }
+
+    pub(crate) fn validate_fusion(&self) -> Result<(), (String, String)> {
+        if let Some(name) = &self.fusion.default_preset {
+            if !self.presets.contains_key(name) {
+                return Err((
+                    "fusion.default_preset".into(),
+                    format!("unknown preset {name:?}"),
+                ));
+            }
+        }
+        if let Some(dir) = &self.fusion.prompts_dir {
+            if !dir.is_dir() {
+                return Err((
+                    "fusion.prompts_dir".into(),
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
+        for (name, p) in &self.presets {
+            self.validate_preset(p)
+                .map_err(|(k, m)| (format!("presets.{name}.{k}"), m))?;
+        }
+        Ok(())
+    }
+
+    fn validate_preset(&self, p: &PresetConfig) -> Result<(), (String, String)> {
+        if p.panel.is_empty() || p.panel.len() > MAX_PANEL {
+            return Err((
+                "panel".into(),
+                format!("1 to {MAX_PANEL} models, got {}", p.panel.len()),
+            ));
+        }
+        for (i, model) in p.panel.iter().enumerate() {
+            self.check_inner_model(model)
+                .map_err(|m| (format!("panel[{i}]"), m))?;
+        }
+        if let Some(judge) = &p.judge {
+            self.check_inner_model(judge)
+                .map_err(|m| ("judge".into(), m))?;
+        }
+        for (i, model) in p.judge_fallbacks.iter().enumerate() {
+            self.check_inner_model(model)
+                .map_err(|m| (format!("judge_fallbacks[{i}]"), m))?;
+        }
+        self.check_inner_model(&p.synthesizer)
+            .map_err(|m| ("synthesizer".into(), m))?;
+        if p.quorum == 0 || p.quorum > p.panel.len() {
+            return Err((
+                "quorum".into(),
+                format!("must be 1 to the panel size ({})", p.panel.len()),
+            ));
+        }
+        if !(p.total_timeout_s > 0.0 && p.total_timeout_s <= 3600.0) {
+            return Err(("total_timeout_s".into(), "must be in (0, 3600]".into()));
+        }
+        if !(p.member_timeout_s > 0.0 && p.member_timeout_s <= p.total_timeout_s) {
+            return Err((
+                "member_timeout_s".into(),
+                "must be in (0, total_timeout_s]".into(),
+            ));
+        }
+        if let Some(t) = p.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+            return Err((
+                "temperature".into(),
+                format!("must be between 0 and 2, got {t}"),
+            ));
+        }
+        if p.max_completion_tokens == Some(0) {
+            return Err(("max_completion_tokens".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// A model a fusion stage may call: a routable model, and never fusion itself.
+    pub fn check_inner_model(&self, model: &str) -> Result<(), String> {
+        if fusion_slug(model).is_some() {
+            return Err(format!(
+                "{model:?} is fusion itself; a stage needs an ordinary model"
+            ));
+        }
+        if self.resolve(model).is_none() {
+            return Err(format!("unknown model {model:?}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_and_presets() {
+        assert_eq!(fusion_slug("quorate/fusion"), Some(None));
+        assert_eq!(
+            fusion_slug("openrouter/fusion:budget"),
+            Some(Some("budget"))
+        );
+        assert_eq!(fusion_slug("fusion"), Some(None));
+        assert_eq!(fusion_slug("openrouter/openai/gpt-4o"), None);
+        let config = Config::builtin();
+        assert!(config.validate_fusion().is_ok());
+        assert_eq!(config.presets["local"].panel.len(), 3);
+    }
+
+    #[test]
+    fn preset_errors_name_the_key() {
+        let err = |toml: &str| Config::from_toml(toml, "t").unwrap_err().to_string();
+        let e = err("[presets.p]\npanel = []\nsynthesizer = \"local/smollm2-135m\"\n");
+        assert!(e.contains("presets.p.panel") && e.contains("1 to 8"), "{e}");
+        let e = err("[presets.p]\npanel = [\"nope/x\"]\nsynthesizer = \"local/smollm2-135m\"\n");
+        assert!(
+            e.contains("presets.p.panel[0]") && e.contains("nope/x"),
+            "{e}"
+        );
+        let e = err(
+            "[presets.p]\npanel = [\"quorate/fusion\"]\nsynthesizer = \"local/smollm2-135m\"\n",
+        );
+        assert!(e.contains("fusion itself"), "{e}");
+        let e = err("[presets.p]\npanel = [\"local/smollm2-135m\"]\nsynthesizer = \"local/smollm2-135m\"\nquorum = 2\n");
+        assert!(e.contains("presets.p.quorum"), "{e}");
+        let e = err("[presets.p]\npanel = [\"local/smollm2-135m\"]\nsynthesizer = \"local/smollm2-135m\"\nmember_timeout_s = 700\n");
+        assert!(e.contains("presets.p.member_timeout_s"), "{e}");
+        let e = err("[fusion]\ndefault_preset = \"nope\"\n");
+        assert!(e.contains("fusion.default_preset"), "{e}");
+        let e = err("default_model = \"quorate/fusion:nope\"\n");
+        assert!(e.contains("default_model"), "{e}");
+    }
+}

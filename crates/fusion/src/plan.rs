@@ -1,0 +1,328 @@
+//! What one fusion run does: who sits on the panel, who judges and who synthesizes, under which
+//! deadlines. Built from the model slug (`quorate/fusion[:preset]`), the `fusion` plugin object
+//! and the config's presets, in that order of precedence: explicit fields beat the preset.
+
+use std::time::Duration;
+
+use quorate_api::ChatRequest;
+use quorate_config::{fusion_slug, Config, PresetConfig, MAX_PANEL};
+use quorate_providers::Error;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The plugin object, OpenRouter-compatible: `{"id": "fusion", "model", "analysis_models", ...}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plugin {
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// The synthesizer, and the judge unless `judge` is given.
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    analysis_models: Option<Vec<String>>,
+    #[serde(default)]
+    judge: Option<String>,
+    #[serde(default)]
+    preset: Option<String>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    /// Progress chunks (`fusion_event`) in the stream; off unless asked for.
+    #[serde(default)]
+    stream_progress: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub preset: String,
+    /// One model per slot; repeats are self-fusion.
+    pub panel: Vec<String>,
+    /// The judge, then the judges to try when its analysis stays invalid.
+    pub judges: Vec<String>,
+    pub synthesizer: String,
+    /// Panel sampling temperature.
+    pub temperature: Option<f64>,
+    /// Output cap of each panel answer and of the synthesis.
+    pub max_completion_tokens: Option<u32>,
+    pub member_timeout: Duration,
+    pub total_timeout: Duration,
+    pub quorum: usize,
+    pub stream_progress: bool,
+    /// Slot `i` samples with seed `seed + i`, so self-fusion slots answer differently.
+    pub seed: u64,
+}
+
+impl Plan {
+    /// The run a request asks for, or `None` when it is an ordinary completion. Errors name the
+    /// offending field.
+    pub fn from_request(config: &Config, req: &ChatRequest) -> Result<Option<Plan>, Error> {
+        let plugin = find_plugin(req)?;
+        let slug = fusion_slug(&req.model);
+        let Some((index, plugin)) = plugin.or(slug.map(|_| (0, Plugin::default()))) else {
+            return Ok(None);
+        };
+        if req.fusion_depth > 0 {
+            return Err(Error::BadRequest(format!(
+                "fusion refused: this request comes from inside a fusion run (fusion depth {}); \
+                 a panel member, judge or synthesizer cannot start another fusion",
+                req.fusion_depth
+            )));
+        }
+        let field = |name: &str| format!("plugins[{index}].{name}");
+        let (preset_name, preset) = pick_preset(config, &plugin, slug, &field)?;
+        let panel = match &plugin.analysis_models {
+            Some(models) => check_panel(config, models, &field("analysis_models"))?,
+            None => preset.panel.clone(),
+        };
+        // A plain model id with the plugin makes that model the synthesizer (and judge).
+        let model = plugin
+            .model
+            .clone()
+            .or_else(|| slug.is_none().then(|| req.model.clone()));
+        if let Some(m) = &plugin.model {
+            check_model(config, m, &field("model"))?;
+        }
+        if let Some(m) = &plugin.judge {
+            check_model(config, m, &field("judge"))?;
+        }
+        let judge = plugin
+            .judge
+            .clone()
+            .or_else(|| model.clone())
+            .or_else(|| preset.judge.clone())
+            .unwrap_or_else(|| preset.synthesizer.clone());
+        let mut judges = vec![judge];
+        for fallback in &preset.judge_fallbacks {
+            if !judges.contains(fallback) {
+                judges.push(fallback.clone());
+            }
+        }
+        if let Some(t) = plugin.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+            return Err(Error::BadRequest(format!(
+                "{}: must be between 0 and 2, got {t}",
+                field("temperature")
+            )));
+        }
+        if plugin.max_completion_tokens == Some(0) {
+            return Err(Error::BadRequest(format!(
+                "{}: must be at least 1",
+                field("max_completion_tokens")
+            )));
+        }
+        Ok(Some(Plan {
+            preset: preset_name,
+            quorum: preset.quorum.min(panel.len()),
+            panel,
+            judges,
+            synthesizer: model.unwrap_or_else(|| preset.synthesizer.clone()),
+            temperature: plugin
+                .temperature
+                .or(req.temperature)
+                .or(preset.temperature),
+            max_completion_tokens: plugin
+                .max_completion_tokens
+                .or(req.max_output_tokens())
+                .or(preset.max_completion_tokens),
+            member_timeout: Duration::from_secs_f64(preset.member_timeout_s),
+            total_timeout: Duration::from_secs_f64(preset.total_timeout_s),
+            stream_progress: plugin.stream_progress.unwrap_or(false),
+            seed: seed(req),
+        }))
+    }
+}
+
+/// The first enabled `fusion` entry of `plugins`, with its index.
+fn find_plugin(req: &ChatRequest) -> Result<Option<(usize, Plugin)>, Error> {
+    let Some(plugins) = req.extra.get("plugins") else {
+        return Ok(None);
+    };
+    let Some(plugins) = plugins.as_array() else {
+        return Err(Error::BadRequest("plugins: must be an array".into()));
+    };
+    for (i, value) in plugins.iter().enumerate() {
+        if value.get("id").and_then(Value::as_str) != Some("fusion") {
+            continue;
+        }
+        let mut fields = value.clone();
+        if let Some(object) = fields.as_object_mut() {
+            object.remove("id");
+        }
+        let plugin: Plugin = serde_json::from_value(fields)
+            .map_err(|e| Error::BadRequest(format!("plugins[{i}]: {e}")))?;
+        if plugin.enabled != Some(false) {
+            return Ok(Some((i, plugin)));
+        }
+    }
+    Ok(None)
+}
+
+fn pick_preset<'c>(
+    config: &'c Config,
+    plugin: &Plugin,
+    slug: Option<Option<&str>>,
+    field: &impl Fn(&str) -> String,
+) -> Result<(String, &'c PresetConfig), Error> {
+    let known = || {
+        config
+            .presets
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(name) = &plugin.preset {
+        return config
+            .presets
+            .get(name)
+            .map(|p| (name.clone(), p))
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "{}: unknown preset {name:?} (presets: {})",
+                    field("preset"),
+                    known()
+                ))
+            });
+    }
+    let name = slug.flatten().unwrap_or_else(|| config.default_preset());
+    config
+        .presets
+        .get(name)
+        .map(|p| (name.to_string(), p))
+        .ok_or_else(|| {
+            Error::UnknownModel(format!(
+                "model: unknown fusion preset {name:?} (presets: {}); GET /v1/models lists them",
+                known()
+            ))
+        })
+}
+
+fn check_model(config: &Config, model: &str, field: &str) -> Result<(), Error> {
+    config
+        .check_inner_model(model)
+        .map_err(|m| Error::BadRequest(format!("{field}: {m}")))
+}
+
+fn check_panel(config: &Config, models: &[String], field: &str) -> Result<Vec<String>, Error> {
+    if models.is_empty() || models.len() > MAX_PANEL {
+        return Err(Error::BadRequest(format!(
+            "{field}: 1 to {MAX_PANEL} models, got {}",
+            models.len()
+        )));
+    }
+    for (i, model) in models.iter().enumerate() {
+        check_model(config, model, &format!("{field}[{i}]"))?;
+    }
+    Ok(models.to_vec())
+}
+
+/// The caller's `seed` when it gave one (a reproducible panel), else a random one.
+fn seed(req: &ChatRequest) -> u64 {
+    req.extra
+        .get("seed")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| u64::from(rand::random::<u32>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn plan(body: Value) -> Result<Option<Plan>, Error> {
+        let config = Config::from_toml(
+            "[fusion]\ndefault_preset = \"local\"\n[models.\"openai/a\"]\nprovider = \"openai\"\n",
+            "t",
+        )
+        .unwrap();
+        let mut body = body;
+        body["messages"] = json!([{"role": "user", "content": "q"}]);
+        let req: ChatRequest = serde_json::from_value(body).unwrap();
+        Plan::from_request(&config, &req)
+    }
+
+    #[test]
+    fn slugs_pick_presets_and_ordinary_models_are_not_fusion() {
+        assert!(plan(json!({"model": "openai/a"})).unwrap().is_none());
+        let p = plan(json!({"model": "quorate/fusion"})).unwrap().unwrap();
+        assert_eq!((p.preset.as_str(), p.panel.len()), ("local", 3));
+        assert_eq!(p.judges, ["local/smollm2-135m"]);
+        let p = plan(json!({"model": "openrouter/fusion:budget"}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.preset, "budget");
+        assert_ne!(p.judges[0], p.synthesizer, "budget has its own judge");
+        let e = plan(json!({"model": "fusion:nope"})).unwrap_err();
+        assert_eq!(e.status(), 404);
+        let off = json!({"model": "openai/a", "plugins": [{"id": "fusion", "enabled": false}]});
+        assert!(plan(off).unwrap().is_none());
+    }
+
+    #[test]
+    fn plugin_fields_override_the_preset() {
+        let p = plan(
+            json!({"model": "quorate/fusion", "temperature": 0.3, "plugins": [{"id": "web"}, {
+            "id": "fusion", "analysis_models": ["openai/a", "openai/a"], "model": "openai/a",
+            "max_completion_tokens": 99}]}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.panel, ["openai/a", "openai/a"]);
+        assert_eq!(
+            (p.synthesizer.as_str(), p.judges[0].as_str()),
+            ("openai/a", "openai/a")
+        );
+        assert_eq!(
+            (p.temperature, p.max_completion_tokens),
+            (Some(0.3), Some(99))
+        );
+        // A plain model with the plugin is the synthesizer.
+        let p = plan(json!({"model": "openai/a", "plugins": [{"id": "fusion", "judge": "local/smollm2-135m"}]}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.synthesizer.as_str(), p.judges[0].as_str()),
+            ("openai/a", "local/smollm2-135m")
+        );
+        let p = plan(json!({"model": "fusion", "seed": 41}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.seed, 41);
+    }
+
+    #[test]
+    fn plugin_errors_name_the_field() {
+        let err = |plugin: Value| {
+            plan(json!({"model": "quorate/fusion", "plugins": [plugin]}))
+                .unwrap_err()
+                .to_string()
+        };
+        let nine = vec!["openai/a"; 9];
+        assert!(err(json!({"id": "fusion", "analysis_models": nine}))
+            .starts_with("plugins[0].analysis_models: 1 to 8"));
+        let e = err(json!({"id": "fusion", "analysis_models": ["openai/a", "ghost"]}));
+        assert!(
+            e.starts_with("plugins[0].analysis_models[1]: unknown model"),
+            "{e}"
+        );
+        let e = err(json!({"id": "fusion", "analysis_models": ["quorate/fusion"]}));
+        assert!(e.contains("fusion itself"), "{e}");
+        assert!(err(json!({"id": "fusion", "preset": "nope"})).starts_with("plugins[0].preset"));
+        assert!(
+            err(json!({"id": "fusion", "temperature": 5})).starts_with("plugins[0].temperature")
+        );
+        assert!(err(json!({"id": "fusion", "colour": 5})).contains("colour"));
+    }
+
+    #[test]
+    fn nested_fusion_is_refused() {
+        let config = Config::builtin();
+        let mut req: ChatRequest =
+            serde_json::from_value(json!({"model": "quorate/fusion", "messages": []})).unwrap();
+        req.fusion_depth = 1;
+        let e = Plan::from_request(&config, &req).unwrap_err();
+        assert!(e.to_string().starts_with("fusion refused"), "{e}");
+        assert_eq!(e.status(), 400);
+    }
+}

@@ -1,0 +1,646 @@
+//! One fusion run: the panel in parallel, the judge, then the synthesis streamed. Everything runs
+//! inside the stream the caller polls, so dropping it (a client that went away) cancels every
+//! inner call; nothing is spawned.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use quorate_api::{ChatChunk, ChatRequest, Message, Role, Usage};
+use quorate_config::ProviderKind;
+use quorate_providers::{Error, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::analysis::{self, Analysis, Invalid};
+use crate::plan::Plan;
+use crate::prompts::{self, Prompts};
+use crate::report::{
+    add, FailureReason, FusionError, FusionReport, JudgeAttempt, MemberError, MemberReport,
+    MemberStatus,
+};
+
+/// What a run yields: progress events, the synthesis's chunks, then the report.
+#[derive(Debug)]
+pub enum Item {
+    Event(Value),
+    Chunk(Box<ChatChunk>),
+    Done(Box<FusionReport>),
+}
+
+pub type FusionStream = Pin<Box<dyn Stream<Item = Result<Item, FusionError>> + Send>>;
+
+type Events = mpsc::UnboundedSender<Value>;
+
+/// Member token counts are reported at most this often.
+const TOKEN_EVENT_EVERY: Duration = Duration::from_millis(250);
+
+/// The judge's output cap where the model's context does not lower it.
+const JUDGE_MAX_TOKENS: u32 = 4096;
+
+/// Rough characters per token, to keep prompts inside a model's context.
+const CHARS_PER_TOKEN: usize = 3;
+
+pub struct Run {
+    pub router: Router,
+    pub prompts: Arc<Prompts>,
+    pub plan: Plan,
+    pub request: ChatRequest,
+    pub deadline: Instant,
+}
+
+/// An answer as the judge and the synthesizer see it.
+#[derive(Serialize)]
+struct AnswerView {
+    label: String,
+    model: String,
+    content: String,
+}
+
+struct Verdict {
+    analysis: Option<Analysis>,
+    judge: String,
+    attempts: Vec<JudgeAttempt>,
+    usage: Usage,
+    failure: Option<FailureReason>,
+}
+
+impl Run {
+    pub fn stream(self) -> FusionStream {
+        Box::pin(async_stream::stream! {
+            let started = Instant::now();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let mut prepare = std::pin::pin!(self.prepare(tx));
+            // Progress events flow out while the panel and judge work.
+            let prepared = loop {
+                let step = tokio::select! {
+                    biased;
+                    Some(event) = rx.recv() => Err(event),
+                    result = &mut prepare => Ok(result),
+                };
+                match step {
+                    Err(event) => yield Ok(Item::Event(event)),
+                    Ok(result) => break result,
+                }
+            };
+            while let Ok(event) = rx.try_recv() {
+                yield Ok(Item::Event(event));
+            }
+            let (mut report, request) = match prepared {
+                Ok(p) => p,
+                Err(e) => { yield Err(e); return; }
+            };
+            yield Ok(Item::Event(json!({"type": "synthesis_started", "model": request.model})));
+            let synthesis_started = Instant::now();
+            let mut chunks = match self.open_synthesis(request).await {
+                Ok(s) => s,
+                Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
+            };
+            loop {
+                match tokio::time::timeout_at(self.deadline, chunks.next()).await {
+                    Err(_) => { yield Err(self.synthesis_failure(report, self.timeout())); return; }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => { yield Err(self.synthesis_failure(report, e)); return; }
+                    Ok(Some(Ok(mut chunk))) => {
+                        if let Some(usage) = chunk.usage.take() {
+                            add(&mut report.usage.synthesis, &usage);
+                        }
+                        if !chunk.choices.is_empty() {
+                            chunk.model.clone_from(&self.request.model);
+                            yield Ok(Item::Chunk(Box::new(chunk)));
+                        }
+                    }
+                }
+            }
+            report.timings.synthesis_ms = millis(synthesis_started);
+            report.timings.total_ms = millis(started);
+            yield Ok(Item::Done(Box::new(report)));
+        })
+    }
+
+    /// Panel and judge: everything before the synthesis, whose request it returns.
+    async fn prepare(&self, events: Events) -> Result<(FusionReport, ChatRequest), FusionError> {
+        let mut report = FusionReport {
+            preset: self.plan.preset.clone(),
+            judge: self.plan.judges[0].clone(),
+            synthesizer: self.plan.synthesizer.clone(),
+            ..FusionReport::default()
+        };
+        let panel_started = Instant::now();
+        report.panel = self.panel(&events).await;
+        report.timings.panel_ms = millis(panel_started);
+        for member in &report.panel {
+            add(&mut report.usage.panel, &member.usage);
+            if member.status != MemberStatus::Ok && !report.failed_models.contains(&member.model) {
+                report.failed_models.push(member.model.clone());
+            }
+        }
+        let answers = answers(&report.panel);
+        report.degraded = answers.len() < report.panel.len();
+        if answers.len() < self.plan.quorum {
+            return Err(panel_failure(report, self.plan.quorum));
+        }
+        let judge_started = Instant::now();
+        let verdict = self.judge(&answers, &events).await;
+        report.timings.judge_ms = millis(judge_started);
+        report.analysis = verdict.analysis;
+        report.judge = verdict.judge;
+        report.judge_attempts = verdict.attempts;
+        report.usage.judge = verdict.usage;
+        report.failure_reason = verdict.failure;
+        for attempt in report.judge_attempts.iter().filter(|a| !a.ok) {
+            if !report.failed_models.contains(&attempt.model) {
+                report.failed_models.push(attempt.model.clone());
+            }
+        }
+        let request = self.synthesis_request(&report, &answers)?;
+        Ok((report, request))
+    }
+
+    // ---- panel ----
+
+    async fn panel(&self, events: &Events) -> Vec<MemberReport> {
+        let base = inner_request(&self.request, false);
+        let member_deadline = (Instant::now() + self.plan.member_timeout).min(self.deadline);
+        let members = self.plan.panel.iter().enumerate().map(|(slot, model)| {
+            let mut req = base.clone();
+            req.model.clone_from(model);
+            req.temperature = self.plan.temperature;
+            req.max_tokens = None;
+            req.max_completion_tokens = self.plan.max_completion_tokens;
+            let seed = self.plan.seed.wrapping_add(slot as u64);
+            req.extra.insert("seed".into(), json!(seed));
+            member(
+                &self.router,
+                slot,
+                seed,
+                req,
+                member_deadline,
+                events.clone(),
+            )
+        });
+        futures::future::join_all(members).await
+    }
+
+    // ---- judge ----
+
+    async fn judge(&self, answers: &[AnswerView], events: &Events) -> Verdict {
+        let mut verdict = Verdict {
+            analysis: None,
+            judge: self.plan.judges[0].clone(),
+            attempts: Vec::new(),
+            usage: Usage::default(),
+            failure: None,
+        };
+        // The judge may use half the time left, so a stalled judge still leaves the synthesis time.
+        let now = Instant::now();
+        let deadline = now + self.deadline.saturating_duration_since(now) / 2;
+        for model in &self.plan.judges {
+            let _ = events.send(json!({"type": "judge_started", "model": model}));
+            let started = Instant::now();
+            let outcome = self
+                .judge_with(model, answers, deadline, &mut verdict)
+                .await;
+            let failure = outcome.as_ref().err().copied();
+            let _ = events.send(json!({"type": "judge_done", "model": model, "ok": failure.is_none(),
+                "failure_reason": failure.map(FailureReason::as_str), "latency_ms": millis(started)}));
+            match outcome {
+                Ok(analysis) => {
+                    verdict.analysis = Some(analysis);
+                    verdict.judge.clone_from(model);
+                    verdict.failure = None;
+                    break;
+                }
+                Err(reason) => {
+                    tracing::warn!(judge = %model, reason = reason.as_str(), "judge failed");
+                    verdict.failure = Some(reason);
+                    if reason == FailureReason::Timeout {
+                        break;
+                    }
+                }
+            }
+        }
+        verdict
+    }
+
+    /// One judge model: a call, and one repair call if the reply is not a valid analysis.
+    async fn judge_with(
+        &self,
+        model: &str,
+        answers: &[AnswerView],
+        deadline: Instant,
+        verdict: &mut Verdict,
+    ) -> Result<Analysis, FailureReason> {
+        let labels: Vec<String> = answers.iter().map(|a| a.label.clone()).collect();
+        let cap = self.judge_max_tokens(model);
+        let conversation = conversation(&self.request.messages);
+        let budget = self.answer_budget(model, answers.len(), cap as usize, &conversation);
+        let prompt = self
+            .prompts
+            .render(
+                prompts::JUDGE,
+                json!({"conversation": conversation, "question": question(&self.request.messages),
+                   "answers": clipped(answers, budget), "compact": self.is_local(model)}),
+            )
+            .map_err(|e| self.judge_error(verdict, model, false, &e.to_string()))?;
+        let format = analysis::response_format(self.is_local(model).then_some(&labels[..]));
+        let mut messages = vec![Message::new(Role::User, prompt)];
+        let mut last = Invalid::Empty;
+        for repair in [false, true] {
+            if repair {
+                let fix = self
+                    .prompts
+                    .render(prompts::JUDGE_REPAIR, json!({"error": last.to_string()}))
+                    .map_err(|e| self.judge_error(verdict, model, true, &e.to_string()))?;
+                messages.push(Message::new(Role::User, fix));
+            }
+            let mut req = ChatRequest::new(model, messages.clone());
+            req.temperature = Some(0.0);
+            req.max_tokens = Some(cap);
+            req.fusion_depth = self.request.fusion_depth + 1;
+            req.extra.insert("response_format".into(), format.clone());
+            let completion =
+                match tokio::time::timeout_at(deadline, self.router.complete(req)).await {
+                    Err(_) => {
+                        self.judge_error(verdict, model, repair, "judge timed out");
+                        return Err(FailureReason::Timeout);
+                    }
+                    Ok(Err(e)) => {
+                        self.judge_error(verdict, model, repair, &e.to_string());
+                        return Err(FailureReason::JudgeUpstreamError);
+                    }
+                    Ok(Ok(c)) => c,
+                };
+            add(&mut verdict.usage, &completion.usage.unwrap_or_default());
+            let reply = completion
+                .choices
+                .first()
+                .map(|c| c.message.text())
+                .unwrap_or_default();
+            match Analysis::parse(&reply) {
+                Ok(analysis) => {
+                    verdict.attempts.push(JudgeAttempt {
+                        model: model.to_string(),
+                        repair,
+                        ok: true,
+                        error: None,
+                    });
+                    return Ok(analysis);
+                }
+                Err(invalid) => {
+                    self.judge_error(verdict, model, repair, &invalid.to_string());
+                    messages.push(Message::new(Role::Assistant, reply));
+                    last = invalid;
+                }
+            }
+        }
+        Err(match last {
+            Invalid::Empty => FailureReason::JudgeEmptyCompletion,
+            Invalid::NotJson(_) => FailureReason::JudgeNotValidJson,
+            Invalid::Schema(_) => FailureReason::JudgeSchemaMismatch,
+        })
+    }
+
+    /// Records a failed judge attempt; returns the reason for template errors.
+    fn judge_error(
+        &self,
+        verdict: &mut Verdict,
+        model: &str,
+        repair: bool,
+        error: &str,
+    ) -> FailureReason {
+        verdict.attempts.push(JudgeAttempt {
+            model: model.to_string(),
+            repair,
+            ok: false,
+            error: Some(error.to_string()),
+        });
+        FailureReason::JudgeUpstreamError
+    }
+
+    fn judge_max_tokens(&self, model: &str) -> u32 {
+        let context = self
+            .router
+            .config()
+            .resolve(model)
+            .and_then(|m| m.context_length);
+        context.map_or(JUDGE_MAX_TOKENS, |c| {
+            (c / 3).min(u64::from(JUDGE_MAX_TOKENS)) as u32
+        })
+    }
+
+    // ---- synthesis ----
+
+    fn synthesis_request(
+        &self,
+        report: &FusionReport,
+        answers: &[AnswerView],
+    ) -> Result<ChatRequest, FusionError> {
+        let mut req = inner_request(&self.request, true);
+        req.model.clone_from(&self.plan.synthesizer);
+        req.temperature = None;
+        req.max_tokens = None;
+        req.max_completion_tokens = self.plan.max_completion_tokens;
+        let analysis_json = serde_json::to_string(&report.analysis).unwrap_or_default();
+        let output = self.plan.max_completion_tokens.unwrap_or(1024) as usize;
+        let budget = self.answer_budget(
+            &req.model,
+            answers.len(),
+            output + analysis_json.len() / CHARS_PER_TOKEN,
+            &conversation(&self.request.messages),
+        );
+        let text = self.prompts.render(
+            prompts::SYNTHESIS,
+            json!({
+                "question": question(&self.request.messages),
+                "answers": clipped(answers, budget),
+                "analysis": report.analysis,
+                "judge_failure": report.failure_reason.map(FailureReason::as_str),
+                "degraded": report.degraded,
+                "answered": answers.len(),
+                "panel_size": report.panel.len(),
+                "compact": self.is_local(&req.model),
+            }),
+        )?;
+        if req.messages.last().is_some_and(|m| m.role == Role::User) {
+            req.messages.pop();
+        }
+        req.messages.push(Message::new(Role::User, text));
+        Ok(req)
+    }
+
+    async fn open_synthesis(
+        &self,
+        req: ChatRequest,
+    ) -> Result<quorate_providers::RoutedStream, Error> {
+        tokio::time::timeout_at(self.deadline, self.router.stream(req))
+            .await
+            .unwrap_or_else(|_| Err(self.timeout()))
+    }
+
+    fn synthesis_failure(&self, mut report: FusionReport, error: Error) -> FusionError {
+        let reason = if matches!(error, Error::Timeout(_)) && Instant::now() >= self.deadline {
+            FailureReason::Timeout
+        } else {
+            FailureReason::SynthesisFailed
+        };
+        if !report.failed_models.contains(&self.plan.synthesizer) {
+            report.failed_models.push(self.plan.synthesizer.clone());
+        }
+        report.failure_reason = Some(reason);
+        FusionError {
+            error: error.context("fusion synthesis"),
+            reason: Some(reason),
+            report: Some(Box::new(report)),
+        }
+    }
+
+    fn timeout(&self) -> Error {
+        Error::Timeout(format!(
+            "the fusion run passed its total_timeout_s of {}s",
+            self.plan.total_timeout.as_secs_f64()
+        ))
+    }
+
+    // ---- helpers ----
+
+    fn is_local(&self, model: &str) -> bool {
+        let config = self.router.config();
+        config
+            .resolve(model)
+            .and_then(|m| config.providers.get(&m.provider))
+            .is_some_and(|p| p.kind == ProviderKind::Local)
+    }
+
+    /// How many characters each answer may keep so that the prompt fits `model`'s context with
+    /// `reserve` tokens to spare; `None` when the context is unknown (frontier models).
+    fn answer_budget(
+        &self,
+        model: &str,
+        answers: usize,
+        reserve: usize,
+        conversation: &[Value],
+    ) -> Option<usize> {
+        let context = self.router.config().resolve(model)?.context_length? as usize;
+        let asked: usize = conversation
+            .iter()
+            .map(|m| m["content"].as_str().map_or(0, str::len))
+            .sum();
+        // The template's own text is about 400 tokens.
+        let free = context.saturating_sub(reserve + 400 + asked / CHARS_PER_TOKEN);
+        Some((free * CHARS_PER_TOKEN / answers.max(1)).max(200))
+    }
+}
+
+/// One panel slot: its streamed answer, or why it has none, under the member deadline.
+async fn member(
+    router: &Router,
+    slot: usize,
+    seed: u64,
+    req: ChatRequest,
+    deadline: Instant,
+    events: Events,
+) -> MemberReport {
+    let started = Instant::now();
+    let model = req.model.clone();
+    let _ = events.send(json!({"type": "member_started", "slot": slot, "model": model}));
+    let result = tokio::time::timeout_at(deadline, answer(router, slot, req, &events)).await;
+    let mut report = MemberReport {
+        slot,
+        model,
+        status: MemberStatus::Ok,
+        content: None,
+        usage: Usage::default(),
+        latency_ms: millis(started),
+        seed,
+        error: None,
+    };
+    match result {
+        Ok(Ok((content, usage))) => {
+            report.usage = usage;
+            if content.trim().is_empty() {
+                report.status = MemberStatus::Failed;
+                report.error = Some(MemberError::new(
+                    "empty_completion",
+                    "the model returned no text",
+                ));
+            } else {
+                report.content = Some(content);
+            }
+        }
+        Ok(Err(e)) => {
+            report.status = MemberStatus::Failed;
+            report.error = Some(MemberError::from_error(&e));
+        }
+        Err(_) => {
+            report.status = MemberStatus::Timeout;
+            report.error = Some(MemberError::new(
+                "timeout",
+                format!(
+                    "no complete answer within {:.1}s",
+                    deadline.saturating_duration_since(started).as_secs_f64()
+                ),
+            ));
+        }
+    }
+    let event = match &report.error {
+        None => json!({"type": "member_done", "slot": slot, "model": report.model,
+            "tokens": report.usage.completion_tokens, "latency_ms": report.latency_ms}),
+        Some(e) => json!({"type": "member_failed", "slot": slot, "model": report.model,
+            "reason": e.reason, "error": e.message, "latency_ms": report.latency_ms}),
+    };
+    let _ = events.send(event);
+    report
+}
+
+/// Streams a member's answer, reporting its token count as it grows.
+async fn answer(
+    router: &Router,
+    slot: usize,
+    req: ChatRequest,
+    events: &Events,
+) -> Result<(String, Usage), Error> {
+    let mut chunks = router.stream(req).await?;
+    let mut text = String::new();
+    let mut usage = Usage::default();
+    let mut tokens = 0u64;
+    let mut reported = Instant::now();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        for choice in &chunk.choices {
+            if let Some(piece) = choice.delta.content.as_deref().filter(|p| !p.is_empty()) {
+                text.push_str(piece);
+                tokens += 1;
+            }
+        }
+        if let Some(u) = chunk.usage {
+            usage = u;
+        }
+        if reported.elapsed() >= TOKEN_EVENT_EVERY {
+            reported = Instant::now();
+            let _ = events.send(json!({"type": "member_tokens", "slot": slot, "tokens": tokens}));
+        }
+    }
+    Ok((text, usage))
+}
+
+/// The caller's request as an inner call starts from: no fusion, no client tools, no fallbacks,
+/// one level deeper. `response_format` is kept only for the synthesis.
+fn inner_request(req: &ChatRequest, keep_format: bool) -> ChatRequest {
+    let mut inner = req.clone();
+    inner.stream = None;
+    inner.models = None;
+    inner.tools = None;
+    inner.tool_choice = None;
+    inner.fusion_depth = req.fusion_depth + 1;
+    for key in ["seed", "stream_options"] {
+        inner.extra.remove(key);
+    }
+    if !keep_format {
+        inner.extra.remove("response_format");
+    }
+    if let Some(Value::Array(plugins)) = inner.extra.get_mut("plugins") {
+        plugins.retain(|p| p.get("id").and_then(Value::as_str) != Some("fusion"));
+        if plugins.is_empty() {
+            inner.extra.remove("plugins");
+        }
+    }
+    inner
+}
+
+fn answers(panel: &[MemberReport]) -> Vec<AnswerView> {
+    panel
+        .iter()
+        .filter_map(|m| {
+            Some(AnswerView {
+                label: format!("#{}", m.slot + 1),
+                model: m.model.clone(),
+                content: m.content.clone()?,
+            })
+        })
+        .collect()
+}
+
+fn clipped(answers: &[AnswerView], budget: Option<usize>) -> Vec<AnswerView> {
+    answers
+        .iter()
+        .map(|a| AnswerView {
+            label: a.label.clone(),
+            model: a.model.clone(),
+            content: match budget {
+                Some(max) if a.content.len() > max => {
+                    let mut end = max;
+                    while !a.content.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    format!("{} […]", &a.content[..end])
+                }
+                _ => a.content.clone(),
+            },
+        })
+        .collect()
+}
+
+fn conversation(messages: &[Message]) -> Vec<Value> {
+    messages
+        .iter()
+        .map(|m| json!({"role": m.role, "content": m.text()}))
+        .collect()
+}
+
+fn question(messages: &[Message]) -> String {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(Message::text)
+        .unwrap_or_default()
+}
+
+/// Too few members answered: the reason says whether they all failed the same way.
+fn panel_failure(mut report: FusionReport, quorum: usize) -> FusionError {
+    let errors: Vec<&MemberError> = report
+        .panel
+        .iter()
+        .filter_map(|m| m.error.as_ref())
+        .collect();
+    let all = |reason: &str| errors.iter().all(|e| e.reason == reason);
+    let reason = if all("rate_limited") {
+        FailureReason::RateLimited
+    } else if all("insufficient_credits") {
+        FailureReason::InsufficientCredits
+    } else if all("timeout") {
+        FailureReason::Timeout
+    } else {
+        FailureReason::AllPanelsFailed
+    };
+    let details: Vec<String> = report
+        .panel
+        .iter()
+        .filter_map(|m| {
+            let e = m.error.as_ref()?;
+            Some(format!("#{} {}: {}", m.slot + 1, m.model, e.message))
+        })
+        .collect();
+    let answered = report.panel.len() - errors.len();
+    report.failure_reason = Some(reason);
+    FusionError {
+        error: Error::Upstream {
+            status: None,
+            message: format!(
+                "fusion: {answered} of {} panel members answered, {quorum} needed ({})",
+                report.panel.len(),
+                details.join("; ")
+            ),
+        },
+        reason: Some(reason),
+        report: Some(Box::new(report)),
+    }
+}
+
+fn millis(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}

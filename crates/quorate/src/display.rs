@@ -1,0 +1,239 @@
+//! The live fusion display of `quorate ask` on stderr: a line per panel member (status, tokens,
+//! elapsed time) and one for the judge, redrawn in place on a terminal, printed as events
+//! otherwise; then the cost line and, on request, the panel's answers and the analysis.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use quorate_fusion::{FusionReport, MemberStatus, Plan};
+use serde_json::Value;
+
+enum State {
+    Waiting,
+    Working,
+    Done,
+    Failed(String),
+}
+
+struct Line {
+    label: String,
+    state: State,
+    tokens: u64,
+    started: Option<Instant>,
+    took: Option<Duration>,
+}
+
+impl Line {
+    fn new(label: String) -> Self {
+        Self {
+            label,
+            state: State::Waiting,
+            tokens: 0,
+            started: None,
+            took: None,
+        }
+    }
+
+    fn start(&mut self) {
+        self.state = State::Working;
+        self.started = Some(Instant::now());
+    }
+
+    fn finish(&mut self, state: State) {
+        self.state = state;
+        self.took = self.started.map(|s| s.elapsed());
+    }
+
+    fn render(&self) -> String {
+        let elapsed = self
+            .took
+            .or(self.started.map(|s| s.elapsed()))
+            .map_or(String::new(), |d| format!("{:>6.1}s", d.as_secs_f64()));
+        let tokens = if self.tokens > 0 {
+            format!("{:>5} tok", self.tokens)
+        } else {
+            " ".repeat(9)
+        };
+        let status = match &self.state {
+            State::Waiting => "waiting".to_string(),
+            State::Working => "working".to_string(),
+            State::Done => "done".to_string(),
+            State::Failed(why) => format!("failed: {why}"),
+        };
+        format!("  {:<40} {tokens} {elapsed}  {status}", self.label)
+    }
+}
+
+pub struct Panel {
+    enabled: bool,
+    tty: bool,
+    /// Panel members, then the judge.
+    lines: Vec<Line>,
+    /// Lines on screen to redraw; none before the first event or after the synthesis began.
+    drawn: usize,
+    live: bool,
+}
+
+impl Panel {
+    pub fn new(plan: &Plan, enabled: bool) -> Self {
+        let mut lines: Vec<Line> = plan
+            .panel
+            .iter()
+            .enumerate()
+            .map(|(slot, model)| Line::new(format!("#{} {model}", slot + 1)))
+            .collect();
+        lines.push(Line::new(format!("judge {}", plan.judges[0])));
+        if enabled {
+            eprintln!(
+                "fusion: preset {}, {} panel members, synthesis by {}",
+                plan.preset,
+                plan.panel.len(),
+                plan.synthesizer
+            );
+        }
+        Self {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+            lines,
+            drawn: 0,
+            live: true,
+        }
+    }
+
+    pub fn event(&mut self, event: &Value) {
+        let judge = self.lines.len() - 1;
+        let slot = event["slot"].as_u64().map(|s| s as usize);
+        let line = match event["type"].as_str().unwrap_or_default() {
+            "member_started" => slot.inspect(|&s| self.lines[s].start()),
+            "member_tokens" => {
+                slot.inspect(|&s| self.lines[s].tokens = event["tokens"].as_u64().unwrap_or(0))
+            }
+            "member_done" => slot.inspect(|&s| {
+                self.lines[s].tokens = event["tokens"].as_u64().unwrap_or(0);
+                self.lines[s].finish(State::Done);
+            }),
+            "member_failed" => slot.inspect(|&s| {
+                let why = event["reason"].as_str().unwrap_or("error").to_string();
+                self.lines[s].finish(State::Failed(why));
+            }),
+            "judge_started" => {
+                let model = event["model"].as_str().unwrap_or_default();
+                self.lines[judge] = Line::new(format!("judge {model}"));
+                self.lines[judge].start();
+                Some(judge)
+            }
+            "judge_done" => {
+                let state = match event["failure_reason"].as_str() {
+                    Some(reason) => State::Failed(reason.to_string()),
+                    None => State::Done,
+                };
+                self.lines[judge].finish(state);
+                Some(judge)
+            }
+            "synthesis_started" => {
+                self.redraw();
+                self.live = false;
+                if self.enabled {
+                    eprintln!();
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(index) = line {
+            self.changed(index, event);
+        }
+    }
+
+    /// Called every few hundred milliseconds so elapsed times move on a terminal.
+    pub fn tick(&mut self) {
+        if self.drawn > 0 {
+            self.redraw();
+        }
+    }
+
+    /// The run failed: leave the last state on screen.
+    pub fn failed(&mut self) {
+        self.redraw();
+        self.live = false;
+    }
+
+    fn changed(&mut self, index: usize, event: &Value) {
+        if !self.enabled || !self.live {
+            return;
+        }
+        if self.tty {
+            self.redraw();
+        } else if ["member_done", "member_failed", "judge_done"]
+            .contains(&event["type"].as_str().unwrap_or_default())
+        {
+            eprintln!("{}", self.lines[index].render());
+        }
+    }
+
+    fn redraw(&mut self) {
+        if !self.enabled || !self.tty || !self.live {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        if self.drawn > 0 {
+            let _ = write!(err, "\x1b[{}A", self.drawn);
+        }
+        for line in &self.lines {
+            let _ = writeln!(err, "\r\x1b[2K{}", line.render());
+        }
+        self.drawn = self.lines.len();
+    }
+}
+
+/// Tokens, cost, how the panel and judge fared, and the time taken.
+pub fn cost_line(report: &FusionReport) -> String {
+    let usage = report.total_usage();
+    let answered = report
+        .panel
+        .iter()
+        .filter(|m| m.status == MemberStatus::Ok)
+        .count();
+    let judge = match report.failure_reason {
+        Some(reason) => format!("judge failed ({})", reason.as_str()),
+        None => "judge ok".to_string(),
+    };
+    format!(
+        "cost ${} · {} prompt + {} completion tokens · panel {answered}/{} answered · {judge} · {:.1}s",
+        usage.cost.unwrap_or_default().normalize(),
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        report.panel.len(),
+        report.timings.total_ms as f64 / 1000.0
+    )
+}
+
+/// Each member's answer (or why it has none), then the analysis, to stdout.
+pub fn show_panel(report: &FusionReport) {
+    println!("\n── panel ──");
+    for member in &report.panel {
+        println!(
+            "\n#{} {} ({:?}, {} ms)",
+            member.slot + 1,
+            member.model,
+            member.status,
+            member.latency_ms
+        );
+        match (&member.content, &member.error) {
+            (Some(content), _) => println!("{}", content.trim()),
+            (None, Some(e)) => println!("[{}] {}", e.reason, e.message),
+            (None, None) => {}
+        }
+    }
+    println!("\n── analysis ({}) ──", report.judge);
+    match &report.analysis {
+        Some(analysis) => println!(
+            "{}",
+            serde_json::to_string_pretty(analysis).unwrap_or_default()
+        ),
+        None => println!(
+            "none: {}",
+            report.failure_reason.map_or("no judge ran", |r| r.as_str())
+        ),
+    }
+}

@@ -1,0 +1,639 @@
+//! The fusion pipeline end to end: the real `quorate serve` in front of `quorate-sim`, whose
+//! scripted models play the panel, the judge and the synthesizer.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{config, content, eventually, sim, sse, start, Gateway};
+use quorate_sim::Sim;
+use serde_json::{json, Value};
+
+const SYNTHESIS: &str = "The capital of France is Paris, on the Seine.";
+
+fn analysis() -> Value {
+    json!({
+        "consensus": ["Paris is the capital of France"],
+        "contradictions": [],
+        "partial_coverage": [{"point": "the Seine", "models": ["#3"]}],
+        "unique_insights": [{"insight": "Paris lies on the Seine", "model": "#3"}],
+        "blind_spots": ["population figures"]
+    })
+}
+
+/// Panel `p1..p3`, judge, synthesizer, each reporting its own cost (sums are exact decimals).
+fn scripts() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "p1",
+            json!({"reply": "Paris is the capital.", "cost": 0.001}),
+        ),
+        ("p2", json!({"reply": "It is Paris.", "cost": 0.002})),
+        (
+            "p3",
+            json!({"reply": "Paris, on the Seine.", "cost": 0.004}),
+        ),
+        ("judge", json!({"json": analysis(), "cost": 0.0005})),
+        (
+            "synth",
+            json!({"reply": SYNTHESIS, "cost": 0.00025, "token_ms": 5}),
+        ),
+        (
+            "r429",
+            json!({"fault": "status", "status": 429, "retry_after": 60}),
+        ),
+        ("r500", json!({"fault": "status", "status": 500})),
+        ("hang", json!({"fault": "hang"})),
+        ("slow", json!({"ttft_ms": 5000})),
+        (
+            "notjson",
+            json!({"reply": "Sure! The answers mostly agree."}),
+        ),
+        (
+            "flaky",
+            json!({"sequence": [{"reply": "{\"consensus\": "}, {"json": analysis()}]}),
+        ),
+    ]
+}
+
+/// A `[presets.<name>]` block; `fields` are further `key = value` lines.
+fn preset(name: &str, panel: &[&str], judge: &str, synthesizer: &str, fields: &str) -> String {
+    format!("[presets.{name}]\npanel = {panel:?}\njudge = {judge:?}\nsynthesizer = {synthesizer:?}\n{fields}\n")
+}
+
+/// Preset `t` (the default) over the sim; `extra` is appended to the config.
+fn fusion_config(addr: std::net::SocketAddr, extra: &str) -> String {
+    let presets = r#"
+[fusion]
+default_preset = "t"
+
+[presets.t]
+panel = ["sim/p1", "sim/p2", "sim/p3"]
+judge = "sim/judge"
+synthesizer = "sim/synth"
+member_timeout_s = 1
+total_timeout_s = 10
+"#;
+    config(addr, &format!("{presets}\n{extra}"))
+}
+
+async fn setup(extra: &str) -> (Sim, Gateway) {
+    let (sim, addr) = sim(&scripts()).await;
+    let gw = start(&fusion_config(addr, extra), &[]).await;
+    (sim, gw)
+}
+
+fn question() -> Value {
+    json!([{"role": "system", "content": "Answer briefly."},
+           {"role": "user", "content": "Which city is the capital of France?"}])
+}
+
+fn with_plugin(plugin: Value) -> Value {
+    json!({"model": "quorate/fusion", "messages": question(), "plugins": [plugin]})
+}
+
+async fn ok_json(gw: &Gateway, body: &Value) -> Value {
+    let response = gw.post(body).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Recorded upstream requests for one sim model name.
+fn requests_for(sim: &Sim, model: &str) -> Vec<quorate_sim::Recorded> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.body["model"] == model)
+        .collect()
+}
+
+fn member(body: &Value, slot: usize) -> &Value {
+    &body["fusion"]["panel"][slot]
+}
+
+#[tokio::test]
+async fn fusion_slug_runs_panel_judge_and_synthesis_with_exact_usage() {
+    let (sim, gw) = setup("").await;
+    let body = ok_json(
+        &gw,
+        &json!({"model": "quorate/fusion", "messages": question()}),
+    )
+    .await;
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "quorate/fusion");
+    assert_eq!(body["choices"][0]["message"]["content"], SYNTHESIS);
+    let fusion = &body["fusion"];
+    assert_eq!(fusion["preset"], "t");
+    assert_eq!(
+        (fusion["judge"].as_str(), fusion["synthesizer"].as_str()),
+        (Some("sim/judge"), Some("sim/synth"))
+    );
+    assert_eq!(fusion["analysis"], analysis());
+    assert_eq!(fusion["failure_reason"], Value::Null);
+    assert_eq!(fusion["degraded"], false);
+    let panel = fusion["panel"].as_array().unwrap();
+    assert_eq!(panel.len(), 3);
+    for (slot, (model, reply)) in [
+        ("sim/p1", "Paris is the capital."),
+        ("sim/p2", "It is Paris."),
+        ("sim/p3", "Paris, on the Seine."),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(panel[slot]["model"], *model);
+        assert_eq!(panel[slot]["status"], "ok");
+        assert_eq!(panel[slot]["content"], *reply);
+    }
+
+    // Usage is the exact sum of every inner call, with the cost split by stage.
+    let usage = &body["usage"];
+    let stages = &fusion["usage"];
+    let mut tokens = [0u64; 3];
+    let stage_usages = [&stages["panel"], &stages["judge"], &stages["synthesis"]];
+    for u in stage_usages {
+        for (i, key) in ["prompt_tokens", "completion_tokens", "total_tokens"]
+            .iter()
+            .enumerate()
+        {
+            tokens[i] += u[key].as_u64().unwrap();
+        }
+    }
+    let member_tokens: u64 = panel
+        .iter()
+        .map(|m| m["usage"]["completion_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        member_tokens,
+        stages["panel"]["completion_tokens"].as_u64().unwrap()
+    );
+    assert!(tokens[0] > 0 && tokens[1] > 0);
+    assert_eq!(
+        [
+            usage["prompt_tokens"].as_u64().unwrap(),
+            usage["completion_tokens"].as_u64().unwrap(),
+            usage["total_tokens"].as_u64().unwrap()
+        ],
+        tokens
+    );
+    assert_eq!(
+        usage["cost"].as_f64(),
+        Some(0.00775),
+        "0.001 + 0.002 + 0.004 + 0.0005 + 0.00025"
+    );
+    assert_eq!(
+        usage["cost_details"],
+        json!({"panel": 0.007, "judge": 0.0005, "synthesis": 0.00025})
+    );
+
+    // What the stages were sent.
+    let judge = &requests_for(&sim, "judge")[0];
+    assert_eq!(
+        judge.body["temperature"], 0.0,
+        "the judge runs at temperature 0"
+    );
+    assert_eq!(judge.body["response_format"]["type"], "json_schema");
+    let prompt = judge.body["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        prompt.contains("Which city is the capital of France?")
+            && prompt.contains("### Answer #2 (sim/p2)\nIt is Paris."),
+        "{prompt}"
+    );
+    let synth = &requests_for(&sim, "synth")[0];
+    let messages = synth.body["messages"].as_array().unwrap();
+    assert_eq!(
+        messages[0]["content"], "Answer briefly.",
+        "the caller's system prompt reaches the synthesizer"
+    );
+    let last = messages.last().unwrap()["content"].as_str().unwrap();
+    assert!(
+        last.contains("Paris is the capital of France") && last.contains("population figures"),
+        "{last}"
+    );
+    assert!(synth.body.get("tools").is_none() && synth.body.get("temperature").is_none());
+    let p1 = &requests_for(&sim, "p1")[0];
+    assert_eq!(
+        p1.body["messages"],
+        question(),
+        "members get the whole conversation"
+    );
+    for r in sim.requests() {
+        assert_eq!(
+            r.headers.get("x-quorate-fusion-depth").map(String::as_str),
+            Some("1"),
+            "inner calls are marked"
+        );
+        assert!(r.body.get("plugins").is_none());
+    }
+}
+
+#[tokio::test]
+async fn plugin_picks_panel_and_self_fusion_slots_get_their_own_seeds() {
+    let (sim, gw) = setup("").await;
+    let body = ok_json(
+        &gw,
+        &json!({"model": "openrouter/fusion", "messages": question(), "temperature": 0.2,
+                "plugins": [{"id": "fusion", "analysis_models": ["sim/p2", "sim/p2", "sim/p2"],
+                             "model": "sim/synth", "judge": "sim/judge", "temperature": 0.9,
+                             "max_completion_tokens": 77}]}),
+    )
+    .await;
+    assert_eq!(body["fusion"]["panel"].as_array().unwrap().len(), 3);
+    let members = requests_for(&sim, "p2");
+    assert_eq!(members.len(), 3);
+    let mut seeds: Vec<u64> = members
+        .iter()
+        .map(|r| r.body["seed"].as_u64().unwrap())
+        .collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    assert_eq!(seeds.len(), 3, "each slot samples with its own seed");
+    for m in &members {
+        assert_eq!(
+            m.body["temperature"], 0.9,
+            "the plugin's temperature goes to the panel"
+        );
+        assert_eq!(m.body["max_completion_tokens"], 77);
+    }
+    assert_eq!(requests_for(&sim, "judge")[0].body["temperature"], 0.0);
+    assert_eq!(
+        requests_for(&sim, "synth")[0].body["max_completion_tokens"],
+        77
+    );
+    // A plain `fusion` slug and a caller seed give reproducible slot seeds.
+    let body = ok_json(
+        &gw,
+        &json!({"model": "fusion", "messages": question(), "seed": 100}),
+    )
+    .await;
+    let seeds: Vec<u64> = (0..3)
+        .map(|i| member(&body, i)["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds, [100, 101, 102]);
+}
+
+#[tokio::test]
+async fn failed_members_are_typed_and_the_run_goes_on_with_quorum() {
+    let (sim, gw) = setup("").await;
+    let body = ok_json(
+        &gw,
+        &with_plugin(
+            json!({"id": "fusion", "analysis_models": ["sim/p1", "sim/r429", "sim/hang"]}),
+        ),
+    )
+    .await;
+    assert_eq!(body["choices"][0]["message"]["content"], SYNTHESIS);
+    assert_eq!(member(&body, 0)["status"], "ok");
+    assert_eq!(member(&body, 1)["status"], "failed");
+    assert_eq!(member(&body, 1)["error"]["reason"], "rate_limited");
+    assert_eq!(member(&body, 1)["error"]["status"], 429);
+    assert_eq!(member(&body, 2)["status"], "timeout");
+    assert_eq!(member(&body, 2)["error"]["reason"], "timeout");
+    assert!(
+        member(&body, 2)["latency_ms"].as_u64().unwrap() < 2000,
+        "the member deadline (1 s) cut it"
+    );
+    assert_eq!(body["fusion"]["degraded"], true);
+    assert_eq!(
+        body["fusion"]["failed_models"],
+        json!(["sim/r429", "sim/hang"])
+    );
+    let judge = requests_for(&sim, "judge");
+    let prompt = judge[0].body["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        prompt.contains("Answer #1") && !prompt.contains("Answer #2"),
+        "only answers reach the judge"
+    );
+    let synth = requests_for(&sim, "synth");
+    let last = synth[0].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        last.contains("the panel was degraded: 2 of 3 members failed"),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn quorum_not_met_and_all_failing_are_502_with_a_reason() {
+    let extra = preset(
+        "strict",
+        &["sim/p1", "sim/r500", "sim/r429"],
+        "sim/judge",
+        "sim/synth",
+        "quorum = 2\nmember_timeout_s = 1\ntotal_timeout_s = 10",
+    );
+    let (_sim, gw) = setup(&extra).await;
+    let cases = [
+        (
+            json!({"model": "quorate/fusion:strict", "messages": question()}),
+            "all_panels_failed",
+        ),
+        (
+            with_plugin(json!({"id": "fusion", "analysis_models": ["sim/r429", "sim/r429"]})),
+            "rate_limited",
+        ),
+        (
+            with_plugin(json!({"id": "fusion", "analysis_models": ["sim/r500", "sim/r429"]})),
+            "all_panels_failed",
+        ),
+    ];
+    for (mut request, reason) in cases {
+        for stream in [false, true] {
+            request["stream"] = json!(stream);
+            let response = gw.post(&request).await;
+            assert_eq!(response.status(), 502, "{request}");
+            assert!(
+                response.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("application/json"),
+                "an early failure keeps its status when streaming"
+            );
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], 502);
+            assert_eq!(
+                body["error"]["metadata"]["failure_reason"], reason,
+                "{body}"
+            );
+            let panel = body["error"]["metadata"]["fusion"]["panel"]
+                .as_array()
+                .unwrap();
+            assert!(panel.iter().any(|m| m["status"] == "failed"));
+            assert!(body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("panel members answered"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn judge_repairs_invalid_json_then_falls_back_then_fails_softly() {
+    let extra = preset(
+        "chain",
+        &["sim/p1", "sim/p2"],
+        "sim/notjson",
+        "sim/synth",
+        "judge_fallbacks = [\"sim/judge\"]",
+    );
+    let (sim, gw) = setup(&extra).await;
+    // Invalid JSON, then valid after the repair prompt.
+    let body = ok_json(
+        &gw,
+        &with_plugin(json!({"id": "fusion", "judge": "sim/flaky"})),
+    )
+    .await;
+    let fusion = &body["fusion"];
+    assert_eq!(fusion["analysis"], analysis());
+    assert_eq!(fusion["failure_reason"], Value::Null);
+    let attempts = fusion["judge_attempts"].as_array().unwrap();
+    assert_eq!(
+        (
+            attempts[0]["ok"].as_bool(),
+            attempts[1]["ok"].as_bool(),
+            attempts[1]["repair"].as_bool()
+        ),
+        (Some(false), Some(true), Some(true))
+    );
+    assert!(attempts[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+    let repair = &requests_for(&sim, "flaky")[1];
+    let messages = repair.body["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.len(),
+        3,
+        "prompt, the bad reply, the repair request"
+    );
+    assert!(messages[2]["content"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be used"));
+
+    // Invalid twice: the next judge of the chain.
+    let body = ok_json(
+        &gw,
+        &json!({"model": "quorate/fusion:chain", "messages": question()}),
+    )
+    .await;
+    assert_eq!(body["fusion"]["judge"], "sim/judge");
+    assert_eq!(body["fusion"]["analysis"], analysis());
+    assert_eq!(
+        body["fusion"]["judge_attempts"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(requests_for(&sim, "notjson").len(), 2);
+
+    // Every judge fails: still a synthesis from the raw answers, with the reason.
+    for (judge, reason) in [
+        ("sim/notjson", "judge_not_valid_json"),
+        ("sim/r500", "judge_upstream_error"),
+        ("sim/p1", "judge_not_valid_json"),
+    ] {
+        let body = ok_json(&gw, &with_plugin(json!({"id": "fusion", "judge": judge}))).await;
+        assert_eq!(body["choices"][0]["message"]["content"], SYNTHESIS);
+        assert_eq!(body["fusion"]["analysis"], Value::Null);
+        assert_eq!(body["fusion"]["failure_reason"], reason, "{judge}");
+        assert!(body["fusion"]["failed_models"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(judge)));
+    }
+    let synth = requests_for(&sim, "synth");
+    let last = synth.last().unwrap().body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        last.contains("No analysis is available (judge_not_valid_json)"),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_shaped_and_empty_judge_replies_are_typed() {
+    let (sim, addr) = sim(&[
+        ("p1", json!({"reply": "Paris."})),
+        ("shape", json!({"json": {"consensus": "Paris"}})),
+        ("empty", json!({"reply": ""})),
+        ("synth", json!({"reply": SYNTHESIS})),
+    ])
+    .await;
+    let gw = start(&fusion_config(addr, ""), &[]).await;
+    for (judge, reason) in [
+        ("sim/shape", "judge_schema_mismatch"),
+        ("sim/empty", "judge_empty_completion"),
+    ] {
+        let request = with_plugin(
+            json!({"id": "fusion", "analysis_models": ["sim/p1"], "judge": judge, "model": "sim/synth"}),
+        );
+        let body = ok_json(&gw, &request).await;
+        assert_eq!(body["fusion"]["failure_reason"], reason);
+    }
+    assert_eq!(sim.stats().requests["shape"], 2, "one repair try");
+}
+
+#[tokio::test]
+async fn the_global_deadline_bounds_the_run() {
+    let extra = preset(
+        "deadline",
+        &["sim/p1"],
+        "sim/judge",
+        "sim/hang",
+        "member_timeout_s = 1\ntotal_timeout_s = 1.5",
+    );
+    let (_sim, gw) = setup(&extra).await;
+    for stream in [false, true] {
+        let started = Instant::now();
+        let response = gw.post(&json!({"model": "quorate/fusion:deadline", "messages": question(), "stream": stream})).await;
+        let error = if stream {
+            assert_eq!(
+                response.status(),
+                200,
+                "past the first keep-alive the error comes in-stream"
+            );
+            let (data, _) = sse(response).await;
+            serde_json::from_str::<Value>(data.last().unwrap()).unwrap()
+        } else {
+            assert_eq!(response.status(), 408);
+            response.json().await.unwrap()
+        };
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_millis(2500),
+            "no hang past total_timeout_s: {elapsed:?}"
+        );
+        assert_eq!(
+            error["error"]["metadata"]["failure_reason"], "timeout",
+            "{error}"
+        );
+        assert_eq!(
+            error["error"]["metadata"]["fusion"]["panel"][0]["status"],
+            "ok"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nested_fusion_is_refused() {
+    let (_sim, gw) = setup("").await;
+    let response = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-quorate-fusion-depth", "1")
+        .json(&json!({"model": "quorate/fusion", "messages": question()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("fusion refused"));
+    // An inner model cannot be fusion itself.
+    let response = gw
+        .post(&with_plugin(
+            json!({"id": "fusion", "analysis_models": ["sim/p1", "openrouter/fusion"]}),
+        ))
+        .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("plugins[0].analysis_models[1]"));
+    // An ordinary completion from inside a run is served, and stays marked upstream.
+    let response = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-quorate-fusion-depth", "1")
+        .json(&json!({"model": "sim/p1", "messages": question()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn progress_events_come_only_when_asked_for() {
+    let (_sim, gw) = setup("").await;
+    let events = |data: &[String]| -> Vec<Value> {
+        data.iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v.get("fusion_event").cloned())
+            .collect()
+    };
+    let mut request = with_plugin(json!({"id": "fusion", "stream_progress": true}));
+    request["stream"] = json!(true);
+    let (data, _) = sse(gw.post(&request).await).await;
+    let seen = events(&data);
+    let kinds: Vec<&str> = seen.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "member_started").count(), 3);
+    assert_eq!(kinds.iter().filter(|k| **k == "member_done").count(), 3);
+    let judge_done = kinds.iter().position(|k| *k == "judge_done").unwrap();
+    assert!(kinds.iter().rposition(|k| *k == "member_done").unwrap() < judge_done);
+    assert_eq!(content(&data), SYNTHESIS);
+    let progress: Vec<Value> = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v.get("fusion_event").is_some())
+        .collect();
+    assert!(progress
+        .iter()
+        .all(|v| v["choices"] == json!([]) && v["object"] == "chat.completion.chunk"));
+
+    let mut plain = json!({"model": "quorate/fusion", "messages": question(), "stream": true});
+    let (data, _) = sse(gw.post(&plain).await).await;
+    assert!(events(&data).is_empty(), "no progress chunks unless asked");
+    assert_eq!(content(&data), SYNTHESIS);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(last["fusion"]["analysis"], analysis());
+    assert_eq!(last["usage"]["cost"].as_f64(), Some(0.00775));
+    // Streamed and not, the same usage.
+    plain["stream"] = json!(false);
+    let body = ok_json(&gw, &plain).await;
+    assert_eq!(body["usage"]["cost"], last["usage"]["cost"]);
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_every_inner_call() {
+    let extra = preset(
+        "slow",
+        &["sim/slow", "sim/slow", "sim/slow"],
+        "sim/judge",
+        "sim/synth",
+        "member_timeout_s = 30\ntotal_timeout_s = 60",
+    );
+    let (sim, gw) = setup(&extra).await;
+    for stream in [false, true] {
+        let before = sim.stats().cancelled;
+        let result = reqwest::Client::new()
+            .post(gw.url("/v1/chat/completions"))
+            .timeout(Duration::from_millis(400))
+            .json(
+                &json!({"model": "quorate/fusion:slow", "messages": question(), "stream": stream}),
+            )
+            .send()
+            .await;
+        if let Ok(response) = result {
+            drop(response);
+        }
+        assert!(
+            eventually(|| sim.stats().cancelled == before + 3 && sim.stats().in_flight == 0).await,
+            "stream={stream}: {:?}",
+            sim.stats()
+        );
+    }
+}
