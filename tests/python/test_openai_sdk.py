@@ -31,6 +31,7 @@ SCRIPTS = {
         }
     },
     "synth": {"reply": "One fused answer."},
+    "outer": {"sequence": [{"tool_call": {"name": "fusion", "arguments": {}}}, {"reply": "Answered with the panel."}]},
 }
 
 FUSION = {"id": "fusion", "analysis_models": ["sim/echo", "sim/echo"], "judge": "sim/judge", "model": "sim/synth"}
@@ -222,3 +223,11 @@ def test_fusion_failure_raises_with_its_reason(client):
         client.chat.completions.create(model="quorate/fusion", messages=ask("x"), extra_body={"plugins": [plugin]})
     assert caught.value.status_code == 502
     assert caught.value.body["metadata"]["failure_reason"] == "rate_limited"
+
+
+def test_fusion_tool_through_the_sdk(client):
+    tool = {"type": "quorate:fusion", "parameters": {"analysis_models": ["sim/echo"], "model": "sim/judge"}}
+    r = client.chat.completions.create(model="sim/outer", messages=ask("Why fuse?"), tools=[tool])
+    assert r.choices[0].message.content == "Answered with the panel."
+    assert r.model_extra["fusion"]["analysis"]["consensus"] == ["the panel agrees"]
+    assert r.model_extra["fusion"]["synthesizer"] == "sim/outer"

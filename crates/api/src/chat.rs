@@ -333,6 +333,20 @@ fn chunk_object() -> String {
 }
 
 impl ChatChunk {
+    /// A chunk with no choices (usage, progress and report chunks); id and timestamp are the
+    /// server's to set.
+    pub fn empty(model: impl Into<String>) -> Self {
+        Self {
+            id: String::new(),
+            object: chunk_object(),
+            created: 0,
+            model: model.into(),
+            choices: Vec::new(),
+            usage: None,
+            extra: Map::new(),
+        }
+    }
+
     /// True once the chunk carries anything the caller would see as output.
     pub fn has_content(&self) -> bool {
         self.choices.iter().any(|c| {

@@ -9,16 +9,17 @@ mod plan;
 mod prompts;
 mod report;
 mod run;
+mod tool;
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
 use quorate_providers::{Error, Router};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use analysis::Analysis;
-pub use plan::Plan;
+pub use plan::{Plan, FUSION_TOOL_TYPES};
 pub use prompts::Prompts;
 pub use report::{FailureReason, FusionError, FusionReport, MemberReport, MemberStatus};
 pub use run::{FusionStream, Item};
@@ -50,6 +51,21 @@ impl Fusion {
 
     /// Runs the pipeline as a stream: progress events, synthesis chunks, then the report.
     pub fn run(&self, plan: Plan, request: ChatRequest) -> FusionStream {
+        self.start(plan, request).stream()
+    }
+
+    /// The fusion tool a request offers its model, if any: its index in `tools` and the run.
+    /// Other `quorate:` / `openrouter:` server tools are refused by name until they exist.
+    pub fn tool_plan(&self, req: &ChatRequest) -> Result<Option<(usize, Plan)>, Error> {
+        Plan::for_tool(self.router.config(), req)
+    }
+
+    /// Runs the request's model with the fusion tool at `tools[index]`.
+    pub fn run_tool(&self, plan: Plan, index: usize, request: ChatRequest) -> FusionStream {
+        self.start(plan, request).tool_stream(index)
+    }
+
+    fn start(&self, plan: Plan, request: ChatRequest) -> run::Run {
         let deadline = tokio::time::Instant::now() + plan.total_timeout;
         run::Run {
             router: self.router.clone(),
@@ -58,35 +74,43 @@ impl Fusion {
             request,
             deadline,
         }
-        .stream()
     }
+}
 
-    /// Runs the pipeline to the end: one `chat.completion` with the `fusion` object.
-    pub async fn complete(
-        &self,
-        plan: Plan,
-        request: ChatRequest,
-    ) -> Result<ChatCompletion, FusionError> {
-        let model = request.model.clone();
-        let mut stream = self.run(plan, request);
-        let mut text = String::new();
-        let mut finish = None;
-        while let Some(item) = stream.next().await {
-            match item? {
-                Item::Event(_) => {}
-                Item::Chunk(chunk) => {
-                    for choice in chunk.choices {
-                        text.push_str(choice.delta.content.as_deref().unwrap_or_default());
-                        finish = choice.finish_reason.or(finish);
-                    }
+/// Reads a run to the end: one `chat.completion`, with the `fusion` object when fusion ran.
+pub async fn collect(
+    mut stream: FusionStream,
+    model: String,
+) -> Result<ChatCompletion, FusionError> {
+    let mut text = String::new();
+    let mut finish = None;
+    let mut answer: Option<Box<ChatCompletion>> = None;
+    while let Some(item) = stream.next().await {
+        match item? {
+            Item::Event(_) => {}
+            Item::Chunk(chunk) => {
+                for choice in chunk.choices {
+                    text.push_str(choice.delta.content.as_deref().unwrap_or_default());
+                    finish = choice.finish_reason.or(finish);
                 }
-                Item::Done(report) => return Ok(completion(model, text, finish, &report)),
+            }
+            Item::Answer(completion) => answer = Some(completion),
+            Item::Done(report) => {
+                let mut completion = match answer {
+                    Some(answer) => *answer,
+                    None => completion(model, text, finish, &report),
+                };
+                completion.usage = Some(report.total_usage());
+                completion.extra.insert("fusion".into(), report.to_value());
+                return Ok(completion);
             }
         }
-        Err(FusionError::plain(Error::InvalidResponse(
-            "the fusion run ended without a result".into(),
-        )))
     }
+    answer.map(|a| *a).ok_or_else(|| {
+        FusionError::plain(Error::InvalidResponse(
+            "the fusion run ended without a result".into(),
+        ))
+    })
 }
 
 /// The `chat.completion` a run's text and report make.
@@ -105,7 +129,7 @@ pub fn completion(
 
 /// The last chunk of a streamed run: no choices, the summed usage and the `fusion` object.
 pub fn final_chunk(model: &str, report: &FusionReport) -> ChatChunk {
-    let mut chunk = empty_chunk(model);
+    let mut chunk = ChatChunk::empty(model);
     chunk.usage = Some(report.total_usage());
     chunk.extra.insert("fusion".into(), report.to_value());
     chunk
@@ -113,19 +137,7 @@ pub fn final_chunk(model: &str, report: &FusionReport) -> ChatChunk {
 
 /// A progress chunk: no choices, so clients that did not ask for progress can ignore it safely.
 pub fn progress_chunk(model: &str, event: Value) -> ChatChunk {
-    let mut chunk = empty_chunk(model);
+    let mut chunk = ChatChunk::empty(model);
     chunk.extra.insert("fusion_event".into(), event);
     chunk
-}
-
-fn empty_chunk(model: &str) -> ChatChunk {
-    ChatChunk {
-        id: String::new(),
-        object: "chat.completion.chunk".into(),
-        created: 0,
-        model: model.to_string(),
-        choices: Vec::new(),
-        usage: None,
-        extra: Map::new(),
-    }
 }

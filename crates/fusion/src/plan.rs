@@ -63,6 +63,41 @@ impl Plan {
         let Some((index, plugin)) = plugin.or(slug.map(|_| (0, Plugin::default()))) else {
             return Ok(None);
         };
+        Self::build(config, req, &format!("plugins[{index}]"), plugin, slug).map(Some)
+    }
+
+    /// The run a `quorate:fusion` tool in `req.tools` stands for, with the tool's index. Its
+    /// `parameters` take the plugin's fields, except that `model` names the judge; the request's
+    /// own model writes the final answer.
+    pub fn for_tool(config: &Config, req: &ChatRequest) -> Result<Option<(usize, Plan)>, Error> {
+        refuse_unknown_server_tools(req)?;
+        let Some((index, tool)) = find_tool(req) else {
+            return Ok(None);
+        };
+        if fusion_slug(&req.model).is_some() {
+            return Err(Error::BadRequest(format!(
+                "tools[{index}]: the fusion tool needs an ordinary model to call it, not {:?}",
+                req.model
+            )));
+        }
+        let prefix = format!("tools[{index}].parameters");
+        let parameters = tool.get("parameters").cloned().unwrap_or(Value::Null);
+        let mut plugin: Plugin = match parameters {
+            Value::Null => Plugin::default(),
+            value => serde_json::from_value(value)
+                .map_err(|e| Error::BadRequest(format!("{prefix}: {e}")))?,
+        };
+        plugin.judge = plugin.model.take().or_else(|| Some(req.model.clone()));
+        Self::build(config, req, &prefix, plugin, None).map(|plan| Some((index, plan)))
+    }
+
+    fn build(
+        config: &Config,
+        req: &ChatRequest,
+        prefix: &str,
+        plugin: Plugin,
+        slug: Option<Option<&str>>,
+    ) -> Result<Plan, Error> {
         if req.fusion_depth > 0 {
             return Err(Error::BadRequest(format!(
                 "fusion refused: this request comes from inside a fusion run (fusion depth {}); \
@@ -70,7 +105,7 @@ impl Plan {
                 req.fusion_depth
             )));
         }
-        let field = |name: &str| format!("plugins[{index}].{name}");
+        let field = |name: &str| format!("{prefix}.{name}");
         let (preset_name, preset) = pick_preset(config, &plugin, slug, &field)?;
         let panel = match &plugin.analysis_models {
             Some(models) => check_panel(config, models, &field("analysis_models"))?,
@@ -111,7 +146,7 @@ impl Plan {
                 field("max_completion_tokens")
             )));
         }
-        Ok(Some(Plan {
+        Ok(Plan {
             preset: preset_name,
             quorum: preset.quorum.min(panel.len()),
             panel,
@@ -129,8 +164,35 @@ impl Plan {
             total_timeout: Duration::from_secs_f64(preset.total_timeout_s),
             stream_progress: plugin.stream_progress.unwrap_or(false),
             seed: seed(req),
-        }))
+        })
     }
+}
+
+/// Tool types that ask for fusion as a server-side tool.
+pub const FUSION_TOOL_TYPES: &[&str] = &["quorate:fusion", "openrouter:fusion"];
+
+/// `quorate:*` and `openrouter:*` tools run in the gateway; one it does not have is an error
+/// here rather than a confusing one from upstream.
+fn refuse_unknown_server_tools(req: &ChatRequest) -> Result<(), Error> {
+    for (i, tool) in req.tools.iter().flatten().enumerate() {
+        let kind = tool.get("type").and_then(Value::as_str).unwrap_or_default();
+        let server_tool = kind.starts_with("quorate:") || kind.starts_with("openrouter:");
+        if server_tool && !FUSION_TOOL_TYPES.contains(&kind) {
+            return Err(Error::BadRequest(format!(
+                "tools[{i}].type: {kind} is not a server tool of this gateway (available: {})",
+                FUSION_TOOL_TYPES.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn find_tool(req: &ChatRequest) -> Option<(usize, &Value)> {
+    req.tools.as_ref()?.iter().enumerate().find(|(_, tool)| {
+        tool.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| FUSION_TOOL_TYPES.contains(&t))
+    })
 }
 
 /// The first enabled `fusion` entry of `plugins`, with its index.
@@ -313,6 +375,68 @@ mod tests {
             err(json!({"id": "fusion", "temperature": 5})).starts_with("plugins[0].temperature")
         );
         assert!(err(json!({"id": "fusion", "colour": 5})).contains("colour"));
+    }
+
+    #[test]
+    fn the_fusion_tool_makes_the_request_model_synthesize() {
+        let config =
+            Config::from_toml("[models.\"openai/a\"]\nprovider = \"openai\"\n", "t").unwrap();
+        let req = |tools: Value, model: &str| -> ChatRequest {
+            serde_json::from_value(json!({"model": model, "messages": [], "tools": tools})).unwrap()
+        };
+        let client = json!({"type": "function", "function": {"name": "f"}});
+        let (index, plan) = Plan::for_tool(
+            &config,
+            &req(json!([client, {"type": "openrouter:fusion"}]), "openai/a"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(index, 1);
+        assert_eq!(
+            (plan.synthesizer.as_str(), plan.judges[0].as_str()),
+            ("openai/a", "openai/a")
+        );
+        let tool = json!([{"type": "quorate:fusion", "parameters": {"model": "local/smollm2-135m",
+            "analysis_models": ["openai/a", "openai/a"]}}]);
+        let (_, plan) = Plan::for_tool(&config, &req(tool, "openai/a"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            plan.judges[0], "local/smollm2-135m",
+            "parameters.model is the judge"
+        );
+        assert_eq!(plan.panel, ["openai/a", "openai/a"]);
+        let e = Plan::for_tool(
+            &config,
+            &req(
+                json!([{"type": "quorate:fusion", "parameters": {"analysis_models": []}}]),
+                "openai/a",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("tools[0].parameters.analysis_models"),
+            "{e}"
+        );
+        let e = Plan::for_tool(
+            &config,
+            &req(json!([{"type": "quorate:web_search"}]), "openai/a"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("tools[0].type: quorate:web_search"),
+            "{e}"
+        );
+        assert!(Plan::for_tool(
+            &config,
+            &req(json!([{"type": "quorate:fusion"}]), "quorate/fusion")
+        )
+        .is_err());
+        assert!(Plan::for_tool(&config, &req(json!([]), "openai/a"))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -10,11 +10,13 @@ use serde::Serialize;
 pub const JUDGE: &str = "judge.j2";
 pub const JUDGE_REPAIR: &str = "judge_repair.j2";
 pub const SYNTHESIS: &str = "synthesis.j2";
+pub const FUSION_TOOL: &str = "fusion_tool.j2";
 
 const BUILTIN: &[(&str, &str)] = &[
     (JUDGE, include_str!("../prompts/judge.j2")),
     (JUDGE_REPAIR, include_str!("../prompts/judge_repair.j2")),
     (SYNTHESIS, include_str!("../prompts/synthesis.j2")),
+    (FUSION_TOOL, include_str!("../prompts/fusion_tool.j2")),
 ];
 
 pub struct Prompts {

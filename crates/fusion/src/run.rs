@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use quorate_api::{ChatChunk, ChatRequest, Message, Role, Usage};
+use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, Message, Role, Usage};
 use quorate_config::ProviderKind;
 use quorate_providers::{Error, Router};
 use serde::Serialize;
@@ -23,17 +23,19 @@ use crate::report::{
     MemberStatus,
 };
 
-/// What a run yields: progress events, the synthesis's chunks, then the report.
+/// What a run yields: progress events, the final answer (streamed as chunks, or whole), then the
+/// report. A fusion tool the model chose not to call yields only the answer.
 #[derive(Debug)]
 pub enum Item {
     Event(Value),
     Chunk(Box<ChatChunk>),
+    Answer(Box<ChatCompletion>),
     Done(Box<FusionReport>),
 }
 
 pub type FusionStream = Pin<Box<dyn Stream<Item = Result<Item, FusionError>> + Send>>;
 
-type Events = mpsc::UnboundedSender<Value>;
+pub(crate) type Events = mpsc::UnboundedSender<Value>;
 
 /// Member token counts are reported at most this often.
 const TOKEN_EVENT_EVERY: Duration = Duration::from_millis(250);
@@ -52,12 +54,25 @@ pub struct Run {
     pub deadline: Instant,
 }
 
+/// The report after panel and judge, with the answers they produced.
+pub(crate) type Analysed = (FusionReport, Vec<AnswerView>);
+
+pub(crate) enum Streamed {
+    Chunk(Box<ChatChunk>),
+    Usage(Usage),
+}
+
+pub(crate) enum Phase {
+    Event(Value),
+    Analysed(Box<Result<Analysed, FusionError>>),
+}
+
 /// An answer as the judge and the synthesizer see it.
 #[derive(Serialize)]
-struct AnswerView {
-    label: String,
-    model: String,
-    content: String,
+pub(crate) struct AnswerView {
+    pub label: String,
+    pub model: String,
+    pub content: String,
 }
 
 struct Verdict {
@@ -72,47 +87,30 @@ impl Run {
     pub fn stream(self) -> FusionStream {
         Box::pin(async_stream::stream! {
             let started = Instant::now();
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let mut prepare = std::pin::pin!(self.prepare(tx));
-            // Progress events flow out while the panel and judge work.
-            let prepared = loop {
-                let step = tokio::select! {
-                    biased;
-                    Some(event) = rx.recv() => Err(event),
-                    result = &mut prepare => Ok(result),
-                };
+            let mut analysis = std::pin::pin!(self.analysis());
+            let mut analysed = None;
+            while let Some(step) = analysis.next().await {
                 match step {
-                    Err(event) => yield Ok(Item::Event(event)),
-                    Ok(result) => break result,
+                    Phase::Event(event) => yield Ok(Item::Event(event)),
+                    Phase::Analysed(result) => analysed = Some(*result),
                 }
-            };
-            while let Ok(event) = rx.try_recv() {
-                yield Ok(Item::Event(event));
             }
-            let (mut report, request) = match prepared {
-                Ok(p) => p,
-                Err(e) => { yield Err(e); return; }
+            let (mut report, request) = match analysed.map(|r| r.and_then(|(report, answers)| {
+                let request = self.synthesis_request(&report, &answers)?;
+                Ok((report, request))
+            })) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => { yield Err(e); return; }
+                None => return,
             };
             yield Ok(Item::Event(json!({"type": "synthesis_started", "model": request.model})));
             let synthesis_started = Instant::now();
-            let mut chunks = match self.open_synthesis(request).await {
-                Ok(s) => s,
-                Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
-            };
-            loop {
-                match tokio::time::timeout_at(self.deadline, chunks.next()).await {
-                    Err(_) => { yield Err(self.synthesis_failure(report, self.timeout())); return; }
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => { yield Err(self.synthesis_failure(report, e)); return; }
-                    Ok(Some(Ok(mut chunk))) => {
-                        if let Some(usage) = chunk.usage.take() {
-                            add(&mut report.usage.synthesis, &usage);
-                        }
-                        if !chunk.choices.is_empty() {
-                            chunk.model.clone_from(&self.request.model);
-                            yield Ok(Item::Chunk(Box::new(chunk)));
-                        }
-                    }
+            let mut answer = std::pin::pin!(self.streamed(request));
+            while let Some(step) = answer.next().await {
+                match step {
+                    Ok(Streamed::Chunk(chunk)) => yield Ok(Item::Chunk(chunk)),
+                    Ok(Streamed::Usage(usage)) => add(&mut report.usage.synthesis, &usage),
+                    Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
                 }
             }
             report.timings.synthesis_ms = millis(synthesis_started);
@@ -121,8 +119,31 @@ impl Run {
         })
     }
 
-    /// Panel and judge: everything before the synthesis, whose request it returns.
-    async fn prepare(&self, events: Events) -> Result<(FusionReport, ChatRequest), FusionError> {
+    /// Panel and judge as a stream: their progress events, then the report with the answers.
+    pub(crate) fn analysis(&self) -> impl Stream<Item = Phase> + Send + '_ {
+        async_stream::stream! {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let mut work = std::pin::pin!(self.analyse(tx));
+            let result = loop {
+                let step = tokio::select! {
+                    biased;
+                    Some(event) = rx.recv() => Err(event),
+                    result = &mut work => Ok(result),
+                };
+                match step {
+                    Err(event) => yield Phase::Event(event),
+                    Ok(result) => break result,
+                }
+            };
+            while let Ok(event) = rx.try_recv() {
+                yield Phase::Event(event);
+            }
+            yield Phase::Analysed(Box::new(result));
+        }
+    }
+
+    /// Panel and judge: everything before the synthesis.
+    async fn analyse(&self, events: Events) -> Result<Analysed, FusionError> {
         let mut report = FusionReport {
             preset: self.plan.preset.clone(),
             judge: self.plan.judges[0].clone(),
@@ -156,8 +177,7 @@ impl Run {
                 report.failed_models.push(attempt.model.clone());
             }
         }
-        let request = self.synthesis_request(&report, &answers)?;
-        Ok((report, request))
+        Ok((report, answers))
     }
 
     // ---- panel ----
@@ -372,16 +392,37 @@ impl Run {
         Ok(req)
     }
 
-    async fn open_synthesis(
+    /// A final answer streamed under the run's deadline: its content chunks, then its usage.
+    pub(crate) fn streamed(
         &self,
         req: ChatRequest,
-    ) -> Result<quorate_providers::RoutedStream, Error> {
-        tokio::time::timeout_at(self.deadline, self.router.stream(req))
-            .await
-            .unwrap_or_else(|_| Err(self.timeout()))
+    ) -> impl Stream<Item = Result<Streamed, Error>> + Send + '_ {
+        async_stream::stream! {
+            let opened = tokio::time::timeout_at(self.deadline, self.router.stream(req)).await;
+            let mut chunks = match opened.unwrap_or_else(|_| Err(self.timeout())) {
+                Ok(s) => s,
+                Err(e) => { yield Err(e); return; }
+            };
+            loop {
+                match tokio::time::timeout_at(self.deadline, chunks.next()).await {
+                    Err(_) => { yield Err(self.timeout()); return; }
+                    Ok(None) => return,
+                    Ok(Some(Err(e))) => { yield Err(e); return; }
+                    Ok(Some(Ok(mut chunk))) => {
+                        if let Some(usage) = chunk.usage.take() {
+                            yield Ok(Streamed::Usage(usage));
+                        }
+                        if !chunk.choices.is_empty() {
+                            chunk.model.clone_from(&self.request.model);
+                            yield Ok(Streamed::Chunk(Box::new(chunk)));
+                        }
+                    }
+                }
+            }
+        }
     }
 
-    fn synthesis_failure(&self, mut report: FusionReport, error: Error) -> FusionError {
+    pub(crate) fn synthesis_failure(&self, mut report: FusionReport, error: Error) -> FusionError {
         let reason = if matches!(error, Error::Timeout(_)) && Instant::now() >= self.deadline {
             FailureReason::Timeout
         } else {
@@ -398,7 +439,7 @@ impl Run {
         }
     }
 
-    fn timeout(&self) -> Error {
+    pub(crate) fn timeout(&self) -> Error {
         Error::Timeout(format!(
             "the fusion run passed its total_timeout_s of {}s",
             self.plan.total_timeout.as_secs_f64()
@@ -417,7 +458,7 @@ impl Run {
 
     /// How many characters each answer may keep so that the prompt fits `model`'s context with
     /// `reserve` tokens to spare; `None` when the context is unknown (frontier models).
-    fn answer_budget(
+    pub(crate) fn answer_budget(
         &self,
         model: &str,
         answers: usize,
@@ -564,7 +605,7 @@ fn answers(panel: &[MemberReport]) -> Vec<AnswerView> {
         .collect()
 }
 
-fn clipped(answers: &[AnswerView], budget: Option<usize>) -> Vec<AnswerView> {
+pub(crate) fn clipped(answers: &[AnswerView], budget: Option<usize>) -> Vec<AnswerView> {
     answers
         .iter()
         .map(|a| AnswerView {
@@ -584,7 +625,7 @@ fn clipped(answers: &[AnswerView], budget: Option<usize>) -> Vec<AnswerView> {
         .collect()
 }
 
-fn conversation(messages: &[Message]) -> Vec<Value> {
+pub(crate) fn conversation(messages: &[Message]) -> Vec<Value> {
     messages
         .iter()
         .map(|m| json!({"role": m.role, "content": m.text()}))
@@ -641,6 +682,6 @@ fn panel_failure(mut report: FusionReport, quorum: usize) -> FusionError {
     }
 }
 
-fn millis(since: Instant) -> u64 {
+pub(crate) fn millis(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }

@@ -166,6 +166,14 @@ async fn fused(
                     finish = choice.finish_reason.or(finish);
                 }
             }
+            Some(Ok(quorate_fusion::Item::Answer(completion))) => {
+                let answer = completion.choices.first().map(|c| c.message.text());
+                let piece = answer.unwrap_or_default();
+                if !args.json {
+                    write_out(&piece)?;
+                }
+                text.push_str(&piece);
+            }
             Some(Ok(quorate_fusion::Item::Done(report))) => break report,
             Some(Err(e)) => {
                 screen.failed();

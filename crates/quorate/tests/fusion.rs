@@ -23,6 +23,16 @@ fn analysis() -> Value {
     })
 }
 
+const OUTER_ANSWER: &str = "Paris, as the panel agrees.";
+
+/// An outer model that calls the fusion tool, then answers from its result.
+fn outer() -> Value {
+    json!({"sequence": [
+        {"tool_call": {"name": "fusion", "arguments": {}}, "cost": 0.01},
+        {"reply": OUTER_ANSWER, "cost": 0.01, "token_ms": 2}
+    ]})
+}
+
 /// Panel `p1..p3`, judge, synthesizer, each reporting its own cost (sums are exact decimals).
 fn scripts() -> Vec<(&'static str, Value)> {
     vec![
@@ -54,6 +64,13 @@ fn scripts() -> Vec<(&'static str, Value)> {
         (
             "flaky",
             json!({"sequence": [{"reply": "{\"consensus\": "}, {"json": analysis()}]}),
+        ),
+        ("outer", outer()),
+        ("outer_stream", outer()),
+        ("plain", json!({"reply": "No panel needed.", "cost": 0.01})),
+        (
+            "weather",
+            json!({"tool_call": {"name": "get_weather", "arguments": {"city": "Oslo"}}}),
         ),
     ]
 }
@@ -634,6 +651,167 @@ async fn client_disconnect_cancels_every_inner_call() {
             eventually(|| sim.stats().cancelled == before + 3 && sim.stats().in_flight == 0).await,
             "stream={stream}: {:?}",
             sim.stats()
+        );
+    }
+}
+
+fn tool_request(model: &str, tool: Value) -> Value {
+    let client_tool = json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    json!({"model": model, "messages": question(), "tools": [client_tool, tool]})
+}
+
+fn fusion_tool() -> Value {
+    json!({"type": "quorate:fusion", "parameters": {"analysis_models": ["sim/p1", "sim/p2"], "model": "sim/judge"}})
+}
+
+#[tokio::test]
+async fn the_fusion_tool_runs_when_called_and_the_model_writes_the_answer() {
+    let (sim, gw) = setup("").await;
+    let body = ok_json(&gw, &tool_request("sim/outer", fusion_tool())).await;
+    assert_eq!(body["choices"][0]["message"]["content"], OUTER_ANSWER);
+    assert_eq!(body["model"], "sim/outer");
+    let fusion = &body["fusion"];
+    assert_eq!(fusion["panel"].as_array().unwrap().len(), 2);
+    assert_eq!(fusion["analysis"], analysis());
+    assert_eq!(
+        (fusion["judge"].as_str(), fusion["synthesizer"].as_str()),
+        (Some("sim/judge"), Some("sim/outer"))
+    );
+    // Two outer calls, two members, one judge: every one in the sum.
+    assert_eq!(
+        body["usage"]["cost"].as_f64(),
+        Some(0.0235),
+        "0.01 × 2 + 0.001 + 0.002 + 0.0005"
+    );
+    assert_eq!(
+        body["usage"]["cost_details"]["synthesis"].as_f64(),
+        Some(0.02)
+    );
+
+    let outer = requests_for(&sim, "outer");
+    assert_eq!(outer.len(), 2);
+    let first_tools = outer[0].body["tools"].as_array().unwrap();
+    assert_eq!(
+        first_tools[0]["function"]["name"], "get_weather",
+        "client tools stay"
+    );
+    assert_eq!(first_tools[1]["function"]["name"], "fusion");
+    assert!(first_tools[1]["function"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("only for questions that merit"));
+    let second = &outer[1].body;
+    let tools: Vec<&str> = second["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["get_weather"], "fusion is offered once");
+    let messages = second["messages"].as_array().unwrap();
+    let call = &messages[messages.len() - 2];
+    assert_eq!(call["tool_calls"][0]["function"]["name"], "fusion");
+    let result = &messages[messages.len() - 1];
+    assert_eq!(result["role"], "tool");
+    assert_eq!(result["tool_call_id"], call["tool_calls"][0]["id"]);
+    let content: Value = serde_json::from_str(result["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content["analysis"], analysis());
+    assert_eq!(content["answers"][1]["content"], "It is Paris.");
+    // Members never see the fusion tool or the client's tools.
+    assert!(requests_for(&sim, "p1")[0].body.get("tools").is_none());
+}
+
+#[tokio::test]
+async fn a_model_that_does_not_call_the_tool_costs_one_call() {
+    let (sim, gw) = setup("").await;
+    let body = ok_json(
+        &gw,
+        &tool_request("sim/plain", json!({"type": "openrouter:fusion"})),
+    )
+    .await;
+    assert_eq!(body["choices"][0]["message"]["content"], "No panel needed.");
+    assert!(body.get("fusion").is_none());
+    assert_eq!(body["usage"]["cost"].as_f64(), Some(0.01));
+    let mut request = tool_request("sim/plain", json!({"type": "quorate:fusion"}));
+    request["stream"] = json!(true);
+    let (data, _) = sse(gw.post(&request).await).await;
+    assert_eq!(content(&data), "No panel needed.");
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["cost"].as_f64(), Some(0.01));
+    assert_eq!(sim.stats().requests["plain"], 2, "one call per request");
+    assert!(!sim.stats().requests.contains_key("p1"), "no panel ran");
+
+    // A client tool call goes back to the client.
+    let body = ok_json(
+        &gw,
+        &tool_request("sim/weather", json!({"type": "quorate:fusion"})),
+    )
+    .await;
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        body["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+}
+
+#[tokio::test]
+async fn tool_choice_forces_the_call_and_the_answer_streams() {
+    let (sim, gw) = setup("").await;
+    let mut request = tool_request("sim/outer_stream", fusion_tool());
+    request["stream"] = json!(true);
+    request["tool_choice"] = json!({"type": "quorate:fusion"});
+    let (data, _) = sse(gw.post(&request).await).await;
+    assert_eq!(content(&data), OUTER_ANSWER);
+    let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(last["fusion"]["analysis"], analysis());
+    assert_eq!(last["usage"]["cost"].as_f64(), Some(0.0235));
+    let outer = requests_for(&sim, "outer_stream");
+    assert_eq!(
+        outer[0].body["tool_choice"],
+        json!({"type": "function", "function": {"name": "fusion"}})
+    );
+    assert!(outer[1].body.get("tool_choice").is_none());
+    // "required" passes through unchanged.
+    request["tool_choice"] = json!("required");
+    request["model"] = json!("sim/plain");
+    let _ = sse(gw.post(&request).await).await;
+    assert_eq!(
+        requests_for(&sim, "plain")[0].body["tool_choice"],
+        "required"
+    );
+}
+
+#[tokio::test]
+async fn unknown_server_tools_and_mixed_fusion_are_refused() {
+    let (_sim, gw) = setup("").await;
+    for (request, field) in [
+        (
+            tool_request("sim/plain", json!({"type": "quorate:calculator"})),
+            "tools[1].type: quorate:calculator",
+        ),
+        (
+            tool_request("quorate/fusion", json!({"type": "quorate:fusion"})),
+            "tools[1]",
+        ),
+        (
+            tool_request(
+                "sim/plain",
+                json!({"type": "quorate:fusion", "parameters": {"colour": 1}}),
+            ),
+            "tools[1].parameters",
+        ),
+    ] {
+        let response = gw.post(&request).await;
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{body}"
         );
     }
 }

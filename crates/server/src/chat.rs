@@ -30,10 +30,10 @@ pub async fn completions(
         .and_then(|bytes| parse(&bytes))
         .and_then(|mut r| {
             r.fusion_depth = fusion_depth(&headers)?;
-            let plan = state.fusion.plan(&r)?;
-            Ok((r, plan))
+            let route = crate::fusion::route(&state.fusion, &r)?;
+            Ok((r, route))
         });
-    let (request, plan) = match request {
+    let (request, route) = match request {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(status = e.status(), error = %e, "rejected request");
@@ -45,8 +45,8 @@ pub async fn completions(
         unix_millis(),
         state.request_ids.fetch_add(1, Ordering::Relaxed)
     );
-    if let Some(plan) = plan {
-        return crate::fusion::respond(&state, plan, request, id).await;
+    if let Some(route) = route {
+        return crate::fusion::respond(&state, route, request, id).await;
     }
     if request.stream == Some(true) {
         return stream(&state, request, id).await;
@@ -206,19 +206,14 @@ fn sse_frames(
 }
 
 fn usage_chunk(id: &str, created: u64, model: String) -> ChatChunk {
-    let usage = Usage {
+    let mut chunk = ChatChunk::empty(model);
+    chunk.id = id.to_string();
+    chunk.created = created;
+    chunk.usage = Some(Usage {
         cost: Some(Default::default()),
         ..Usage::default()
-    };
-    ChatChunk {
-        id: id.to_string(),
-        object: "chat.completion.chunk".into(),
-        created,
-        model,
-        choices: Vec::new(),
-        usage: Some(usage),
-        extra: Default::default(),
-    }
+    });
+    chunk
 }
 
 /// Sends an SSE comment whenever `inner` is quiet for `every`, so proxies keep the connection.

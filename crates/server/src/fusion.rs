@@ -1,36 +1,66 @@
-//! Fusion requests (`quorate/fusion`, the `fusion` plugin): the pipeline's result as an ordinary
-//! completion, or as SSE with the `fusion` object on the final chunk and, when asked for,
-//! progress chunks (`fusion_event`, empty `choices`) while the panel works.
+//! Fusion requests (`quorate/fusion`, the `fusion` plugin, the `quorate:fusion` tool): the run's
+//! result as an ordinary completion, or as SSE with the `fusion` object on the final chunk and,
+//! when asked for, progress chunks (`fusion_event`, empty `choices`) while the panel works.
 
 use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use quorate_fusion::{final_chunk, progress_chunk, FusionError, FusionStream, Item, Plan};
+use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Usage};
+use quorate_fusion::{
+    collect, final_chunk, progress_chunk, Fusion, FusionError, FusionStream, Item, Plan,
+};
 use quorate_providers::Error;
 
 use crate::chat::{body_frame, data_frame, sse_response, unix_millis, with_keepalive};
 use crate::{AppState, FusionApiError};
 
-pub async fn respond(
-    state: &AppState,
-    plan: Plan,
-    request: quorate_api::ChatRequest,
-    id: String,
-) -> Response {
-    let model = request.model.clone();
-    let preset = plan.preset.clone();
-    if request.stream == Some(true) {
-        return stream(state, plan, request, id).await;
+/// How a request uses fusion.
+pub enum Route {
+    /// The whole pipeline: slug or plugin.
+    Pipeline(Plan),
+    /// The request's model, offered the fusion tool at `tools[index]`.
+    Tool(usize, Plan),
+}
+
+/// The fusion route a request asks for, if any; a slug or plugin and the tool at once is an error.
+pub fn route(fusion: &Fusion, req: &ChatRequest) -> Result<Option<Route>, Error> {
+    let plan = fusion.plan(req)?;
+    let tool = fusion.tool_plan(req)?;
+    match (plan, tool) {
+        (Some(_), Some((index, _))) => Err(Error::BadRequest(format!(
+            "tools[{index}]: the fusion tool cannot be combined with a fusion model or plugin"
+        ))),
+        (Some(plan), None) => Ok(Some(Route::Pipeline(plan))),
+        (None, Some((index, plan))) => Ok(Some(Route::Tool(index, plan))),
+        (None, None) => Ok(None),
     }
-    match state.fusion.complete(plan, request).await {
+}
+
+pub async fn respond(state: &AppState, route: Route, request: ChatRequest, id: String) -> Response {
+    let model = request.model.clone();
+    let streaming = request.stream == Some(true);
+    let (items, progress) = match route {
+        Route::Pipeline(plan) => {
+            let progress = plan.stream_progress;
+            (state.fusion.run(plan, request), progress)
+        }
+        Route::Tool(index, plan) => {
+            let progress = plan.stream_progress;
+            (state.fusion.run_tool(plan, index, request), progress)
+        }
+    };
+    if streaming {
+        return stream(state, items, progress, model, id).await;
+    }
+    match collect(items, model.clone()).await {
         Ok(mut completion) => {
-            tracing::info!(%model, %preset, status = 200, "fusion");
+            tracing::info!(%model, status = 200, "fusion");
             completion.id = id;
             completion.created = unix_millis() / 1000;
             axum::Json(completion).into_response()
         }
         Err(e) => {
-            tracing::warn!(%model, %preset, status = e.status(), error = %e, "fusion failed");
+            tracing::warn!(%model, status = e.status(), error = %e, "fusion failed");
             FusionApiError(e).into_response()
         }
     }
@@ -40,13 +70,11 @@ pub async fn respond(
 /// run failing early (e.g. every member refused) still answers with its HTTP status.
 async fn stream(
     state: &AppState,
-    plan: Plan,
-    request: quorate_api::ChatRequest,
+    mut items: FusionStream,
+    progress: bool,
+    model: String,
     id: String,
 ) -> Response {
-    let progress = plan.stream_progress;
-    let model = request.model.clone();
-    let mut items = state.fusion.run(plan, request);
     let mut first = None;
     if !progress {
         match tokio::time::timeout(state.keepalive, next_output(&mut items)).await {
@@ -81,12 +109,15 @@ fn frames(
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
         let created = unix_millis() / 1000;
-        let stamp = |mut chunk: quorate_api::ChatChunk| {
+        let stamp = |mut chunk: ChatChunk| {
             chunk.id.clone_from(&id);
             chunk.created = created;
             chunk
         };
         let mut pending = first;
+        // A whole answer (the fusion tool's model answered without streaming upstream, or did
+        // not call fusion): its usage, in case no report follows.
+        let mut answer_usage = None;
         loop {
             let item = match pending.take() {
                 Some(item) => Some(item),
@@ -99,6 +130,10 @@ fn frames(
                     }
                 }
                 Some(Ok(Item::Chunk(chunk))) => yield data_frame(&stamp(*chunk)),
+                Some(Ok(Item::Answer(completion))) => {
+                    answer_usage = completion.usage.clone();
+                    yield data_frame(&stamp(answer_chunk(&completion)));
+                }
                 Some(Ok(Item::Done(report))) => {
                     tracing::info!(%model, preset = %report.preset, status = 200, "fusion stream");
                     yield data_frame(&stamp(final_chunk(&model, &report)));
@@ -111,11 +146,62 @@ fn frames(
                     return;
                 }
                 None => {
-                    let e = Error::InvalidResponse("the fusion run ended without a result".into());
-                    yield body_frame(&e.to_body());
+                    let Some(usage) = answer_usage.take() else {
+                        let e = Error::InvalidResponse("the fusion run ended without a result".into());
+                        yield body_frame(&e.to_body());
+                        return;
+                    };
+                    yield data_frame(&stamp(usage_chunk(&model, usage)));
+                    yield Bytes::from_static(b"data: [DONE]\n\n");
                     return;
                 }
             }
         }
     }
+}
+
+/// A whole completion as one chunk: role, text and tool calls in one delta, with its finish reason.
+fn answer_chunk(completion: &ChatCompletion) -> ChatChunk {
+    let choices = completion
+        .choices
+        .iter()
+        .map(|choice| {
+            let message = &choice.message;
+            let tool_calls = message.tool_calls.as_ref().map(|calls| {
+                calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, call)| quorate_api::ToolCallDelta {
+                        index: i as u32,
+                        id: Some(call.id.clone()),
+                        kind: Some(call.kind.clone()),
+                        function: Some(quorate_api::FunctionDelta {
+                            name: Some(call.function.name.clone()),
+                            arguments: Some(call.function.arguments.clone()),
+                        }),
+                    })
+                    .collect()
+            });
+            ChunkChoice {
+                index: choice.index,
+                delta: Delta {
+                    role: Some(message.role),
+                    content: message.content.as_ref().map(|c| c.text()),
+                    tool_calls,
+                    extra: Default::default(),
+                },
+                finish_reason: choice.finish_reason.clone(),
+                extra: Default::default(),
+            }
+        })
+        .collect();
+    let mut chunk = ChatChunk::empty(completion.model.clone());
+    chunk.choices = choices;
+    chunk
+}
+
+fn usage_chunk(model: &str, usage: Usage) -> ChatChunk {
+    let mut chunk = ChatChunk::empty(model);
+    chunk.usage = Some(usage);
+    chunk
 }
