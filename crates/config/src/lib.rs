@@ -18,6 +18,19 @@ use serde::Deserialize;
 pub use presets::{fusion_slug, FusionConfig, PresetConfig, FUSION_SLUGS, MAX_PANEL};
 pub use routing::ResolvedModel;
 
+/// Quorate's data folder (models, the local search index): `$QUORATE_HOME`, else
+/// `$XDG_DATA_HOME/quorate`, else `~/.local/share/quorate`.
+pub fn data_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("QUORATE_HOME") {
+        return PathBuf::from(home);
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("quorate")
+}
+
 /// Where a configuration came from, for messages.
 pub const CONFIG_ENV: &str = "QUORATE_CONFIG";
 pub const LISTEN_ENV: &str = "QUORATE_LISTEN";

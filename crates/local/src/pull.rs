@@ -43,14 +43,7 @@ pub fn known(name: &str) -> Option<&'static Known> {
 
 /// `$QUORATE_HOME/models`, else `$XDG_DATA_HOME/quorate/models`, else `~/.local/share/quorate/models`.
 pub fn models_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("QUORATE_HOME") {
-        return PathBuf::from(home).join("models");
-    }
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    data.join("quorate").join("models")
+    quorate_config::data_dir().join("models")
 }
 
 /// The GGUF file for a model's `gguf` setting: a path as given, or a known name fetched as needed.

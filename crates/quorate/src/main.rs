@@ -2,6 +2,7 @@
 
 mod ask;
 mod display;
+mod index;
 mod pull;
 
 use std::path::PathBuf;
@@ -42,6 +43,15 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// The local search index over your own documents (the `local` web_search backend).
+    Index {
+        /// The index folder (default: <data dir>/index, the data dir being $QUORATE_HOME or
+        /// ~/.local/share/quorate).
+        #[arg(long, global = true, value_name = "DIR")]
+        index: Option<PathBuf>,
+        #[command(subcommand)]
+        command: index::IndexCommand,
     },
     /// List the configured models, or fetch a local model's GGUF file.
     Models {
@@ -120,6 +130,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{model}");
                     }
                     Ok(())
+                }
+                Command::Index { index, command } => {
+                    index::run(command, index::location(index)).await
                 }
                 Command::Config { .. } => Ok(()),
             }
