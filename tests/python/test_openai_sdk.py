@@ -32,6 +32,11 @@ SCRIPTS = {
     },
     "synth": {"reply": "One fused answer."},
     "outer": {"sequence": [{"tool_call": {"name": "fusion", "arguments": {}}}, {"reply": "Answered with the panel."}]},
+    # Tries to fetch an internal address (refused), then answers citing a page it never read.
+    "researcher": {"sequence": [
+        {"tool_call": {"name": "web_fetch", "arguments": {"url": "http://169.254.169.254/latest/meta-data"}}},
+        {"reply": "Per https://made.up/x it is so."},
+    ]},
 }
 
 FUSION = {"id": "fusion", "analysis_models": ["sim/echo", "sim/echo"], "judge": "sim/judge", "model": "sim/synth"}
@@ -231,3 +236,15 @@ def test_fusion_tool_through_the_sdk(client):
     assert r.choices[0].message.content == "Answered with the panel."
     assert r.model_extra["fusion"]["analysis"]["consensus"] == ["the panel agrees"]
     assert r.model_extra["fusion"]["synthesizer"] == "sim/outer"
+
+
+def test_server_research_tool_through_the_sdk(client):
+    r = client.chat.completions.create(
+        model="sim/researcher", messages=ask("What is in the metadata?"), tools=[{"type": "openrouter:web_fetch"}]
+    )
+    assert r.choices[0].message.content == "Per https://made.up/x it is so."
+    research = r.model_extra["research"]
+    assert research["tool_calls"] == 1
+    assert research["sources"] == [], "the refused fetch retrieved nothing"
+    assert research["unverified_citations"] == ["https://made.up/x"]
+    assert r.usage.total_tokens > 0

@@ -113,6 +113,7 @@ pub fn add_builtins(
             fallbacks: Vec::new(),
             max_output_tokens: Some(512),
             gguf: Some("smollm2-135m".to_string()),
+            supports_tools: None,
         },
     );
 }

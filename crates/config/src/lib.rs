@@ -7,6 +7,7 @@
 mod defaults;
 mod presets;
 mod routing;
+mod tools;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use presets::{fusion_slug, FusionConfig, PresetConfig, FUSION_SLUGS, MAX_PANEL};
 pub use routing::ResolvedModel;
+pub use tools::{SearchBackend, ToolsConfig, WebFetchConfig, WebSearchConfig, MAX_TOOL_CALLS};
 
 /// Quorate's data folder (models, the local search index): `$QUORATE_HOME`, else
 /// `$XDG_DATA_HOME/quorate`, else `~/.local/share/quorate`.
@@ -68,6 +70,9 @@ pub struct Config {
     /// Fusion presets by name; built-ins (`local`, `quality`, `budget`) are merged under these.
     #[serde(default)]
     pub presets: BTreeMap<String, PresetConfig>,
+    /// Research tools: web search backend, web fetch caps, domain filters.
+    #[serde(default)]
+    pub tools: ToolsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +173,10 @@ pub struct ModelConfig {
     /// `local` models: a GGUF file path, or a known name that `quorate models pull` can fetch.
     #[serde(default)]
     pub gguf: Option<String>,
+    /// Whether the model can call functions (agentic research). Default: true for API
+    /// providers, false for local models (they get prefetched sources instead).
+    #[serde(default)]
+    pub supports_tools: Option<bool>,
 }
 
 /// A price in USD, kept as the exact decimal the user wrote.
@@ -215,6 +224,7 @@ impl Config {
             models: BTreeMap::new(),
             fusion: FusionConfig::default(),
             presets: BTreeMap::new(),
+            tools: ToolsConfig::default(),
         };
         defaults::add_builtins(&mut config.providers, &mut config.models);
         presets::add_builtins(&mut config.presets);
@@ -319,7 +329,10 @@ impl Config {
             self.validate_model(id, m)
                 .map_err(|(k, msg)| fail(format!("models.\"{id}\".{k}"), msg))?;
         }
-        self.validate_fusion().map_err(|(k, m)| fail(k, m))
+        self.validate_fusion().map_err(|(k, m)| fail(k, m))?;
+        self.tools
+            .validate()
+            .map_err(|(k, m)| fail(format!("tools.{k}"), m))
     }
 
     fn validate_model(&self, id: &str, m: &ModelConfig) -> Result<(), (String, String)> {
@@ -355,6 +368,12 @@ impl Config {
                 ))
             }
             _ => {}
+        }
+        if local && m.supports_tools == Some(true) {
+            return Err((
+                "supports_tools".into(),
+                "local models cannot call tools; they get prefetched sources".into(),
+            ));
         }
         if m.upstream.is_none() && !id.starts_with(&format!("{}/", m.provider)) {
             return Err((

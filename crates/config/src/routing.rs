@@ -2,7 +2,7 @@
 
 use rust_decimal::Decimal;
 
-use crate::{Config, ModelConfig};
+use crate::{Config, ModelConfig, ProviderKind};
 
 /// Everything needed to send one model's request upstream and price it.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,13 +17,19 @@ pub struct ResolvedModel {
     pub max_output_tokens: Option<u32>,
     /// Local models: the GGUF path or known name.
     pub gguf: Option<String>,
+    /// Whether the model may be given functions to call.
+    pub supports_tools: bool,
 }
 
 impl Config {
     /// A configured model, or `provider/rest` for any configured provider (sent as `rest`).
     pub fn resolve(&self, id: &str) -> Option<ResolvedModel> {
         if let Some(m) = self.models.get(id) {
-            return Some(from_config(id, m));
+            let mut resolved = from_config(id, m);
+            resolved.supports_tools = m
+                .supports_tools
+                .unwrap_or_else(|| self.is_api_provider(&m.provider));
+            return Some(resolved);
         }
         let (provider, upstream) = id.split_once('/')?;
         if upstream.is_empty() || !self.providers.contains_key(provider) {
@@ -39,7 +45,14 @@ impl Config {
             fallbacks: Vec::new(),
             max_output_tokens: None,
             gguf: None,
+            supports_tools: self.is_api_provider(provider),
         })
+    }
+
+    fn is_api_provider(&self, provider: &str) -> bool {
+        self.providers
+            .get(provider)
+            .is_some_and(|p| p.kind != ProviderKind::Local)
     }
 }
 
@@ -59,5 +72,6 @@ fn from_config(id: &str, m: &ModelConfig) -> ResolvedModel {
         fallbacks: m.fallbacks.clone(),
         max_output_tokens: m.max_output_tokens,
         gguf: m.gguf.clone(),
+        supports_tools: false,
     }
 }

@@ -5,10 +5,13 @@
 //! tells what each stage did.
 
 pub mod analysis;
+mod citations;
 mod plan;
 mod prompts;
 mod report;
+mod research;
 mod run;
+mod server_tools;
 mod tool;
 
 use std::sync::Arc;
@@ -16,32 +19,43 @@ use std::sync::Arc;
 use futures::StreamExt;
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
 use quorate_providers::{Error, Router};
+use quorate_tools::Toolbox;
 use serde_json::Value;
 
 pub use analysis::Analysis;
+pub use citations::Numbered;
 pub use plan::{Plan, FUSION_TOOL_TYPES};
 pub use prompts::Prompts;
 pub use report::{FailureReason, FusionError, FusionReport, MemberReport, MemberStatus};
 pub use run::{FusionStream, Item};
+pub use server_tools::ResearchPlan;
 
 #[derive(Clone)]
 pub struct Fusion {
     router: Router,
     prompts: Arc<Prompts>,
+    toolbox: Arc<Toolbox>,
 }
 
 impl Fusion {
-    /// Loads the prompt templates (built-in, or overridden from `fusion.prompts_dir`).
+    /// Loads the prompt templates (built-in, or overridden from `fusion.prompts_dir`) and opens
+    /// the research tools `[tools]` configures.
     pub fn new(router: Router) -> Result<Self, String> {
         let prompts = Prompts::load(router.config().fusion.prompts_dir.as_deref())?;
+        let toolbox = Toolbox::from_config(&router.config().tools)?;
         Ok(Self {
             router,
             prompts: Arc::new(prompts),
+            toolbox: Arc::new(toolbox),
         })
     }
 
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    pub fn toolbox(&self) -> &Arc<Toolbox> {
+        &self.toolbox
     }
 
     /// The run `req` asks for, or `None` for an ordinary completion.
@@ -70,6 +84,7 @@ impl Fusion {
         run::Run {
             router: self.router.clone(),
             prompts: self.prompts.clone(),
+            tools: self.toolbox.session(&plan.tools),
             plan,
             request,
             deadline,
@@ -85,9 +100,11 @@ pub async fn collect(
     let mut text = String::new();
     let mut finish = None;
     let mut answer: Option<Box<ChatCompletion>> = None;
+    let mut annotations = Vec::new();
     while let Some(item) = stream.next().await {
         match item? {
             Item::Event(_) => {}
+            Item::Annotations(found) => annotations = found,
             Item::Chunk(chunk) => {
                 for choice in chunk.choices {
                     text.push_str(choice.delta.content.as_deref().unwrap_or_default());
@@ -102,6 +119,14 @@ pub async fn collect(
                 };
                 completion.usage = Some(report.total_usage());
                 completion.extra.insert("fusion".into(), report.to_value());
+                if let Some(choice) = completion.choices.first_mut() {
+                    if !annotations.is_empty() {
+                        choice
+                            .message
+                            .extra
+                            .insert("annotations".into(), Value::Array(annotations));
+                    }
+                }
                 return Ok(completion);
             }
         }
@@ -132,6 +157,23 @@ pub fn final_chunk(model: &str, report: &FusionReport) -> ChatChunk {
     let mut chunk = ChatChunk::empty(model);
     chunk.usage = Some(report.total_usage());
     chunk.extra.insert("fusion".into(), report.to_value());
+    chunk
+}
+
+/// The answer's `url_citation` annotations as a chunk of their own, after its text (as
+/// OpenRouter streams them: in the delta).
+pub fn annotations_chunk(model: &str, annotations: Vec<Value>) -> ChatChunk {
+    let mut chunk = ChatChunk::empty(model);
+    let mut delta = quorate_api::Delta::default();
+    delta
+        .extra
+        .insert("annotations".into(), Value::Array(annotations));
+    chunk.choices.push(quorate_api::ChunkChoice {
+        index: 0,
+        delta,
+        finish_reason: None,
+        extra: Default::default(),
+    });
     chunk
 }
 

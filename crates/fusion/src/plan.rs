@@ -5,8 +5,11 @@
 use std::time::Duration;
 
 use quorate_api::ChatRequest;
-use quorate_config::{fusion_slug, Config, PresetConfig, MAX_PANEL};
+use quorate_config::{fusion_slug, Config, PresetConfig, MAX_PANEL, MAX_TOOL_CALLS};
 use quorate_providers::Error;
+use quorate_tools::ToolSpec;
+
+use crate::server_tools::is_research_tool;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -32,6 +35,16 @@ struct Plugin {
     /// Progress chunks (`fusion_event`) in the stream; off unless asked for.
     #[serde(default)]
     stream_progress: Option<bool>,
+    /// Research tools for the panel: names or `{"type", "parameters"}` objects; `[]` is none.
+    #[serde(default)]
+    tools: Option<Value>,
+    /// Tool calls each agentic member may make (0 to 16).
+    #[serde(default)]
+    max_tool_calls: Option<u32>,
+    /// `"strict"` removes citations of URLs no member retrieved; `"report"` (the default) only
+    /// lists them in `fusion.unverified_citations`.
+    #[serde(default)]
+    citations: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +65,11 @@ pub struct Plan {
     pub stream_progress: bool,
     /// Slot `i` samples with seed `seed + i`, so self-fusion slots answer differently.
     pub seed: u64,
+    /// The panel's research tools; empty when research is off.
+    pub tools: Vec<ToolSpec>,
+    pub max_tool_calls: u32,
+    /// Unverified citations are removed from the answer, not only reported.
+    pub strict_citations: bool,
 }
 
 impl Plan {
@@ -146,6 +164,7 @@ impl Plan {
                 field("max_completion_tokens")
             )));
         }
+        let research = Research::from_plugin(config, req, &plugin, &field)?;
         Ok(Plan {
             preset: preset_name,
             quorum: preset.quorum.min(panel.len()),
@@ -164,6 +183,58 @@ impl Plan {
             total_timeout: Duration::from_secs_f64(preset.total_timeout_s),
             stream_progress: plugin.stream_progress.unwrap_or(false),
             seed: seed(req),
+            tools: research.tools,
+            max_tool_calls: research.max_tool_calls,
+            strict_citations: research.strict_citations,
+        })
+    }
+}
+
+/// The plugin's research fields, checked.
+struct Research {
+    tools: Vec<ToolSpec>,
+    max_tool_calls: u32,
+    strict_citations: bool,
+}
+
+impl Research {
+    /// The plugin's fields; without a `tools` field, the request's `quorate:web_*` server tools
+    /// (an OpenRouter-style request) say which tools the panel gets, else both do.
+    fn from_plugin(
+        config: &Config,
+        req: &ChatRequest,
+        plugin: &Plugin,
+        field: &impl Fn(&str) -> String,
+    ) -> Result<Self, Error> {
+        let server_tools = crate::server_tools::ResearchPlan::from_request(config, req)?;
+        let tools = match (&plugin.tools, server_tools) {
+            (Some(value), _) => {
+                ToolSpec::parse_list(value, &field("tools")).map_err(Error::BadRequest)?
+            }
+            (None, Some(plan)) => plan.tools,
+            (None, None) => ToolSpec::defaults(),
+        };
+        let max_tool_calls = plugin.max_tool_calls.unwrap_or(config.tools.max_tool_calls);
+        if max_tool_calls > MAX_TOOL_CALLS {
+            return Err(Error::BadRequest(format!(
+                "{}: at most {MAX_TOOL_CALLS}, got {max_tool_calls}",
+                field("max_tool_calls")
+            )));
+        }
+        let strict_citations = match plugin.citations.as_deref() {
+            None | Some("report") => false,
+            Some("strict") => true,
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "{}: \"strict\" or \"report\", got {other:?}",
+                    field("citations")
+                )))
+            }
+        };
+        Ok(Self {
+            tools,
+            max_tool_calls,
+            strict_citations,
         })
     }
 }
@@ -172,15 +243,27 @@ impl Plan {
 pub const FUSION_TOOL_TYPES: &[&str] = &["quorate:fusion", "openrouter:fusion"];
 
 /// `quorate:*` and `openrouter:*` tools run in the gateway; one it does not have is an error
-/// here rather than a confusing one from upstream.
+/// here rather than a confusing one from upstream. The fusion tool takes its panel's research
+/// tools in its own `parameters.tools`, not next to it.
 fn refuse_unknown_server_tools(req: &ChatRequest) -> Result<(), Error> {
+    let has_fusion_tool = find_tool(req).is_some();
     for (i, tool) in req.tools.iter().flatten().enumerate() {
         let kind = tool.get("type").and_then(Value::as_str).unwrap_or_default();
         let server_tool = kind.starts_with("quorate:") || kind.starts_with("openrouter:");
-        if server_tool && !FUSION_TOOL_TYPES.contains(&kind) {
+        if !server_tool || FUSION_TOOL_TYPES.contains(&kind) {
+            continue;
+        }
+        if !is_research_tool(kind) {
             return Err(Error::BadRequest(format!(
-                "tools[{i}].type: {kind} is not a server tool of this gateway (available: {})",
+                "tools[{i}].type: {kind} is not a server tool of this gateway (available: {}, \
+                 quorate:web_search, quorate:web_fetch)",
                 FUSION_TOOL_TYPES.join(", ")
+            )));
+        }
+        if has_fusion_tool {
+            return Err(Error::BadRequest(format!(
+                "tools[{i}]: {kind} cannot sit next to the fusion tool; give the panel's research \
+                 tools in the fusion tool's parameters.tools"
             )));
         }
     }
@@ -375,6 +458,28 @@ mod tests {
             err(json!({"id": "fusion", "temperature": 5})).starts_with("plugins[0].temperature")
         );
         assert!(err(json!({"id": "fusion", "colour": 5})).contains("colour"));
+        assert!(err(json!({"id": "fusion", "tools": ["web_browse"]}))
+            .starts_with("plugins[0].tools[0]: unknown tool"));
+        assert!(err(json!({"id": "fusion", "max_tool_calls": 17}))
+            .starts_with("plugins[0].max_tool_calls"));
+        assert!(
+            err(json!({"id": "fusion", "citations": "loose"})).starts_with("plugins[0].citations")
+        );
+    }
+
+    #[test]
+    fn research_defaults_to_both_tools_and_an_empty_list_turns_it_off() {
+        let p = plan(json!({"model": "quorate/fusion"})).unwrap().unwrap();
+        assert_eq!(p.tools.len(), 2);
+        assert_eq!((p.max_tool_calls, p.strict_citations), (8, false));
+        let p = plan(
+            json!({"model": "quorate/fusion", "plugins": [{"id": "fusion", "tools": [],
+            "max_tool_calls": 3, "citations": "strict"}]}),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(p.tools.is_empty());
+        assert_eq!((p.max_tool_calls, p.strict_citations), (3, true));
     }
 
     #[test]
@@ -421,14 +526,29 @@ mod tests {
         );
         let e = Plan::for_tool(
             &config,
-            &req(json!([{"type": "quorate:web_search"}]), "openai/a"),
+            &req(json!([{"type": "quorate:web_browse"}]), "openai/a"),
         )
         .unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("tools[0].type: quorate:web_search"),
+                .starts_with("tools[0].type: quorate:web_browse"),
             "{e}"
         );
+        let e = Plan::for_tool(
+            &config,
+            &req(
+                json!([{"type": "quorate:fusion"}, {"type": "quorate:web_search"}]),
+                "openai/a",
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("parameters.tools"), "{e}");
+        assert!(Plan::for_tool(
+            &config,
+            &req(json!([{"type": "quorate:web_search"}]), "openai/a")
+        )
+        .unwrap()
+        .is_none());
         assert!(Plan::for_tool(
             &config,
             &req(json!([{"type": "quorate:fusion"}]), "quorate/fusion")

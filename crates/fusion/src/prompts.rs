@@ -1,4 +1,4 @@
-//! The judge's and synthesizer's prompts: minijinja templates from `crates/fusion/prompts/`,
+//! The prompts of the judge, the synthesizer and research: minijinja templates from `crates/fusion/prompts/`,
 //! compiled into the binary, each replaceable by a file of the same name in `fusion.prompts_dir`.
 
 use std::path::Path;
@@ -11,12 +11,18 @@ pub const JUDGE: &str = "judge.j2";
 pub const JUDGE_REPAIR: &str = "judge_repair.j2";
 pub const SYNTHESIS: &str = "synthesis.j2";
 pub const FUSION_TOOL: &str = "fusion_tool.j2";
+pub const RESEARCH: &str = "research.j2";
+pub const PREFETCH: &str = "prefetch.j2";
+pub const TOOLS_SPENT: &str = "tools_spent.j2";
 
 const BUILTIN: &[(&str, &str)] = &[
     (JUDGE, include_str!("../prompts/judge.j2")),
     (JUDGE_REPAIR, include_str!("../prompts/judge_repair.j2")),
     (SYNTHESIS, include_str!("../prompts/synthesis.j2")),
     (FUSION_TOOL, include_str!("../prompts/fusion_tool.j2")),
+    (RESEARCH, include_str!("../prompts/research.j2")),
+    (PREFETCH, include_str!("../prompts/prefetch.j2")),
+    (TOOLS_SPENT, include_str!("../prompts/tools_spent.j2")),
 ];
 
 pub struct Prompts {

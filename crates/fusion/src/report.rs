@@ -7,7 +7,10 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use quorate_tools::Source;
+
 use crate::analysis::Analysis;
+use crate::citations::Numbered;
 
 /// Why a run (or its judge) did not go as planned. The names are part of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -96,6 +99,10 @@ pub struct MemberReport {
     pub latency_ms: u64,
     pub seed: u64,
     pub error: Option<MemberError>,
+    /// Every URL this member's searches returned or its fetches read (or prefetch gave it).
+    pub sources: Vec<Source>,
+    /// Research tool calls the member made.
+    pub tool_calls: u32,
 }
 
 /// One judge call's outcome (a repair is a second attempt on the same model).
@@ -138,6 +145,13 @@ pub struct FusionReport {
     pub failure_reason: Option<FailureReason>,
     /// Fewer members answered than the panel has slots.
     pub degraded: bool,
+    /// The sources the synthesizer was given, numbered as the answer cites them.
+    pub sources: Vec<Numbered>,
+    /// URLs (or `[n]` markers) the answer cites that no member retrieved.
+    pub unverified_citations: Vec<String>,
+    /// Why research was off or limited (no search backend, a failed prefetch), if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools_note: Option<String>,
     pub usage: StageUsage,
     pub timings: Timings,
 }

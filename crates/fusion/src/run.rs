@@ -7,21 +7,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, Message, Role, Usage};
+use quorate_api::{
+    ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Message, Role, Usage,
+};
 use quorate_config::ProviderKind;
 use quorate_providers::{Error, Router};
+use quorate_tools::{Session, Source};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::analysis::{self, Analysis, Invalid};
+use crate::citations;
 use crate::plan::Plan;
 use crate::prompts::{self, Prompts};
 use crate::report::{
     add, FailureReason, FusionError, FusionReport, JudgeAttempt, MemberError, MemberReport,
     MemberStatus,
 };
+use crate::research::{self, Prefetched};
 
 /// What a run yields: progress events, the final answer (streamed as chunks, or whole), then the
 /// report. A fusion tool the model chose not to call yields only the answer.
@@ -30,6 +35,8 @@ pub enum Item {
     Event(Value),
     Chunk(Box<ChatChunk>),
     Answer(Box<ChatCompletion>),
+    /// `url_citation` annotations of the answer, after its last chunk.
+    Annotations(Vec<Value>),
     Done(Box<FusionReport>),
 }
 
@@ -46,12 +53,27 @@ const JUDGE_MAX_TOKENS: u32 = 4096;
 /// Rough characters per token, to keep prompts inside a model's context.
 const CHARS_PER_TOKEN: usize = 3;
 
+/// The most characters of prefetched extracts a prompt gets, whatever the context allows.
+const PREFETCH_CHARS: usize = 6_000;
+
 pub struct Run {
     pub router: Router,
     pub prompts: Arc<Prompts>,
     pub plan: Plan,
     pub request: ChatRequest,
     pub deadline: Instant,
+    /// The research tools the panel may use.
+    pub tools: Session,
+}
+
+/// How a panel member gets to its answer.
+enum Approach {
+    /// The conversation as it is (research off).
+    Plain,
+    /// The agentic loop with the research tools.
+    Agent,
+    /// Prefetched extracts in the prompt, for models without tool support.
+    Prefetched(Vec<Source>),
 }
 
 /// The report after panel and judge, with the answers they produced.
@@ -95,28 +117,63 @@ impl Run {
                     Phase::Analysed(result) => analysed = Some(*result),
                 }
             }
-            let (mut report, request) = match analysed.map(|r| r.and_then(|(report, answers)| {
-                let request = self.synthesis_request(&report, &answers)?;
+            let (report, request) = match analysed.map(|r| r.and_then(|(mut report, answers)| {
+                let request = self.synthesis_request(&mut report, &answers)?;
                 Ok((report, request))
             })) {
                 Some(Ok(p)) => p,
                 Some(Err(e)) => { yield Err(e); return; }
                 None => return,
             };
+            let mut answer = std::pin::pin!(self.final_answer(request, report, started));
+            while let Some(item) = answer.next().await {
+                yield item;
+            }
+        })
+    }
+
+    /// The final answer streamed (the synthesis, or the outer model's answer with the fusion
+    /// tool), its citations checked, then the report.
+    pub(crate) fn final_answer(
+        &self,
+        request: ChatRequest,
+        mut report: FusionReport,
+        started: Instant,
+    ) -> impl Stream<Item = Result<Item, FusionError>> + Send + '_ {
+        async_stream::stream! {
             yield Ok(Item::Event(json!({"type": "synthesis_started", "model": request.model})));
             let synthesis_started = Instant::now();
+            let strict = self.plan.strict_citations;
+            let (mut text, mut finish) = (String::new(), None);
             let mut answer = std::pin::pin!(self.streamed(request));
             while let Some(step) = answer.next().await {
                 match step {
-                    Ok(Streamed::Chunk(chunk)) => yield Ok(Item::Chunk(chunk)),
+                    Ok(Streamed::Chunk(chunk)) => {
+                        for choice in &chunk.choices {
+                            text.push_str(choice.delta.content.as_deref().unwrap_or_default());
+                            finish = choice.finish_reason.clone().or(finish);
+                        }
+                        // Strict citations hold the text back until it is checked.
+                        if !strict {
+                            yield Ok(Item::Chunk(chunk));
+                        }
+                    }
                     Ok(Streamed::Usage(usage)) => add(&mut report.usage.synthesis, &usage),
                     Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
                 }
             }
+            let cited = citations::check(&text, &report.sources, &all_sources(&report.panel), strict);
+            report.unverified_citations = cited.unverified;
+            if strict {
+                yield Ok(Item::Chunk(Box::new(whole_chunk(&self.request.model, cited.text, finish))));
+            }
+            if !cited.annotations.is_empty() {
+                yield Ok(Item::Annotations(cited.annotations));
+            }
             report.timings.synthesis_ms = millis(synthesis_started);
             report.timings.total_ms = millis(started);
             yield Ok(Item::Done(Box::new(report)));
-        })
+        }
     }
 
     /// Panel and judge as a stream: their progress events, then the report with the answers.
@@ -151,7 +208,8 @@ impl Run {
             ..FusionReport::default()
         };
         let panel_started = Instant::now();
-        report.panel = self.panel(&events).await;
+        report.tools_note = self.tools.note();
+        report.panel = self.panel(&events, &mut report.tools_note).await;
         report.timings.panel_ms = millis(panel_started);
         for member in &report.panel {
             add(&mut report.usage.panel, &member.usage);
@@ -182,8 +240,9 @@ impl Run {
 
     // ---- panel ----
 
-    async fn panel(&self, events: &Events) -> Vec<MemberReport> {
+    async fn panel(&self, events: &Events, note: &mut Option<String>) -> Vec<MemberReport> {
         let base = inner_request(&self.request, false);
+        let prefetched = self.prefetch(events, note).await;
         let member_deadline = (Instant::now() + self.plan.member_timeout).min(self.deadline);
         let members = self.plan.panel.iter().enumerate().map(|(slot, model)| {
             let mut req = base.clone();
@@ -193,16 +252,208 @@ impl Run {
             req.max_completion_tokens = self.plan.max_completion_tokens;
             let seed = self.plan.seed.wrapping_add(slot as u64);
             req.extra.insert("seed".into(), json!(seed));
-            member(
-                &self.router,
-                slot,
-                seed,
-                req,
-                member_deadline,
-                events.clone(),
-            )
+            let approach = self.approach(&mut req, prefetched.as_ref());
+            self.member(slot, seed, req, approach, member_deadline, events.clone())
         });
         futures::future::join_all(members).await
+    }
+
+    /// Prefetch for the members that cannot call tools, once per run, when search is on.
+    async fn prefetch(&self, events: &Events, note: &mut Option<String>) -> Option<Prefetched> {
+        let without_tools: Vec<&String> = self
+            .plan
+            .panel
+            .iter()
+            .filter(|m| !self.supports_tools(m))
+            .collect();
+        if without_tools.is_empty() || !self.tools.has_search() || self.plan.tools.is_empty() {
+            return None;
+        }
+        // The smallest context among those members sets the extracts' size.
+        let budget = without_tools
+            .iter()
+            .filter_map(|m| {
+                let output = self.plan.max_completion_tokens.unwrap_or(512) as usize;
+                self.answer_budget(m, 1, output, &conversation(&self.request.messages))
+            })
+            .min()
+            .unwrap_or(PREFETCH_CHARS)
+            .min(PREFETCH_CHARS);
+        let _ = events.send(json!({"type": "prefetch_started"}));
+        let started = Instant::now();
+        let question = question(&self.request.messages);
+        let deadline = (Instant::now() + self.plan.member_timeout / 2).min(self.deadline);
+        let found =
+            tokio::time::timeout_at(deadline, research::prefetch(&self.tools, &question, budget))
+                .await
+                .unwrap_or_else(|_| Prefetched {
+                    error: Some("prefetch timed out".into()),
+                    ..Prefetched::default()
+                });
+        let _ = events.send(
+            json!({"type": "prefetch_done", "sources": found.sources.len(),
+            "error": found.error, "latency_ms": millis(started)}),
+        );
+        if let Some(e) = &found.error {
+            let line = format!("prefetch failed: {e}");
+            *note = Some(note.take().map_or(line.clone(), |n| format!("{n}; {line}")));
+        }
+        Some(found)
+    }
+
+    /// Sets a member's request up for how it researches.
+    fn approach(&self, req: &mut ChatRequest, prefetched: Option<&Prefetched>) -> Approach {
+        if self.plan.tools.is_empty() || self.tools.is_empty() {
+            return Approach::Plain;
+        }
+        if self.supports_tools(&req.model) {
+            let tools: Vec<Value> = self
+                .tools
+                .functions()
+                .iter()
+                .filter_map(|f| f.pointer("/function/name").cloned())
+                .collect();
+            if let Ok(text) = self
+                .prompts
+                .render(prompts::RESEARCH, json!({"tools": tools}))
+            {
+                let at = req
+                    .messages
+                    .iter()
+                    .take_while(|m| m.role == Role::System)
+                    .count();
+                req.messages
+                    .insert(at, Message::new(Role::System, text.trim()));
+            }
+            return Approach::Agent;
+        }
+        let Some(found) = prefetched.filter(|p| !p.extracts.is_empty()) else {
+            return Approach::Plain;
+        };
+        let text = self.prompts.render(
+            prompts::PREFETCH,
+            json!({"question": question(&req.messages), "extracts": found.extracts,
+                "compact": self.is_local(&req.model)}),
+        );
+        match (
+            text,
+            req.messages.iter().rposition(|m| m.role == Role::User),
+        ) {
+            (Ok(text), Some(last)) => {
+                req.messages[last] = Message::new(Role::User, text.trim());
+                Approach::Prefetched(found.sources.clone())
+            }
+            _ => Approach::Plain,
+        }
+    }
+
+    /// One panel slot: its answer, or why it has none, under the member deadline.
+    async fn member(
+        &self,
+        slot: usize,
+        seed: u64,
+        req: ChatRequest,
+        approach: Approach,
+        deadline: Instant,
+        events: Events,
+    ) -> MemberReport {
+        let started = Instant::now();
+        let model = req.model.clone();
+        let _ = events.send(json!({"type": "member_started", "slot": slot, "model": model}));
+        let work = async {
+            match approach {
+                Approach::Agent => self.agent(slot, req, &events).await,
+                Approach::Plain => answer(&self.router, slot, req, &events)
+                    .await
+                    .map(|(text, usage)| (text, usage, Vec::new(), 0)),
+                Approach::Prefetched(sources) => answer(&self.router, slot, req, &events)
+                    .await
+                    .map(|(text, usage)| (text, usage, sources, 0)),
+            }
+        };
+        let result = tokio::time::timeout_at(deadline, work).await;
+        let mut report = MemberReport {
+            slot,
+            model,
+            status: MemberStatus::Ok,
+            content: None,
+            usage: Usage::default(),
+            latency_ms: millis(started),
+            seed,
+            error: None,
+            sources: Vec::new(),
+            tool_calls: 0,
+        };
+        match result {
+            Ok(Ok((content, usage, sources, tool_calls))) => {
+                report.usage = usage;
+                report.sources = sources;
+                report.tool_calls = tool_calls;
+                if content.trim().is_empty() {
+                    report.status = MemberStatus::Failed;
+                    report.error = Some(MemberError::new(
+                        "empty_completion",
+                        "the model returned no text",
+                    ));
+                } else {
+                    report.content = Some(content);
+                }
+            }
+            Ok(Err(e)) => {
+                report.status = MemberStatus::Failed;
+                report.error = Some(MemberError::from_error(&e));
+            }
+            Err(_) => {
+                report.status = MemberStatus::Timeout;
+                report.error = Some(MemberError::new(
+                    "timeout",
+                    format!(
+                        "no complete answer within {:.1}s",
+                        deadline.saturating_duration_since(started).as_secs_f64()
+                    ),
+                ));
+            }
+        }
+        let event = match &report.error {
+            None => json!({"type": "member_done", "slot": slot, "model": report.model,
+                "tokens": report.usage.completion_tokens, "latency_ms": report.latency_ms,
+                "tool_calls": report.tool_calls, "sources": report.sources.len()}),
+            Some(e) => json!({"type": "member_failed", "slot": slot, "model": report.model,
+                "reason": e.reason, "error": e.message, "latency_ms": report.latency_ms}),
+        };
+        let _ = events.send(event);
+        report
+    }
+
+    /// An agentic member: the research loop, each tool call reported as it starts.
+    async fn agent(
+        &self,
+        slot: usize,
+        req: ChatRequest,
+        events: &Events,
+    ) -> Result<(String, Usage, Vec<Source>, u32), Error> {
+        let on_call = |tool: &str, arguments: &Value| {
+            let _ = events.send(
+                json!({"type": "member_tool_call", "slot": slot, "tool": tool,
+                "arguments": arguments}),
+            );
+        };
+        let done = research::agent(
+            &self.router,
+            &self.prompts,
+            &self.tools,
+            req,
+            self.plan.max_tool_calls,
+            &on_call,
+        )
+        .await?;
+        let text = done
+            .completion
+            .as_ref()
+            .and_then(|c| c.choices.first())
+            .map(|c| c.message.text())
+            .unwrap_or_default();
+        Ok((text, done.usage, done.sources, done.tool_calls))
     }
 
     // ---- judge ----
@@ -356,9 +607,10 @@ impl Run {
 
     fn synthesis_request(
         &self,
-        report: &FusionReport,
+        report: &mut FusionReport,
         answers: &[AnswerView],
     ) -> Result<ChatRequest, FusionError> {
+        report.sources = citations::number(&all_sources(&report.panel));
         let mut req = inner_request(&self.request, true);
         req.model.clone_from(&self.plan.synthesizer);
         req.temperature = None;
@@ -382,6 +634,7 @@ impl Run {
                 "degraded": report.degraded,
                 "answered": answers.len(),
                 "panel_size": report.panel.len(),
+                "sources": report.sources,
                 "compact": self.is_local(&req.model),
             }),
         )?;
@@ -448,6 +701,13 @@ impl Run {
 
     // ---- helpers ----
 
+    fn supports_tools(&self, model: &str) -> bool {
+        self.router
+            .config()
+            .resolve(model)
+            .is_some_and(|m| m.supports_tools)
+    }
+
     fn is_local(&self, model: &str) -> bool {
         let config = self.router.config();
         config
@@ -474,67 +734,6 @@ impl Run {
         let free = context.saturating_sub(reserve + 400 + asked / CHARS_PER_TOKEN);
         Some((free * CHARS_PER_TOKEN / answers.max(1)).max(200))
     }
-}
-
-/// One panel slot: its streamed answer, or why it has none, under the member deadline.
-async fn member(
-    router: &Router,
-    slot: usize,
-    seed: u64,
-    req: ChatRequest,
-    deadline: Instant,
-    events: Events,
-) -> MemberReport {
-    let started = Instant::now();
-    let model = req.model.clone();
-    let _ = events.send(json!({"type": "member_started", "slot": slot, "model": model}));
-    let result = tokio::time::timeout_at(deadline, answer(router, slot, req, &events)).await;
-    let mut report = MemberReport {
-        slot,
-        model,
-        status: MemberStatus::Ok,
-        content: None,
-        usage: Usage::default(),
-        latency_ms: millis(started),
-        seed,
-        error: None,
-    };
-    match result {
-        Ok(Ok((content, usage))) => {
-            report.usage = usage;
-            if content.trim().is_empty() {
-                report.status = MemberStatus::Failed;
-                report.error = Some(MemberError::new(
-                    "empty_completion",
-                    "the model returned no text",
-                ));
-            } else {
-                report.content = Some(content);
-            }
-        }
-        Ok(Err(e)) => {
-            report.status = MemberStatus::Failed;
-            report.error = Some(MemberError::from_error(&e));
-        }
-        Err(_) => {
-            report.status = MemberStatus::Timeout;
-            report.error = Some(MemberError::new(
-                "timeout",
-                format!(
-                    "no complete answer within {:.1}s",
-                    deadline.saturating_duration_since(started).as_secs_f64()
-                ),
-            ));
-        }
-    }
-    let event = match &report.error {
-        None => json!({"type": "member_done", "slot": slot, "model": report.model,
-            "tokens": report.usage.completion_tokens, "latency_ms": report.latency_ms}),
-        Some(e) => json!({"type": "member_failed", "slot": slot, "model": report.model,
-            "reason": e.reason, "error": e.message, "latency_ms": report.latency_ms}),
-    };
-    let _ = events.send(event);
-    report
 }
 
 /// Streams a member's answer, reporting its token count as it grows.
@@ -680,6 +879,30 @@ fn panel_failure(mut report: FusionReport, quorum: usize) -> FusionError {
         reason: Some(reason),
         report: Some(Box::new(report)),
     }
+}
+
+/// Every member's sources, in slot order.
+pub(crate) fn all_sources(panel: &[MemberReport]) -> Vec<Source> {
+    panel
+        .iter()
+        .flat_map(|m| m.sources.iter().cloned())
+        .collect()
+}
+
+/// A whole answer as one chunk (the text held back for strict citations).
+fn whole_chunk(model: &str, text: String, finish: Option<String>) -> ChatChunk {
+    let mut chunk = ChatChunk::empty(model);
+    chunk.choices.push(ChunkChoice {
+        index: 0,
+        delta: Delta {
+            role: Some(Role::Assistant),
+            content: Some(text),
+            ..Delta::default()
+        },
+        finish_reason: finish.or_else(|| Some("stop".into())),
+        extra: Default::default(),
+    });
+    chunk
 }
 
 pub(crate) fn millis(since: Instant) -> u64 {

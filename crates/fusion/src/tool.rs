@@ -5,15 +5,16 @@
 //! calls always go back to the client.
 
 use futures::StreamExt;
-use quorate_api::{ChatCompletion, ChatRequest, Message, Role, ToolCall};
+use quorate_api::{ChatCompletion, ChatRequest, Content, Message, Role, ToolCall};
 use quorate_providers::Error;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::citations;
 use crate::plan::FUSION_TOOL_TYPES;
 use crate::prompts;
 use crate::report::{add, FusionReport, MemberStatus};
-use crate::run::{clipped, millis, AnswerView, FusionStream, Item, Phase, Run, Streamed};
+use crate::run::{all_sources, clipped, millis, AnswerView, FusionStream, Item, Phase, Run};
 
 /// The function name the model sees.
 const FUNCTION: &str = "fusion";
@@ -36,7 +37,6 @@ impl Run {
                 yield Ok(Item::Answer(Box::new(first)));
                 return;
             };
-            let mut outer_usage = first.usage.clone().unwrap_or_default();
             yield Ok(Item::Event(json!({"type": "fusion_called", "model": self.request.model})));
             let mut analysis = std::pin::pin!(self.analysis());
             let mut analysed = None;
@@ -52,32 +52,51 @@ impl Run {
                 None => return,
             };
             report.synthesizer.clone_from(&self.request.model);
+            report.usage.synthesis = first.usage.clone().unwrap_or_default();
+            report.sources = citations::number(&all_sources(&report.panel));
             let follow = self.after_tool(first_request, &first, call, &report, &answers);
+            if self.request.stream == Some(true) {
+                let mut answer = std::pin::pin!(self.final_answer(follow, report, started));
+                while let Some(item) = answer.next().await {
+                    yield item;
+                }
+                return;
+            }
             yield Ok(Item::Event(json!({"type": "synthesis_started", "model": self.request.model})));
             let synthesis_started = Instant::now();
-            if self.request.stream == Some(true) {
-                let mut answer = std::pin::pin!(self.streamed(follow));
-                while let Some(step) = answer.next().await {
-                    match step {
-                        Ok(Streamed::Chunk(chunk)) => yield Ok(Item::Chunk(chunk)),
-                        Ok(Streamed::Usage(usage)) => add(&mut outer_usage, &usage),
-                        Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
-                    }
+            match self.outer_call(follow).await {
+                Ok(mut completion) => {
+                    add(&mut report.usage.synthesis, &completion.usage.clone().unwrap_or_default());
+                    report.unverified_citations = self.cite(&mut completion, &report);
+                    yield Ok(Item::Answer(Box::new(completion)));
                 }
-            } else {
-                match self.outer_call(follow).await {
-                    Ok(completion) => {
-                        add(&mut outer_usage, &completion.usage.clone().unwrap_or_default());
-                        yield Ok(Item::Answer(Box::new(completion)));
-                    }
-                    Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
-                }
+                Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
             }
-            report.usage.synthesis = outer_usage;
             report.timings.synthesis_ms = millis(synthesis_started);
             report.timings.total_ms = millis(started);
             yield Ok(Item::Done(Box::new(report)));
         })
+    }
+
+    /// Checks a whole answer's citations: annotations on the message, the text cleaned in
+    /// strict mode; returns the unverified ones.
+    fn cite(&self, completion: &mut ChatCompletion, report: &FusionReport) -> Vec<String> {
+        let Some(choice) = completion.choices.first_mut() else {
+            return Vec::new();
+        };
+        let text = choice.message.text();
+        let strict = self.plan.strict_citations;
+        let cited = citations::check(&text, &report.sources, &all_sources(&report.panel), strict);
+        if strict && cited.text != text {
+            choice.message.content = Some(Content::Text(cited.text));
+        }
+        if !cited.annotations.is_empty() {
+            choice
+                .message
+                .extra
+                .insert("annotations".into(), Value::Array(cited.annotations));
+        }
+        cited.unverified
     }
 
     /// The caller's request with the fusion tool turned into a function the model can call.
@@ -148,6 +167,7 @@ impl Run {
             "analysis": report.analysis,
             "judge_failure": report.failure_reason.map(|r| r.as_str()),
             "answers": clipped(answers, budget),
+            "sources": report.sources,
             "failed_members": failed,
         })
         .to_string()

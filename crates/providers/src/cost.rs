@@ -35,6 +35,7 @@ mod tests {
             fallbacks: vec![],
             max_output_tokens: None,
             gguf: None,
+            supports_tools: true,
         }
     }
 

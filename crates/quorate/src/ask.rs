@@ -51,6 +51,18 @@ pub struct AskArgs {
     /// Print usage and cost to stderr after the answer (always shown for fusion).
     #[arg(long)]
     usage: bool,
+    /// Fusion: no web search or fetch for the panel.
+    #[arg(long)]
+    no_research: bool,
+    /// Fusion: domains the panel's tools may not use (comma-separated; `*.x.com`, `x.com/path`).
+    #[arg(long, value_delimiter = ',')]
+    exclude_domains: Option<Vec<String>>,
+    /// Fusion: tool calls each agentic panel member may make (0 to 16).
+    #[arg(long)]
+    max_tool_calls: Option<u32>,
+    /// Fusion: remove citations of URLs no panel member retrieved (they are always reported).
+    #[arg(long)]
+    strict_citations: bool,
 }
 
 impl AskArgs {
@@ -80,6 +92,9 @@ impl AskArgs {
             ("analysis_models", self.panel.as_ref().map(|p| json!(p))),
             ("judge", self.judge.as_ref().map(|j| json!(j))),
             ("model", self.synth.as_ref().map(|s| json!(s))),
+            ("tools", self.tools()),
+            ("max_tool_calls", self.max_tool_calls.map(|n| json!(n))),
+            ("citations", self.strict_citations.then(|| json!("strict"))),
         ];
         let mut plugin = serde_json::Map::new();
         for (key, value) in fields {
@@ -92,6 +107,19 @@ impl AskArgs {
         }
         plugin.insert("id".into(), json!("fusion"));
         Some(Value::Object(plugin))
+    }
+}
+
+impl AskArgs {
+    /// The plugin's `tools`: none, or both with the excluded domains.
+    fn tools(&self) -> Option<Value> {
+        if self.no_research {
+            return Some(json!([]));
+        }
+        let excluded = self.exclude_domains.as_ref()?;
+        let parameters = json!({"excluded_domains": excluded});
+        Some(json!([{"type": "web_search", "parameters": parameters},
+                    {"type": "web_fetch", "parameters": parameters}]))
     }
 }
 
@@ -148,6 +176,7 @@ async fn fused(
     let mut items = fusion.run(plan, request);
     let mut text = String::new();
     let mut finish = None;
+    let mut annotations = Vec::new();
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(200));
     let report = loop {
         let item = tokio::select! {
@@ -174,6 +203,7 @@ async fn fused(
                 }
                 text.push_str(&piece);
             }
+            Some(Ok(quorate_fusion::Item::Annotations(found))) => annotations = found,
             Some(Ok(quorate_fusion::Item::Done(report))) => break report,
             Some(Err(e)) => {
                 screen.failed();
@@ -186,7 +216,13 @@ async fn fused(
         }
     };
     if args.json {
-        let completion = quorate_fusion::completion(model, text, finish, &report);
+        let mut completion = quorate_fusion::completion(model, text, finish, &report);
+        if let (Some(choice), false) = (completion.choices.first_mut(), annotations.is_empty()) {
+            choice
+                .message
+                .extra
+                .insert("annotations".into(), Value::Array(annotations));
+        }
         println!("{}", serde_json::to_string_pretty(&completion)?);
         return Ok(());
     }
@@ -194,6 +230,7 @@ async fn fused(
     if args.show_panel {
         display::show_panel(&report);
     }
+    display::show_sources(&report);
     eprintln!("{}", display::cost_line(&report));
     Ok(())
 }

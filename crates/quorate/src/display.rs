@@ -1,6 +1,7 @@
 //! The live fusion display of `quorate ask` on stderr: a line per panel member (status, tokens,
-//! elapsed time) and one for the judge, redrawn in place on a terminal, printed as events
-//! otherwise; then the cost line and, on request, the panel's answers and the analysis.
+//! research tool calls, elapsed time) and one for the judge, redrawn in place on a terminal,
+//! printed as events otherwise; then the sources, the cost line and, on request, the panel's
+//! answers and the analysis.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ struct Line {
     label: String,
     state: State,
     tokens: u64,
+    tool_calls: u64,
     started: Option<Instant>,
     took: Option<Duration>,
 }
@@ -29,6 +31,7 @@ impl Line {
             label,
             state: State::Waiting,
             tokens: 0,
+            tool_calls: 0,
             started: None,
             took: None,
         }
@@ -56,6 +59,9 @@ impl Line {
         };
         let status = match &self.state {
             State::Waiting => "waiting".to_string(),
+            State::Working if self.tool_calls > 0 => {
+                format!("researching ({} tool calls)", self.tool_calls)
+            }
             State::Working => "working".to_string(),
             State::Done => "done".to_string(),
             State::Failed(why) => format!("failed: {why}"),
@@ -108,6 +114,7 @@ impl Panel {
             "member_tokens" => {
                 slot.inspect(|&s| self.lines[s].tokens = event["tokens"].as_u64().unwrap_or(0))
             }
+            "member_tool_call" => slot.inspect(|&s| self.lines[s].tool_calls += 1),
             "member_done" => slot.inspect(|&s| {
                 self.lines[s].tokens = event["tokens"].as_u64().unwrap_or(0);
                 self.lines[s].finish(State::Done);
@@ -206,6 +213,25 @@ pub fn cost_line(report: &FusionReport) -> String {
         report.panel.len(),
         report.timings.total_ms as f64 / 1000.0
     )
+}
+
+/// The numbered sources the answer may cite, and why research was off if it was, to stderr.
+pub fn show_sources(report: &FusionReport) {
+    if let Some(note) = &report.tools_note {
+        eprintln!("research: {note}");
+    }
+    if !report.sources.is_empty() {
+        eprintln!("sources:");
+        for source in &report.sources {
+            eprintln!("  [{}] {} — {}", source.n, source.title, source.url);
+        }
+    }
+    if !report.unverified_citations.is_empty() {
+        eprintln!(
+            "unverified citations (no panel member retrieved them): {}",
+            report.unverified_citations.join(", ")
+        );
+    }
 }
 
 /// Each member's answer (or why it has none), then the analysis, to stdout.

@@ -17,11 +17,6 @@ pub enum IndexCommand {
     },
 }
 
-/// The index folder: `--index`, else `<data dir>/index`.
-pub fn location(explicit: Option<PathBuf>) -> PathBuf {
-    explicit.unwrap_or_else(|| quorate_config::data_dir().join("index"))
-}
-
 pub async fn run(command: IndexCommand, dir: PathBuf) -> anyhow::Result<()> {
     let index = LocalIndex::open(&dir)?;
     match command {

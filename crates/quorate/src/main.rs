@@ -46,8 +46,8 @@ enum Command {
     },
     /// The local search index over your own documents (the `local` web_search backend).
     Index {
-        /// The index folder (default: <data dir>/index, the data dir being $QUORATE_HOME or
-        /// ~/.local/share/quorate).
+        /// The index folder (default: the config's tools.web_search.index_dir, else
+        /// <data dir>/index, the data dir being $QUORATE_HOME or ~/.local/share/quorate).
         #[arg(long, global = true, value_name = "DIR")]
         index: Option<PathBuf>,
         #[command(subcommand)]
@@ -132,7 +132,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Ok(())
                 }
                 Command::Index { index, command } => {
-                    index::run(command, index::location(index)).await
+                    let dir = index.unwrap_or_else(|| config.tools.web_search.index_dir());
+                    index::run(command, dir).await
                 }
                 Command::Config { .. } => Ok(()),
             }

@@ -80,11 +80,18 @@ fn preset(name: &str, panel: &[&str], judge: &str, synthesizer: &str, fields: &s
     format!("[presets.{name}]\npanel = {panel:?}\njudge = {judge:?}\nsynthesizer = {synthesizer:?}\n{fields}\n")
 }
 
-/// Preset `t` (the default) over the sim; `extra` is appended to the config.
+/// Preset `t` (the default) over the sim, research off unless `extra` turns it on; `extra` is
+/// appended to the config.
 fn fusion_config(addr: std::net::SocketAddr, extra: &str) -> String {
     let presets = r#"
 [fusion]
 default_preset = "t"
+
+[tools.web_search]
+backend = "off"
+
+[tools.web_fetch]
+enabled = false
 
 [presets.t]
 panel = ["sim/p1", "sim/p2", "sim/p3"]
@@ -234,6 +241,11 @@ async fn fusion_slug_runs_panel_judge_and_synthesis_with_exact_usage() {
         p1.body["messages"],
         question(),
         "members get the whole conversation"
+    );
+    let note = body["fusion"]["tools_note"].as_str().unwrap();
+    assert!(
+        note.contains("web_search is off") && note.contains("web_fetch is off"),
+        "{note}"
     );
     for r in sim.requests() {
         assert_eq!(

@@ -1,15 +1,18 @@
-//! Fusion requests (`quorate/fusion`, the `fusion` plugin, the `quorate:fusion` tool): the run's
-//! result as an ordinary completion, or as SSE with the `fusion` object on the final chunk and,
-//! when asked for, progress chunks (`fusion_event`, empty `choices`) while the panel works.
+//! Requests the gateway runs itself: fusion (`quorate/fusion`, the `fusion` plugin, the
+//! `quorate:fusion` tool) and server research tools (`quorate:web_search` / `web_fetch` on a
+//! plain model). The result is an ordinary completion, or SSE with the `fusion` object on the
+//! final chunk and, when asked for, progress chunks (`fusion_event`, empty `choices`).
 
 use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Usage};
 use quorate_fusion::{
-    collect, final_chunk, progress_chunk, Fusion, FusionError, FusionStream, Item, Plan,
+    annotations_chunk, collect, final_chunk, progress_chunk, Fusion, FusionError, FusionStream,
+    Item, Plan, ResearchPlan,
 };
 use quorate_providers::Error;
+use serde_json::Value;
 
 use crate::chat::{body_frame, data_frame, sse_response, unix_millis, with_keepalive};
 use crate::{AppState, FusionApiError};
@@ -20,6 +23,8 @@ pub enum Route {
     Pipeline(Plan),
     /// The request's model, offered the fusion tool at `tools[index]`.
     Tool(usize, Plan),
+    /// The request's model, researching with the gateway's web tools.
+    Research(ResearchPlan),
 }
 
 /// The fusion route a request asks for, if any; a slug or plugin and the tool at once is an error.
@@ -32,7 +37,7 @@ pub fn route(fusion: &Fusion, req: &ChatRequest) -> Result<Option<Route>, Error>
         ))),
         (Some(plan), None) => Ok(Some(Route::Pipeline(plan))),
         (None, Some((index, plan))) => Ok(Some(Route::Tool(index, plan))),
-        (None, None) => Ok(None),
+        (None, None) => Ok(fusion.research_plan(req)?.map(Route::Research)),
     }
 }
 
@@ -48,6 +53,7 @@ pub async fn respond(state: &AppState, route: Route, request: ChatRequest, id: S
             let progress = plan.stream_progress;
             (state.fusion.run_tool(plan, index, request), progress)
         }
+        Route::Research(plan) => (state.fusion.run_research(plan, request), false),
     };
     if streaming {
         return stream(state, items, progress, model, id).await;
@@ -115,9 +121,9 @@ fn frames(
             chunk
         };
         let mut pending = first;
-        // A whole answer (the fusion tool's model answered without streaming upstream, or did
-        // not call fusion): its usage, in case no report follows.
-        let mut answer_usage = None;
+        // A whole answer (the fusion tool's model did not call fusion, or a research answer):
+        // its usage and `research` object, in case no report follows.
+        let mut answer_tail = None;
         loop {
             let item = match pending.take() {
                 Some(item) => Some(item),
@@ -131,8 +137,12 @@ fn frames(
                 }
                 Some(Ok(Item::Chunk(chunk))) => yield data_frame(&stamp(*chunk)),
                 Some(Ok(Item::Answer(completion))) => {
-                    answer_usage = completion.usage.clone();
+                    answer_tail = Some((completion.usage.clone().unwrap_or_default(),
+                        completion.extra.get("research").cloned()));
                     yield data_frame(&stamp(answer_chunk(&completion)));
+                }
+                Some(Ok(Item::Annotations(annotations))) => {
+                    yield data_frame(&stamp(annotations_chunk(&model, annotations)));
                 }
                 Some(Ok(Item::Done(report))) => {
                     tracing::info!(%model, preset = %report.preset, status = 200, "fusion stream");
@@ -146,12 +156,12 @@ fn frames(
                     return;
                 }
                 None => {
-                    let Some(usage) = answer_usage.take() else {
+                    let Some((usage, research)) = answer_tail.take() else {
                         let e = Error::InvalidResponse("the fusion run ended without a result".into());
                         yield body_frame(&e.to_body());
                         return;
                     };
-                    yield data_frame(&stamp(usage_chunk(&model, usage)));
+                    yield data_frame(&stamp(usage_chunk(&model, usage, research)));
                     yield Bytes::from_static(b"data: [DONE]\n\n");
                     return;
                 }
@@ -182,13 +192,17 @@ fn answer_chunk(completion: &ChatCompletion) -> ChatChunk {
                     })
                     .collect()
             });
+            let mut extra = serde_json::Map::new();
+            if let Some(annotations) = message.extra.get("annotations") {
+                extra.insert("annotations".into(), annotations.clone());
+            }
             ChunkChoice {
                 index: choice.index,
                 delta: Delta {
                     role: Some(message.role),
                     content: message.content.as_ref().map(|c| c.text()),
                     tool_calls,
-                    extra: Default::default(),
+                    extra,
                 },
                 finish_reason: choice.finish_reason.clone(),
                 extra: Default::default(),
@@ -200,8 +214,11 @@ fn answer_chunk(completion: &ChatCompletion) -> ChatChunk {
     chunk
 }
 
-fn usage_chunk(model: &str, usage: Usage) -> ChatChunk {
+fn usage_chunk(model: &str, usage: Usage, research: Option<Value>) -> ChatChunk {
     let mut chunk = ChatChunk::empty(model);
     chunk.usage = Some(usage);
+    if let Some(research) = research {
+        chunk.extra.insert("research".into(), research);
+    }
     chunk
 }

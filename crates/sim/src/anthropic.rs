@@ -39,24 +39,36 @@ impl Dialect for AnthropicDialect {
                     "delta": {"type": "text_delta", "text": t}}),
                 )
             }
-            Piece::ToolStart { id, name } => event(
-                "content_block_start",
-                json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
-            ),
-            Piece::ToolArgs(a) => event(
+            Piece::ToolStart { index, id, name } => {
+                // A new block closes the one before it.
+                let close = if *index > 0 {
+                    event(
+                        "content_block_stop",
+                        json!({"type": "content_block_stop", "index": index - 1}),
+                    )
+                } else {
+                    String::new()
+                };
+                close
+                    + &event(
+                        "content_block_start",
+                        json!({"type": "content_block_start", "index": index,
+                        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+                    )
+            }
+            Piece::ToolArgs { index, arguments } => event(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": a}}),
+                json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": arguments}}),
             ),
-            Piece::Finish { tool_call } => {
+            Piece::Finish { tool_calls } => {
                 event(
                     "content_block_stop",
-                    json!({"type": "content_block_stop", "index": 0}),
+                    json!({"type": "content_block_stop", "index": tool_calls.saturating_sub(1)}),
                 ) + &event(
                     "message_delta",
                     json!({"type": "message_delta",
-                        "delta": {"stop_reason": if *tool_call { "tool_use" } else { "end_turn" }},
+                        "delta": {"stop_reason": if *tool_calls > 0 { "tool_use" } else { "end_turn" }},
                         "usage": {"output_tokens": ctx.completion_tokens}}),
                 )
             }
@@ -88,16 +100,16 @@ impl Dialect for AnthropicDialect {
     fn completion(&self, answer: &Answer, ctx: &Ctx) -> Value {
         let (content, stop) = match answer {
             Answer::Text(t) => (json!([{"type": "text", "text": t}]), "end_turn"),
-            Answer::ToolCall {
-                id,
-                name,
-                arguments,
-            } => {
-                let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
-                (
-                    json!([{"type": "tool_use", "id": id, "name": name, "input": input}]),
-                    "tool_use",
-                )
+            Answer::ToolCalls(calls) => {
+                let blocks: Vec<Value> = calls
+                    .iter()
+                    .map(|c| {
+                        let input: Value =
+                            serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
+                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input})
+                    })
+                    .collect();
+                (Value::Array(blocks), "tool_use")
             }
         };
         json!({

@@ -15,9 +15,19 @@ use crate::{Guard, Sim};
 pub(crate) enum Piece {
     Start,
     Text(String),
-    ToolStart { id: String, name: String },
-    ToolArgs(String),
-    Finish { tool_call: bool },
+    ToolStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    ToolArgs {
+        index: usize,
+        arguments: String,
+    },
+    /// How many tool calls the answer made (0: it answered with text).
+    Finish {
+        tool_calls: usize,
+    },
     Usage,
 }
 
@@ -91,7 +101,7 @@ pub(crate) async fn respond(
     let answer = script.answer(&last_user);
     let completion_tokens = match &answer {
         Answer::Text(t) => count_tokens(t),
-        Answer::ToolCall { arguments, .. } => count_tokens(arguments) + 1,
+        Answer::ToolCalls(calls) => calls.iter().map(|c| count_tokens(&c.arguments) + 1).sum(),
     };
     let ctx = Ctx {
         model,
@@ -152,7 +162,7 @@ fn unreachable_response() -> Response {
 fn tokens_of(answer: &Answer) -> Vec<String> {
     match answer {
         Answer::Text(t) => tokens(t),
-        Answer::ToolCall { arguments, .. } => vec![arguments.clone()],
+        Answer::ToolCalls(calls) => calls.iter().map(|c| c.arguments.clone()).collect(),
     }
 }
 
@@ -171,25 +181,32 @@ fn pieces(answer: &Answer) -> Vec<Piece> {
     let mut out = vec![Piece::Start];
     match answer {
         Answer::Text(text) => out.extend(tokens(text).into_iter().map(Piece::Text)),
-        Answer::ToolCall {
-            id,
-            name,
-            arguments,
-        } => {
-            out.push(Piece::ToolStart {
-                id: id.clone(),
-                name: name.clone(),
-            });
-            let mid = arguments
-                .char_indices()
-                .nth(arguments.chars().count() / 2)
-                .map_or(0, |(i, _)| i);
-            out.push(Piece::ToolArgs(arguments[..mid].to_string()));
-            out.push(Piece::ToolArgs(arguments[mid..].to_string()));
+        Answer::ToolCalls(calls) => {
+            for (index, call) in calls.iter().enumerate() {
+                out.push(Piece::ToolStart {
+                    index,
+                    id: call.id.clone(),
+                    name: call.name.clone(),
+                });
+                let args = &call.arguments;
+                let mid = args
+                    .char_indices()
+                    .nth(args.chars().count() / 2)
+                    .map_or(0, |(i, _)| i);
+                for part in [&args[..mid], &args[mid..]] {
+                    out.push(Piece::ToolArgs {
+                        index,
+                        arguments: part.to_string(),
+                    });
+                }
+            }
         }
     }
     out.push(Piece::Finish {
-        tool_call: matches!(answer, Answer::ToolCall { .. }),
+        tool_calls: match answer {
+            Answer::ToolCalls(calls) => calls.len(),
+            Answer::Text(_) => 0,
+        },
     });
     out.push(Piece::Usage);
     out
@@ -207,7 +224,7 @@ fn stream_response(
         let pieces = pieces(&answer);
         let mut sent_tokens = 0;
         for (i, piece) in pieces.iter().enumerate() {
-            let is_token = matches!(piece, Piece::Text(_) | Piece::ToolArgs(_));
+            let is_token = matches!(piece, Piece::Text(_) | Piece::ToolArgs { .. });
             if is_token {
                 let delay = if sent_tokens == 0 { script.ttft() } else { script.token_delay() };
                 pause(delay).await;
@@ -286,20 +303,24 @@ impl Dialect for OpenAiDialect {
         match piece {
             Piece::Start => chunk(ctx, json!({"role": "assistant", "content": ""}), None),
             Piece::Text(t) => chunk(ctx, json!({"content": t}), None),
-            Piece::ToolStart { id, name } => chunk(
+            Piece::ToolStart { index, id, name } => chunk(
                 ctx,
-                json!({"tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
                 None,
             ),
-            Piece::ToolArgs(a) => chunk(
+            Piece::ToolArgs { index, arguments } => chunk(
                 ctx,
-                json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}),
+                json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}),
                 None,
             ),
-            Piece::Finish { tool_call } => chunk(
+            Piece::Finish { tool_calls } => chunk(
                 ctx,
                 json!({}),
-                Some(if *tool_call { "tool_calls" } else { "stop" }),
+                Some(if *tool_calls > 0 {
+                    "tool_calls"
+                } else {
+                    "stop"
+                }),
             ),
             Piece::Usage => {
                 let value = json!({
@@ -329,15 +350,19 @@ impl Dialect for OpenAiDialect {
     fn completion(&self, answer: &Answer, ctx: &Ctx) -> Value {
         let (message, finish) = match answer {
             Answer::Text(t) => (json!({"role": "assistant", "content": t}), "stop"),
-            Answer::ToolCall {
-                id,
-                name,
-                arguments,
-            } => (
-                json!({"role": "assistant", "content": null, "tool_calls": [
-                    {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}]}),
-                "tool_calls",
-            ),
+            Answer::ToolCalls(calls) => {
+                let calls: Vec<Value> = calls
+                    .iter()
+                    .map(|c| {
+                        json!({"id": c.id, "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments}})
+                    })
+                    .collect();
+                (
+                    json!({"role": "assistant", "content": null, "tool_calls": calls}),
+                    "tool_calls",
+                )
+            }
         };
         json!({
             "id": "chatcmpl-sim", "object": "chat.completion", "created": 0, "model": ctx.model,

@@ -18,6 +18,9 @@ pub struct Script {
     /// Answer with a tool call instead of text.
     #[serde(default)]
     pub tool_call: Option<ToolCallScript>,
+    /// Answer with several tool calls at once (parallel calls), after `tool_call` if both.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCallScript>,
     /// Time to first token, in milliseconds.
     #[serde(default)]
     pub ttft_ms: u64,
@@ -78,11 +81,14 @@ pub struct ToolCallScript {
 /// The answer a script gives to a conversation whose last user text is `last_user`.
 pub enum Answer {
     Text(String),
-    ToolCall {
-        id: String,
-        name: String,
-        arguments: String,
-    },
+    ToolCalls(Vec<Call>),
+}
+
+/// One tool call of an answer.
+pub struct Call {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
 }
 
 impl Script {
@@ -95,17 +101,23 @@ impl Script {
     }
 
     pub fn answer(&self, last_user: &str) -> Answer {
-        if let Some(call) = &self.tool_call {
-            let arguments = if call.arguments.is_null() {
-                "{}".to_string()
-            } else {
-                call.arguments.to_string()
-            };
-            return Answer::ToolCall {
-                id: "call_sim_1".into(),
+        let calls: Vec<Call> = self
+            .tool_call
+            .iter()
+            .chain(&self.tool_calls)
+            .enumerate()
+            .map(|(i, call)| Call {
+                id: format!("call_sim_{}", i + 1),
                 name: call.name.clone(),
-                arguments,
-            };
+                arguments: if call.arguments.is_null() {
+                    "{}".to_string()
+                } else {
+                    call.arguments.to_string()
+                },
+            })
+            .collect();
+        if !calls.is_empty() {
+            return Answer::ToolCalls(calls);
         }
         if let Some(json) = &self.json {
             return Answer::Text(json.to_string());

@@ -3,11 +3,19 @@
 //!
 //! A rule is a host with an optional path prefix. `example.com` matches the host and its
 //! subdomains, `*.example.com` only subdomains, `example.com/blog` only paths under `/blog`.
+//! Filters combine with [`DomainFilter::and`]: the config's filter and a request's own both
+//! apply, so a request can narrow the guard but never lift it.
 
 use url::Url;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DomainFilter {
+    /// Every layer must permit a URL.
+    layers: Vec<Layer>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Layer {
     allow: bool,
     rules: Vec<Rule>,
 }
@@ -26,23 +34,42 @@ impl DomainFilter {
             return Err("give excluded_domains or allowed_domains, not both".into());
         }
         let allow = !allowed.is_empty();
-        let rules = excluded
+        let rules: Vec<Rule> = excluded
             .iter()
             .chain(allowed)
             .map(|r| Rule::parse(r))
             .collect::<Result<_, _>>()?;
-        Ok(Self { allow, rules })
+        let layers = if rules.is_empty() {
+            Vec::new()
+        } else {
+            vec![Layer { allow, rules }]
+        };
+        Ok(Self { layers })
+    }
+
+    /// A filter that permits only what both permit.
+    pub fn and(mut self, other: DomainFilter) -> DomainFilter {
+        self.layers.extend(other.layers);
+        self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.layers.is_empty()
     }
 
     /// Whether `url` may be used. URLs without a host are refused by an allow list.
     pub fn permits(&self, url: &Url) -> bool {
-        if self.rules.is_empty() {
-            return true;
-        }
+        self.layers.iter().all(|layer| layer.permits(url))
+    }
+
+    /// `permits` for a URL as text; text that is not a URL is refused.
+    pub fn permits_str(&self, url: &str) -> bool {
+        Url::parse(url).is_ok_and(|u| self.permits(&u))
+    }
+}
+
+impl Layer {
+    fn permits(&self, url: &Url) -> bool {
         let Some(host) = url.host_str() else {
             return !self.allow;
         };
@@ -132,5 +159,19 @@ mod tests {
         assert!(DomainFilter::new(&list(&["a.com"]), &list(&["b.com"])).is_err());
         assert!(DomainFilter::new(&list(&["a b"]), &[]).is_err());
         assert!(DomainFilter::default().permits(&url("https://anything.org/")));
+    }
+
+    #[test]
+    fn combined_filters_permit_only_what_both_permit() {
+        let config = DomainFilter::new(&list(&["huggingface.co"]), &[]).unwrap();
+        let request = DomainFilter::new(&[], &list(&["huggingface.co", "docs.rs"])).unwrap();
+        let both = config.and(request);
+        assert!(
+            !both.permits(&url("https://huggingface.co/x")),
+            "the request cannot lift the guard"
+        );
+        assert!(both.permits(&url("https://docs.rs/x")));
+        assert!(!both.permits(&url("https://example.org/")));
+        assert!(!both.permits_str("not a url"));
     }
 }

@@ -118,6 +118,30 @@ impl LocalIndex {
         ))
     }
 
+    /// The indexed text of the document at `url` (a `file://` URL from a search result), as
+    /// `(title, body)`. Only indexed documents are readable this way, not arbitrary files.
+    pub fn read(&self, url: &str) -> Result<Option<(String, String)>, SearchError> {
+        let reader = self.index.reader().map_err(backend_error)?;
+        let searcher = reader.searcher();
+        let query = tantivy::query::TermQuery::new(
+            Term::from_field_text(self.fields.url, url),
+            tantivy::schema::IndexRecordOption::Basic,
+        );
+        let top = searcher
+            .search(&query, &TopDocs::with_limit(1).order_by_score())
+            .map_err(backend_error)?;
+        let Some((_, address)) = top.first() else {
+            return Ok(None);
+        };
+        let doc: TantivyDocument = searcher.doc(*address).map_err(backend_error)?;
+        let text = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        Ok(Some((text(self.fields.title), text(self.fields.body))))
+    }
+
     /// Best matches for `query` (any syntax error in it is forgiven: words are searched).
     pub fn search_now(
         &self,
@@ -296,6 +320,10 @@ mod tests {
             .date
             .as_deref()
             .is_some_and(|d| d.len() == 10 && d.starts_with("20")));
+        let (title, body) = index.read(&hits[0].url).unwrap().unwrap();
+        assert_eq!(title, "Lindesnes lighthouse");
+        assert!(body.contains("southern tip"), "{body}");
+        assert!(index.read("file:///etc/passwd").unwrap().is_none());
         let hits = index.search("UNESCO", 5).await.unwrap();
         assert_eq!((hits.len(), hits[0].title.as_str()), (1, "Fjords"));
         assert!(
