@@ -99,7 +99,7 @@ fn strip_fences(text: &str) -> &str {
 pub fn schema(labels: Option<&[String]>) -> Value {
     let bounded = labels.is_some();
     let text = if bounded {
-        json!({"type": "string", "maxLength": 120})
+        json!({"type": "string", "maxLength": 100})
     } else {
         json!({"type": "string"})
     };
@@ -109,7 +109,7 @@ pub fn schema(labels: Option<&[String]>) -> Value {
     };
     let list = |items: Value| {
         if bounded {
-            json!({"type": "array", "items": items, "maxItems": 3})
+            json!({"type": "array", "items": items, "maxItems": 2})
         } else {
             json!({"type": "array", "items": items})
         }
@@ -197,7 +197,7 @@ mod tests {
         assert_eq!(s["required"].as_array().unwrap().len(), 5);
         assert!(s["properties"]["consensus"].get("maxItems").is_none());
         let b = schema(Some(&["#1".to_string(), "#2".to_string()]));
-        assert_eq!(b["properties"]["consensus"]["maxItems"], 3);
+        assert_eq!(b["properties"]["consensus"]["maxItems"], 2);
         assert_eq!(
             b["properties"]["unique_insights"]["items"]["properties"]["model"]["enum"],
             json!(["#1", "#2"])

@@ -232,6 +232,8 @@ impl std::fmt::Display for FusionError {
     }
 }
 
+impl std::error::Error for FusionError {}
+
 impl From<Error> for FusionError {
     fn from(error: Error) -> Self {
         Self::plain(error)

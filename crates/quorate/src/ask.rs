@@ -148,7 +148,7 @@ fn plan_models(plan: &Plan) -> impl Iterator<Item = &str> {
 }
 
 /// Local models may need fetching first: done here, with a progress display.
-async fn fetch_local_models<'a>(
+pub async fn fetch_local_models<'a>(
     config: &Config,
     models: impl IntoIterator<Item = &'a str>,
 ) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 
 mod ask;
 mod display;
+mod eval;
 mod index;
 mod pull;
 
@@ -39,6 +40,11 @@ enum Command {
     },
     /// Ask one question and stream the answer to stdout.
     Ask(ask::AskArgs),
+    /// Measure systems on DRACO or objective QA, with a report.
+    Eval {
+        #[command(subcommand)]
+        command: eval::EvalCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -120,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 Command::Serve { listen } => serve(config, listen).await,
                 Command::Ask(args) => ask::run(config, args).await,
+                Command::Eval { command } => eval::run(config, command).await,
                 Command::Models {
                     command: Some(ModelsCommand::Pull { name }),
                 } => pull::run(&name).await,

@@ -1,0 +1,114 @@
+//! The grader, as the published protocol has it: one call per criterion, showing the criterion's
+//! type (positive or negative), its text, the task and the response, never its weight or the
+//! other criteria; the reply is schema-enforced JSON `{"explanation", "criterion_status"}`.
+
+use quorate_api::{ChatRequest, Message, Role, Usage};
+use quorate_providers::Router;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::Criterion;
+use crate::prompts;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Met,
+    Unmet,
+    /// The grader gave no valid verdict (after one retry); scored as UNMET and reported.
+    Error,
+}
+
+/// One verdict, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verdict {
+    pub system: String,
+    pub task_id: String,
+    pub pass: u32,
+    /// `section/criterion`.
+    pub criterion: String,
+    pub status: Status,
+    pub explanation: String,
+    pub usage: Usage,
+}
+
+pub struct Grader {
+    pub router: Router,
+    pub model: String,
+    pub temperature: f64,
+}
+
+fn response_format() -> Value {
+    json!({"type": "json_schema", "json_schema": {"name": "criterion_verdict", "strict": true,
+        "schema": {"type": "object", "additionalProperties": false,
+            "required": ["explanation", "criterion_status"],
+            "properties": {
+                "explanation": {"type": "string", "maxLength": 400},
+                "criterion_status": {"type": "string", "enum": ["MET", "UNMET"]}}}}})
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    explanation: String,
+    criterion_status: Status,
+}
+
+impl Grader {
+    /// The verdict on one criterion; a reply that is not a verdict gets one more try.
+    pub async fn grade(
+        &self,
+        query: &str,
+        response: &str,
+        criterion: &Criterion,
+        pass: u32,
+    ) -> (Status, String, Usage) {
+        let kind = if criterion.weight > 0 {
+            "positive"
+        } else {
+            "negative"
+        };
+        let prompt = match prompts::render(
+            prompts::GRADER,
+            json!({"kind": kind, "criterion": criterion.requirement, "query": query,
+                "response": response}),
+        ) {
+            Ok(p) => p,
+            Err(e) => return (Status::Error, format!("{e:#}"), Usage::default()),
+        };
+        let mut usage = Usage::default();
+        let mut last = String::new();
+        for attempt in 0..2u64 {
+            let mut req =
+                ChatRequest::new(&self.model, vec![Message::new(Role::User, prompt.clone())]);
+            req.temperature = Some(self.temperature);
+            req.max_tokens = Some(600);
+            req.extra
+                .insert("response_format".into(), response_format());
+            req.extra
+                .insert("seed".into(), json!(u64::from(pass) * 2 + attempt));
+            match self.router.complete(req).await {
+                Ok(c) => {
+                    crate::system::add(&mut usage, &c.usage.clone().unwrap_or_default());
+                    let text = c
+                        .choices
+                        .first()
+                        .map(|ch| ch.message.text())
+                        .unwrap_or_default();
+                    match serde_json::from_str::<Reply>(text.trim()) {
+                        Ok(r) if r.criterion_status != Status::Error => {
+                            return (r.criterion_status, r.explanation, usage)
+                        }
+                        _ => {
+                            last = format!(
+                                "not a verdict: {}",
+                                text.chars().take(200).collect::<String>()
+                            )
+                        }
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        (Status::Error, last, usage)
+    }
+}

@@ -1,0 +1,388 @@
+//! The systems a run compares, named on the command line as `NAME=SPEC`: a model id (`solo`),
+//! `fusion:<preset>`, `fusion:m1,m2,m3>synth`, or `vote:m1,m2,m3` (majority of the members'
+//! extracted answers, for multiple-choice and numeric tasks). Each answers in-process, through
+//! the same router and pipeline the server uses.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use quorate_api::{ChatCompletion, ChatRequest, Message, Usage};
+use quorate_config::Config;
+use quorate_fusion::{collect, Fusion};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Solo(String),
+    Fusion {
+        preset: Option<String>,
+        panel: Vec<String>,
+        synthesizer: Option<String>,
+    },
+    Vote(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct System {
+    pub name: String,
+    pub spec: String,
+    pub kind: Kind,
+}
+
+impl System {
+    /// `NAME=SPEC`, or a bare `SPEC` named after itself.
+    pub fn parse(arg: &str) -> anyhow::Result<Self> {
+        let (name, spec) = match arg.split_once('=') {
+            Some((name, spec)) if !name.is_empty() => (name.to_string(), spec.to_string()),
+            _ => (arg.to_string(), arg.to_string()),
+        };
+        let list = |text: &str| -> Vec<String> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let kind = if let Some(rest) = spec.strip_prefix("fusion:") {
+            match rest.split_once('>') {
+                Some((panel, synth)) => Kind::Fusion {
+                    preset: None,
+                    panel: list(panel),
+                    synthesizer: Some(synth.trim().to_string()),
+                },
+                None if rest.contains(',') => Kind::Fusion {
+                    preset: None,
+                    panel: list(rest),
+                    synthesizer: None,
+                },
+                None => Kind::Fusion {
+                    preset: Some(rest.to_string()),
+                    panel: Vec::new(),
+                    synthesizer: None,
+                },
+            }
+        } else if let Some(rest) = spec.strip_prefix("vote:") {
+            Kind::Vote(list(rest))
+        } else {
+            Kind::Solo(spec.clone())
+        };
+        match &kind {
+            Kind::Vote(models) if models.len() < 2 => {
+                bail!("system {name}: vote needs at least 2 models, got {spec:?}")
+            }
+            Kind::Fusion {
+                preset: None,
+                panel,
+                ..
+            } if panel.is_empty() => bail!("system {name}: fusion needs a preset or a panel"),
+            Kind::Solo(m) if m.is_empty() => bail!("system {name}: empty model id"),
+            _ => {}
+        }
+        Ok(Self { name, spec, kind })
+    }
+
+    pub fn kind_label(&self) -> &'static str {
+        match self.kind {
+            Kind::Solo(_) => "solo",
+            Kind::Fusion { .. } => "fusion",
+            Kind::Vote(_) => "vote",
+        }
+    }
+
+    /// Every model the system calls (to fetch local models before the run).
+    pub fn models(&self, config: &Config) -> Vec<String> {
+        match &self.kind {
+            Kind::Solo(m) => vec![m.clone()],
+            Kind::Vote(models) => models.clone(),
+            Kind::Fusion {
+                preset,
+                panel,
+                synthesizer,
+            } => {
+                let mut out = panel.clone();
+                out.extend(synthesizer.clone());
+                let name = preset.as_deref().unwrap_or_else(|| config.default_preset());
+                if let Some(p) = config.presets.get(name) {
+                    if panel.is_empty() {
+                        out.extend(p.panel.clone());
+                    }
+                    out.extend(p.judge.clone());
+                    out.push(p.synthesizer.clone());
+                }
+                out
+            }
+        }
+    }
+}
+
+/// How every system is asked, so that their answers compare.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Sampling temperature of solo answers, vote members and the fusion panel alike.
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    /// Research tools (`[{"type": "web_search", "parameters": {...}}, ...]`); `None`: no research.
+    pub tools: Option<Value>,
+}
+
+/// A system's answer to one task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Answer {
+    pub content: Option<String>,
+    pub error: Option<String>,
+    pub usage: Usage,
+    pub latency_ms: u64,
+    /// Every URL the system retrieved while researching.
+    pub sources: Vec<String>,
+    /// The members' own answers (vote and fusion panels), in slot order.
+    pub members: Vec<Option<String>>,
+}
+
+/// Extracts the comparable answer (a letter, a number) from a text, for votes.
+pub type Extract<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
+
+/// Asks `system`. Slot `i` of a panel or vote samples with `seed + i`, and a solo answer with
+/// `seed`: with one model everywhere, the solo answer is the panel's first member.
+pub async fn answer(
+    fusion: &Fusion,
+    system: &System,
+    messages: Vec<Message>,
+    seed: u64,
+    settings: &Settings,
+    extract: Option<Extract<'_>>,
+) -> Answer {
+    let started = Instant::now();
+    let result = match &system.kind {
+        Kind::Solo(model) => solo(fusion, model, messages, seed, settings).await,
+        Kind::Fusion { .. } => fused(fusion, system, messages, seed, settings).await,
+        Kind::Vote(models) => vote(fusion, models, messages, seed, settings, extract).await,
+    };
+    let mut answer = result.unwrap_or_else(|e| Answer {
+        error: Some(format!("{e:#}")),
+        ..Answer::default()
+    });
+    answer.latency_ms = started.elapsed().as_millis() as u64;
+    answer
+}
+
+fn request(model: &str, messages: Vec<Message>, seed: u64, settings: &Settings) -> ChatRequest {
+    let mut req = ChatRequest::new(model, messages);
+    req.temperature = settings.temperature;
+    req.max_tokens = settings.max_tokens;
+    req.extra.insert("seed".into(), json!(seed));
+    req
+}
+
+async fn solo(
+    fusion: &Fusion,
+    model: &str,
+    messages: Vec<Message>,
+    seed: u64,
+    settings: &Settings,
+) -> anyhow::Result<Answer> {
+    let mut req = request(model, messages, seed, settings);
+    if let Some(Value::Array(tools)) = &settings.tools {
+        // A solo model researches with the same tools, as server tools.
+        let server: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| {
+                let mut t = t.clone();
+                let kind = t.get("type")?.as_str()?.to_string();
+                t["type"] = json!(format!("quorate:{kind}"));
+                Some(t)
+            })
+            .collect();
+        if !server.is_empty() {
+            req.tools = Some(server);
+        }
+    }
+    let completion = match fusion.research_plan(&req)? {
+        Some(plan) => collect(fusion.run_research(plan, req), model.to_string()).await?,
+        None => fusion.router().complete(req).await?,
+    };
+    let research = completion.extra.get("research").cloned();
+    let mut answer = from_completion(&completion);
+    answer.sources = urls(research.as_ref().map(|r| &r["sources"]));
+    Ok(answer)
+}
+
+async fn fused(
+    fusion: &Fusion,
+    system: &System,
+    messages: Vec<Message>,
+    seed: u64,
+    settings: &Settings,
+) -> anyhow::Result<Answer> {
+    let Kind::Fusion {
+        preset,
+        panel,
+        synthesizer,
+    } = &system.kind
+    else {
+        bail!("not a fusion system");
+    };
+    let model = match preset {
+        Some(p) => format!("quorate/fusion:{p}"),
+        None => "quorate/fusion".to_string(),
+    };
+    let mut req = request(&model, messages, seed, settings);
+    req.temperature = None;
+    req.max_tokens = None;
+    let mut plugin = json!({"id": "fusion", "tools": settings.tools.clone().unwrap_or(json!([]))});
+    if !panel.is_empty() {
+        plugin["analysis_models"] = json!(panel);
+    }
+    if let Some(s) = synthesizer {
+        plugin["model"] = json!(s);
+    }
+    if let Some(t) = settings.temperature {
+        plugin["temperature"] = json!(t);
+    }
+    if let Some(n) = settings.max_tokens {
+        plugin["max_completion_tokens"] = json!(n);
+    }
+    req.extra.insert("plugins".into(), json!([plugin]));
+    let plan = fusion
+        .plan(&req)?
+        .context("the fusion spec did not make a fusion request")?;
+    let completion = collect(fusion.run(plan, req), model).await?;
+    let mut answer = from_completion(&completion);
+    let report = completion.extra.get("fusion").cloned().unwrap_or_default();
+    let panel = report["panel"].as_array().cloned().unwrap_or_default();
+    answer.members = panel
+        .iter()
+        .map(|m| m["content"].as_str().map(str::to_string))
+        .collect();
+    answer.sources = panel
+        .iter()
+        .flat_map(|m| urls(Some(&m["sources"])))
+        .collect();
+    Ok(answer)
+}
+
+async fn vote(
+    fusion: &Fusion,
+    models: &[String],
+    messages: Vec<Message>,
+    seed: u64,
+    settings: &Settings,
+    extract: Option<Extract<'_>>,
+) -> anyhow::Result<Answer> {
+    let extract =
+        extract.context("vote needs tasks with a short answer (multiple choice or a number)")?;
+    let calls = models.iter().enumerate().map(|(i, model)| {
+        let req = request(
+            model,
+            messages.clone(),
+            seed.wrapping_add(i as u64),
+            settings,
+        );
+        fusion.router().complete(req)
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut answer = Answer::default();
+    let mut ballots: Vec<String> = Vec::new();
+    for result in results {
+        let text = match result {
+            Ok(c) => {
+                add(&mut answer.usage, &c.usage.unwrap_or_default());
+                c.choices.first().map(|ch| ch.message.text())
+            }
+            Err(_) => None,
+        };
+        ballots.extend(text.as_deref().and_then(extract));
+        answer.members.push(text);
+    }
+    if answer.members.iter().all(Option::is_none) {
+        bail!("every vote member failed");
+    }
+    answer.content = Some(majority(&ballots).unwrap_or_default());
+    Ok(answer)
+}
+
+/// The most frequent ballot; a tie goes to the one cast first.
+pub fn majority(ballots: &[String]) -> Option<String> {
+    let mut best: Option<(&String, usize)> = None;
+    for ballot in ballots {
+        let count = ballots.iter().filter(|b| *b == ballot).count();
+        if best.is_none_or(|(_, c)| count > c) {
+            best = Some((ballot, count));
+        }
+    }
+    best.map(|(b, _)| b.clone())
+}
+
+fn from_completion(completion: &ChatCompletion) -> Answer {
+    Answer {
+        content: completion.choices.first().map(|c| c.message.text()),
+        usage: completion.usage.clone().unwrap_or_default(),
+        ..Answer::default()
+    }
+}
+
+fn urls(sources: Option<&Value>) -> Vec<String> {
+    sources
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|s| s["url"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Adds `u` into `total`, cost included.
+pub fn add(total: &mut Usage, u: &Usage) {
+    total.prompt_tokens += u.prompt_tokens;
+    total.completion_tokens += u.completion_tokens;
+    total.total_tokens += u.prompt_tokens + u.completion_tokens;
+    total.cost = Some(total.cost.unwrap_or_default() + u.cost.unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_into_systems() {
+        let s = System::parse("solo=local/smollm2-135m").unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.kind.clone()),
+            ("solo", Kind::Solo("local/smollm2-135m".into()))
+        );
+        let s = System::parse("fusion:local").unwrap();
+        assert_eq!(s.name, "fusion:local");
+        assert_eq!(
+            s.kind,
+            Kind::Fusion {
+                preset: Some("local".into()),
+                panel: vec![],
+                synthesizer: None
+            }
+        );
+        let s = System::parse("f=fusion:a/x, b/y,c/z>a/x").unwrap();
+        assert_eq!(
+            s.kind,
+            Kind::Fusion {
+                preset: None,
+                panel: vec!["a/x".into(), "b/y".into(), "c/z".into()],
+                synthesizer: Some("a/x".into())
+            }
+        );
+        assert_eq!(
+            System::parse("v=vote:m,m,m").unwrap().kind,
+            Kind::Vote(vec!["m".into(); 3])
+        );
+        assert!(System::parse("v=vote:m").is_err());
+        assert!(System::parse("x=").is_err());
+    }
+
+    #[test]
+    fn majority_breaks_ties_by_order() {
+        let b = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(majority(&b(&["B", "A", "A"])), Some("A".into()));
+        assert_eq!(majority(&b(&["B", "A", "C"])), Some("B".into()));
+        assert_eq!(majority(&[]), None);
+    }
+}
