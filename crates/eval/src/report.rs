@@ -204,12 +204,21 @@ fn capitalize(text: &str) -> String {
         .unwrap_or_default()
 }
 
+/// "draco — 100 tasks", "gsm8k — 400 questions".
+fn title(summary: &Summary) -> String {
+    let unit = if summary.benchmark == "draco" {
+        "tasks"
+    } else {
+        "questions"
+    };
+    format!("{} — {} {unit}", summary.benchmark, summary.questions)
+}
+
 pub fn markdown(summary: &Summary) -> String {
     let (header, rows) = table(summary);
     let mut out = format!(
-        "# {} — {} tasks\n\n| {} |\n|{}|\n",
-        summary.benchmark,
-        summary.questions,
+        "# {}\n\n| {} |\n|{}|\n",
+        title(summary),
         header.join(" | "),
         vec!["---"; header.len()].join("|")
     );
@@ -255,10 +264,7 @@ pub fn html(summary: &Summary) -> String {
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
          td:first-child,th:first-child{{text-align:left}}svg{{margin:1em 1em 0 0}}\
          </style></head><body><h1>{title}</h1><table><tr>",
-        title = escape(&format!(
-            "{} — {} tasks",
-            summary.benchmark, summary.questions
-        ))
+        title = escape(&title(summary))
     );
     for h in &header {
         let _ = write!(out, "<th>{}</th>", escape(h));
@@ -316,21 +322,30 @@ fn bars(summary: &Summary) -> String {
     svg
 }
 
-/// Score against cost; the Pareto frontier (no other system both cheaper and better) is joined.
+/// Score against cost (tokens when every system was free, e.g. local models); the Pareto
+/// frontier (no other system both cheaper and better) is joined.
 fn pareto(summary: &Summary) -> String {
-    let max_cost = summary
-        .rows
-        .iter()
-        .map(|r| r.cost_usd)
-        .fold(0.0, f64::max)
-        .max(1e-9);
+    let priced = summary.rows.iter().any(|r| r.cost_usd > 0.0);
+    let cost = |r: &Row| {
+        if priced {
+            r.cost_usd
+        } else {
+            (r.prompt_tokens + r.completion_tokens) as f64
+        }
+    };
+    let max_cost = summary.rows.iter().map(cost).fold(0.0, f64::max).max(1e-9);
     let x = |c: f64| PAD + (c / max_cost) * (W - 2.0 * PAD);
     let y = |v: f64| H - PAD - v.clamp(0.0, 1.0) * (H - 2.0 * PAD);
-    let mut svg = svg_open(&format!("{} vs cost (USD)", summary.metric));
+    let (axis, top) = if priced {
+        ("cost (USD)", format!("${max_cost:.4}"))
+    } else {
+        ("tokens (all systems free)", format!("{max_cost:.0} tokens"))
+    };
+    let mut svg = svg_open(&format!("{} vs {axis}", summary.metric));
     svg.push_str(&axis_y(&y));
     let _ = write!(
         svg,
-        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">${max_cost:.4}</text>",
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{top}</text>",
         W - PAD,
         H - PAD + 15.0
     );
@@ -339,16 +354,14 @@ fn pareto(summary: &Summary) -> String {
         .iter()
         .filter(|r| {
             !summary.rows.iter().any(|o| {
-                o.cost_usd <= r.cost_usd
-                    && o.score >= r.score
-                    && (o.cost_usd < r.cost_usd || o.score > r.score)
+                cost(o) <= cost(r) && o.score >= r.score && (cost(o) < cost(r) || o.score > r.score)
             })
         })
         .collect();
-    frontier.sort_by(|a, b| a.cost_usd.total_cmp(&b.cost_usd));
+    frontier.sort_by(|a, b| cost(a).total_cmp(&cost(b)));
     let points: Vec<String> = frontier
         .iter()
-        .map(|r| format!("{:.1},{:.1}", x(r.cost_usd), y(r.score)))
+        .map(|r| format!("{:.1},{:.1}", x(cost(r)), y(r.score)))
         .collect();
     let _ = write!(
         svg,
@@ -360,9 +373,9 @@ fn pareto(summary: &Summary) -> String {
             svg,
             "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#4c78a8\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{}</text>",
-            x(r.cost_usd),
+            x(cost(r)),
             y(r.score),
-            x(r.cost_usd) + 7.0,
+            x(cost(r)) + 7.0,
             y(r.score) - 7.0,
             escape(&r.system)
         );
@@ -437,5 +450,17 @@ mod tests {
         let line = page.split("<polyline points=\"").nth(1).unwrap_or_default();
         let points = line.split('"').next().unwrap_or_default();
         assert_eq!(points.split(' ').count(), 2, "{points}");
+        assert!(page.contains("vs cost (USD)") && md.starts_with("# draco — 2 tasks"));
+        // Free systems (local models) are compared on tokens instead.
+        let mut free = summary.clone();
+        free.benchmark = "gsm8k".into();
+        for (i, r) in free.rows.iter_mut().enumerate() {
+            r.cost_usd = 0.0;
+            r.completion_tokens = 100 * (i as u64 + 1);
+        }
+        let page = html(&free);
+        assert!(
+            page.contains("vs tokens (all systems free)") && page.contains("gsm8k — 2 questions")
+        );
     }
 }
