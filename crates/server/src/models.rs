@@ -107,8 +107,10 @@ fn configured_models(config: &Config) -> Vec<ModelInfo> {
                     prompt: per_token(model.input_usd_per_mtok),
                     completion: per_token(model.output_usd_per_mtok),
                 },
+                // Function calling only where the model can call functions (not local models).
                 supported_parameters: COMMON_PARAMETERS
                     .iter()
+                    .filter(|p| model.supports_tools || !p.starts_with("tool"))
                     .chain(extra)
                     .map(|s| s.to_string())
                     .collect(),
@@ -134,6 +136,16 @@ mod tests {
         assert_eq!(m.pricing.completion, "0.000015");
         assert_eq!(m.context_length, Some(8192));
         assert!(m.supported_parameters.contains(&"seed".to_string()));
+        assert!(m.supported_parameters.contains(&"tools".to_string()));
+        let local = list
+            .data
+            .iter()
+            .find(|m| m.id == "local/smollm2-135m")
+            .unwrap();
+        assert!(
+            !local.supported_parameters.contains(&"tools".to_string()),
+            "local models cannot call functions"
+        );
         let ids: Vec<&str> = list.data.iter().map(|m| m.id.as_str()).collect();
         for id in [
             "quorate/fusion",
