@@ -236,6 +236,12 @@ impl QaRun {
     /// Answers what is not answered yet, then writes the report.
     pub async fn run(self, fusion: &Fusion) -> anyhow::Result<Summary> {
         std::fs::create_dir_all(&self.out)?;
+        store::check_manifest(
+            &self.out,
+            &json!({"benchmark": self.dataset.name(), "seed": self.seed,
+                "temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens}),
+            &system::specs(&self.systems),
+        )?;
         let path = self.out.join("qa.jsonl");
         let done: HashSet<(String, String)> = store::load::<Record>(&path)?
             .into_iter()

@@ -67,6 +67,44 @@ impl Appender {
     }
 }
 
+/// Guards a resumed run against mixing results: `run.json` in `out` records the settings every
+/// result depends on and each system's spec. A rerun with other settings, or with a system name
+/// that meant another spec, is refused; new systems are added.
+pub fn check_manifest(
+    out: &Path,
+    settings: &serde_json::Value,
+    systems: &[(String, String)],
+) -> anyhow::Result<()> {
+    let path = out.join("run.json");
+    let mut known = serde_json::Map::new();
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let old: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a run manifest", path.display()))?;
+        if &old["settings"] != settings {
+            anyhow::bail!(
+                "{} holds results made with other settings ({}), not ({settings}); use another --out",
+                out.display(),
+                old["settings"]
+            );
+        }
+        known = old["systems"].as_object().cloned().unwrap_or_default();
+    }
+    for (name, spec) in systems {
+        match known.get(name).and_then(serde_json::Value::as_str) {
+            Some(old) if old != spec => anyhow::bail!(
+                "{}: system {name} was {old:?} there, not {spec:?}; rename it or use another --out",
+                out.display()
+            ),
+            _ => {
+                known.insert(name.clone(), serde_json::Value::from(spec.clone()));
+            }
+        }
+    }
+    let manifest = serde_json::json!({"settings": settings, "systems": known});
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest)?)?;
+    Ok(())
+}
+
 /// Runs `jobs`, at most `concurrency` at a time, appending each record to `path` as soon as it is
 /// made and counting it in a progress line (`failed` says which count as failures).
 pub async fn record_all<R, F>(
@@ -95,6 +133,24 @@ where
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    #[test]
+    fn a_rerun_must_keep_settings_and_specs() {
+        let out = std::env::temp_dir().join(format!("quorate-manifest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        let systems = |spec: &str| vec![("s".to_string(), spec.to_string())];
+        let settings = json!({"temperature": 0.4});
+        check_manifest(&out, &settings, &systems("m/a")).unwrap();
+        check_manifest(&out, &settings, &systems("m/a")).unwrap();
+        let more = vec![("t".to_string(), "m/b".to_string())];
+        check_manifest(&out, &settings, &more).unwrap();
+        let e = check_manifest(&out, &settings, &systems("m/c")).unwrap_err();
+        assert!(e.to_string().contains("system s was \"m/a\""), "{e}");
+        let e = check_manifest(&out, &json!({"temperature": 1.0}), &more).unwrap_err();
+        assert!(e.to_string().contains("other settings"), "{e}");
+        let _ = std::fs::remove_dir_all(&out);
+    }
 
     #[test]
     fn a_torn_line_is_skipped_and_appending_resumes_on_a_new_line() {

@@ -116,6 +116,14 @@ impl System {
     }
 }
 
+/// `(name, spec)` of each system, for the run manifest.
+pub fn specs(systems: &[System]) -> Vec<(String, String)> {
+    systems
+        .iter()
+        .map(|s| (s.name.clone(), s.spec.clone()))
+        .collect()
+}
+
 /// How every system is asked, so that their answers compare.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {

@@ -62,6 +62,14 @@ impl DracoRun {
 
     pub async fn run(self, fusion: &Fusion) -> anyhow::Result<Summary> {
         std::fs::create_dir_all(&self.out)?;
+        let settings = &self.settings;
+        store::check_manifest(
+            &self.out,
+            &json!({"benchmark": "draco", "grader": self.grader.model,
+                "grader_temperature": self.grader.temperature, "temperature": settings.temperature,
+                "max_tokens": settings.max_tokens, "tools": settings.tools}),
+            &system::specs(&self.systems),
+        )?;
         if !self.report_only {
             self.answer_all(fusion).await?;
             self.grade_all().await?;
