@@ -145,6 +145,9 @@ pub struct Answer {
     pub sources: Vec<String>,
     /// The members' own answers (vote and fusion panels), in slot order.
     pub members: Vec<Option<String>>,
+    /// Fusion: the judge's analysis and why it failed, if it did (for reading transcripts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<Value>,
 }
 
 /// Extracts the comparable answer (a letter, a number) from a text, for votes.
@@ -266,6 +269,8 @@ async fn fused(
         .iter()
         .flat_map(|m| urls(Some(&m["sources"])))
         .collect();
+    answer.judge = Some(json!({"analysis": report["analysis"],
+        "failure_reason": report["failure_reason"]}));
     Ok(answer)
 }
 
