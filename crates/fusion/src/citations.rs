@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use quorate_api::{ChatCompletion, Content};
 use quorate_tools::Source;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -96,6 +97,31 @@ pub fn check(text: &str, numbered: &[Numbered], sources: &[Source], strict: bool
     }
     out.text.push_str(rest);
     out
+}
+
+/// Checks a whole answer's citations in place: annotations on its message, the text cleaned in
+/// strict mode. Returns the unverified citations.
+pub fn check_completion(
+    completion: &mut ChatCompletion,
+    numbered: &[Numbered],
+    sources: &[Source],
+    strict: bool,
+) -> Vec<String> {
+    let Some(choice) = completion.choices.first_mut() else {
+        return Vec::new();
+    };
+    let text = choice.message.text();
+    let cited = check(&text, numbered, sources, strict);
+    if strict && cited.text != text {
+        choice.message.content = Some(Content::Text(cited.text));
+    }
+    if !cited.annotations.is_empty() {
+        choice
+            .message
+            .extra
+            .insert("annotations".into(), Value::Array(cited.annotations));
+    }
+    cited.unverified
 }
 
 fn raw_target<'a>(citation: &Citation<'a>, raw: &'a str) -> &'a str {

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use quorate_api::{ChatCompletion, ChatRequest, Message, Role, ToolCall, Usage};
+use quorate_config::{Config, ProviderKind};
 use quorate_providers::{Error, Router};
 use quorate_tools::{Session, Source};
 use serde::Serialize;
@@ -146,6 +147,37 @@ pub struct Prefetched {
 
 /// Results fetched per prefetch: a small model's context holds a few passages, not a library.
 const PREFETCH_RESULTS: usize = 3;
+
+/// The most characters of prefetched extracts a prompt gets, whatever the context allows.
+pub const PREFETCH_CHARS: usize = 6_000;
+
+/// Whether `model` runs in-process (its prompts then use the templates' compact form).
+pub fn is_local(config: &Config, model: &str) -> bool {
+    config
+        .resolve(model)
+        .and_then(|m| config.providers.get(&m.provider))
+        .is_some_and(|p| p.kind == ProviderKind::Local)
+}
+
+/// Replaces the request's last user message with it plus the prefetched extracts
+/// (`prompts/prefetch.j2`). False when there is no user message to replace.
+pub fn with_extracts(
+    prompts: &Prompts,
+    config: &Config,
+    req: &mut ChatRequest,
+    found: &Prefetched,
+) -> Result<bool, Error> {
+    let Some(last) = req.messages.iter().rposition(|m| m.role == Role::User) else {
+        return Ok(false);
+    };
+    let text = prompts.render(
+        prompts::PREFETCH,
+        json!({"question": req.messages[last].text(), "extracts": found.extracts,
+            "compact": is_local(config, &req.model)}),
+    )?;
+    req.messages[last] = Message::new(Role::User, text.trim());
+    Ok(true)
+}
 
 /// Searches `question`, reads the top results (in parallel) and keeps each one's passages that
 /// share the most words with the question, within `budget` characters in all.

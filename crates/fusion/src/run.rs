@@ -10,7 +10,6 @@ use futures::{Stream, StreamExt};
 use quorate_api::{
     ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Message, Role, Usage,
 };
-use quorate_config::ProviderKind;
 use quorate_providers::{Error, Router};
 use quorate_tools::{Session, Source};
 use serde::Serialize;
@@ -26,7 +25,7 @@ use crate::report::{
     add, FailureReason, FusionError, FusionReport, JudgeAttempt, MemberError, MemberReport,
     MemberStatus,
 };
-use crate::research::{self, Prefetched};
+use crate::research::{self, Prefetched, PREFETCH_CHARS};
 
 /// What a run yields: progress events, the final answer (streamed as chunks, or whole), then the
 /// report. A fusion tool the model chose not to call yields only the answer.
@@ -52,9 +51,6 @@ const JUDGE_MAX_TOKENS: u32 = 4096;
 
 /// Rough characters per token, to keep prompts inside a model's context.
 const CHARS_PER_TOKEN: usize = 3;
-
-/// The most characters of prefetched extracts a prompt gets, whatever the context allows.
-const PREFETCH_CHARS: usize = 6_000;
 
 pub struct Run {
     pub router: Router,
@@ -330,19 +326,8 @@ impl Run {
         let Some(found) = prefetched.filter(|p| !p.extracts.is_empty()) else {
             return Approach::Plain;
         };
-        let text = self.prompts.render(
-            prompts::PREFETCH,
-            json!({"question": question(&req.messages), "extracts": found.extracts,
-                "compact": self.is_local(&req.model)}),
-        );
-        match (
-            text,
-            req.messages.iter().rposition(|m| m.role == Role::User),
-        ) {
-            (Ok(text), Some(last)) => {
-                req.messages[last] = Message::new(Role::User, text.trim());
-                Approach::Prefetched(found.sources.clone())
-            }
+        match research::with_extracts(&self.prompts, self.router.config(), req, found) {
+            Ok(true) => Approach::Prefetched(found.sources.clone()),
             _ => Approach::Plain,
         }
     }
@@ -709,11 +694,7 @@ impl Run {
     }
 
     fn is_local(&self, model: &str) -> bool {
-        let config = self.router.config();
-        config
-            .resolve(model)
-            .and_then(|m| config.providers.get(&m.provider))
-            .is_some_and(|p| p.kind == ProviderKind::Local)
+        research::is_local(self.router.config(), model)
     }
 
     /// How many characters each answer may keep so that the prompt fits `model`'s context with

@@ -11,13 +11,9 @@ use quorate_tools::{Session, ToolName, ToolSpec};
 use serde_json::{json, Value};
 
 use crate::citations;
-use crate::prompts;
-use crate::research::{self, Researched};
+use crate::research::{self, Researched, PREFETCH_CHARS};
 use crate::run::{FusionStream, Item};
 use crate::Fusion;
-
-/// Characters of prefetched extracts for a model whose context is unknown.
-const PREFETCH_CHARS: usize = 6_000;
 
 /// The research tools a request's `tools` asks the gateway to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,23 +135,13 @@ impl Fusion {
         mut req: ChatRequest,
         budget: usize,
     ) -> Result<Researched, Error> {
-        let last = req.messages.iter().rposition(|m| m.role == Role::User);
+        let question = req.messages.iter().rev().find(|m| m.role == Role::User);
         let mut done = Researched::default();
-        if let (Some(last), true) = (last, session.has_search()) {
-            let question = req.messages[last].text();
+        if let (Some(question), true) = (question.map(Message::text), session.has_search()) {
             let found = research::prefetch(session, &question, budget).await;
-            if !found.extracts.is_empty() {
-                let local = self
-                    .router
-                    .config()
-                    .resolve(&req.model)
-                    .and_then(|m| m.gguf)
-                    .is_some();
-                let text = self.prompts.render(
-                    prompts::PREFETCH,
-                    json!({"question": question, "extracts": found.extracts, "compact": local}),
-                )?;
-                req.messages[last] = Message::new(Role::User, text.trim());
+            if !found.extracts.is_empty()
+                && research::with_extracts(&self.prompts, self.router.config(), &mut req, &found)?
+            {
                 done.sources = found.sources;
             }
         }
@@ -171,17 +157,8 @@ impl Fusion {
             .completion
             .unwrap_or_else(|| ChatCompletion::assistant("", String::new(), None));
         let numbered = citations::number(&done.sources);
-        let mut unverified = Vec::new();
-        if let Some(choice) = completion.choices.first_mut() {
-            let cited = citations::check(&choice.message.text(), &numbered, &done.sources, false);
-            unverified = cited.unverified;
-            if !cited.annotations.is_empty() {
-                choice
-                    .message
-                    .extra
-                    .insert("annotations".into(), Value::Array(cited.annotations));
-            }
-        }
+        let unverified =
+            citations::check_completion(&mut completion, &numbered, &done.sources, false);
         completion.usage = Some(done.usage);
         completion.extra.insert(
             "research".into(),

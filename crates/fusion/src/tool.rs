@@ -5,7 +5,7 @@
 //! calls always go back to the client.
 
 use futures::StreamExt;
-use quorate_api::{ChatCompletion, ChatRequest, Content, Message, Role, ToolCall};
+use quorate_api::{ChatCompletion, ChatRequest, Message, Role, ToolCall};
 use quorate_providers::Error;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -67,7 +67,12 @@ impl Run {
             match self.outer_call(follow).await {
                 Ok(mut completion) => {
                     add(&mut report.usage.synthesis, &completion.usage.clone().unwrap_or_default());
-                    report.unverified_citations = self.cite(&mut completion, &report);
+                    report.unverified_citations = citations::check_completion(
+                        &mut completion,
+                        &report.sources,
+                        &all_sources(&report.panel),
+                        self.plan.strict_citations,
+                    );
                     yield Ok(Item::Answer(Box::new(completion)));
                 }
                 Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
@@ -76,27 +81,6 @@ impl Run {
             report.timings.total_ms = millis(started);
             yield Ok(Item::Done(Box::new(report)));
         })
-    }
-
-    /// Checks a whole answer's citations: annotations on the message, the text cleaned in
-    /// strict mode; returns the unverified ones.
-    fn cite(&self, completion: &mut ChatCompletion, report: &FusionReport) -> Vec<String> {
-        let Some(choice) = completion.choices.first_mut() else {
-            return Vec::new();
-        };
-        let text = choice.message.text();
-        let strict = self.plan.strict_citations;
-        let cited = citations::check(&text, &report.sources, &all_sources(&report.panel), strict);
-        if strict && cited.text != text {
-            choice.message.content = Some(Content::Text(cited.text));
-        }
-        if !cited.annotations.is_empty() {
-            choice
-                .message
-                .extra
-                .insert("annotations".into(), Value::Array(cited.annotations));
-        }
-        cited.unverified
     }
 
     /// The caller's request with the fusion tool turned into a function the model can call.
