@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use quorate_api::{ChatCompletion, ChatRequest, Message, Usage};
 use quorate_config::Config;
-use quorate_fusion::{collect, Fusion};
+use quorate_fusion::{add_usage, collect, Fusion};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -299,7 +299,7 @@ async fn vote(
     for result in results {
         let text = match result {
             Ok(c) => {
-                add(&mut answer.usage, &c.usage.unwrap_or_default());
+                add_usage(&mut answer.usage, &c.usage.unwrap_or_default());
                 c.choices.first().map(|ch| ch.message.text())
             }
             Err(_) => None,
@@ -343,14 +343,6 @@ fn urls(sources: Option<&Value>) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Adds `u` into `total`, cost included.
-pub fn add(total: &mut Usage, u: &Usage) {
-    total.prompt_tokens += u.prompt_tokens;
-    total.completion_tokens += u.completion_tokens;
-    total.total_tokens += u.prompt_tokens + u.completion_tokens;
-    total.cost = Some(total.cost.unwrap_or_default() + u.cost.unwrap_or_default());
 }
 
 #[cfg(test)]

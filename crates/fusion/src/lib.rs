@@ -26,7 +26,9 @@ pub use analysis::Analysis;
 pub use citations::Numbered;
 pub use plan::{Plan, FUSION_TOOL_TYPES};
 pub use prompts::Prompts;
-pub use report::{FailureReason, FusionError, FusionReport, MemberReport, MemberStatus};
+pub use report::{
+    add as add_usage, FailureReason, FusionError, FusionReport, MemberReport, MemberStatus,
+};
 pub use run::{FusionStream, Item};
 pub use server_tools::ResearchPlan;
 

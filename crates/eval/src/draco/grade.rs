@@ -88,7 +88,7 @@ impl Grader {
                 .insert("seed".into(), json!(u64::from(pass) * 2 + attempt));
             match self.router.complete(req).await {
                 Ok(c) => {
-                    crate::system::add(&mut usage, &c.usage.clone().unwrap_or_default());
+                    quorate_fusion::add_usage(&mut usage, &c.usage.clone().unwrap_or_default());
                     let text = c
                         .choices
                         .first()
