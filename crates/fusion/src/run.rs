@@ -236,26 +236,45 @@ impl Run {
 
     // ---- panel ----
 
+    /// Every member at once; those without tools first wait for the run's one prefetch, the
+    /// others do not.
     async fn panel(&self, events: &Events, note: &mut Option<String>) -> Vec<MemberReport> {
         let base = inner_request(&self.request, false);
-        let prefetched = self.prefetch(events, note).await;
-        let member_deadline = (Instant::now() + self.plan.member_timeout).min(self.deadline);
+        let prefetch = tokio::sync::OnceCell::new();
         let members = self.plan.panel.iter().enumerate().map(|(slot, model)| {
-            let mut req = base.clone();
-            req.model.clone_from(model);
-            req.temperature = self.plan.temperature;
-            req.max_tokens = None;
-            req.max_completion_tokens = self.plan.max_completion_tokens;
-            let seed = self.plan.seed.wrapping_add(slot as u64);
-            req.extra.insert("seed".into(), json!(seed));
-            let approach = self.approach(&mut req, prefetched.as_ref());
-            self.member(slot, seed, req, approach, member_deadline, events.clone())
+            let (base, prefetch) = (&base, &prefetch);
+            async move {
+                let mut req = base.clone();
+                req.model.clone_from(model);
+                req.temperature = self.plan.temperature;
+                req.max_tokens = None;
+                req.max_completion_tokens = self.plan.max_completion_tokens;
+                let seed = self.plan.seed.wrapping_add(slot as u64);
+                req.extra.insert("seed".into(), json!(seed));
+                let prefetched = if self.supports_tools(model) {
+                    None
+                } else {
+                    prefetch
+                        .get_or_init(|| self.prefetch(events))
+                        .await
+                        .as_ref()
+                };
+                let approach = self.approach(&mut req, prefetched);
+                let deadline = (Instant::now() + self.plan.member_timeout).min(self.deadline);
+                self.member(slot, seed, req, approach, deadline, events.clone())
+                    .await
+            }
         });
-        futures::future::join_all(members).await
+        let reports = futures::future::join_all(members).await;
+        if let Some(e) = prefetch.get().and_then(|p| p.as_ref()?.error.as_ref()) {
+            let line = format!("prefetch failed: {e}");
+            *note = Some(note.take().map_or(line.clone(), |n| format!("{n}; {line}")));
+        }
+        reports
     }
 
     /// Prefetch for the members that cannot call tools, once per run, when search is on.
-    async fn prefetch(&self, events: &Events, note: &mut Option<String>) -> Option<Prefetched> {
+    async fn prefetch(&self, events: &Events) -> Option<Prefetched> {
         let without_tools: Vec<&String> = self
             .plan
             .panel
@@ -290,10 +309,6 @@ impl Run {
             json!({"type": "prefetch_done", "sources": found.sources.len(),
             "error": found.error, "latency_ms": millis(started)}),
         );
-        if let Some(e) = &found.error {
-            let line = format!("prefetch failed: {e}");
-            *note = Some(note.take().map_or(line.clone(), |n| format!("{n}; {line}")));
-        }
         Some(found)
     }
 

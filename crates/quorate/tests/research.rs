@@ -16,6 +16,7 @@ use common::{config, sim, sse, start, Gateway};
 use quorate_sim::Sim;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::time::Duration;
 
 const TIDES: &str = r#"<html><head><title>How tides work</title></head><body>
 <nav>Home · Subscribe · Log in</nav>
@@ -28,9 +29,15 @@ const MOON: &str = r#"<html><head><title>The Moon</title></head><body>
 /// The fixture site: two pages and a SearXNG-compatible `/search` that also returns a result on
 /// an excluded domain.
 async fn site() -> SocketAddr {
+    site_with(Duration::ZERO).await
+}
+
+/// The fixture site whose search answers after `delay`.
+async fn site_with(delay: Duration) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let search = move |Query(q): Query<HashMap<String, String>>| async move {
+        tokio::time::sleep(delay).await;
         Json(json!({"query": q["q"], "results": [
             {"url": format!("http://{addr}/tides"), "title": "How tides work", "content": "The Moon pulls."},
             {"url": "https://huggingface.co/datasets/draco", "title": "Rubric", "content": "the answers"},
@@ -403,6 +410,45 @@ async fn server_tools_stream_the_answer_with_usage_and_sources() {
     let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(last["usage"]["cost"].as_f64(), Some(0.02));
     assert!(urls(&last["research"]["sources"]).contains(&format!("http://{site}/tides")));
+}
+
+/// In a panel mixing models with and without tools, only those without wait for the prefetch.
+#[tokio::test]
+async fn members_with_tools_start_without_waiting_for_the_prefetch() {
+    let site = site_with(Duration::from_millis(800)).await;
+    let (_sim, addr) = sim(&scripts(site)).await;
+    let config = research_config(addr, site)
+        + "\n[models.\"sim/reader\"]\nprovider = \"sim\"\nupstream = \"p3\"\nsupports_tools = false\n";
+    let gw = start(&config, &[]).await;
+    let mut request = fusion_request(json!({"id": "fusion", "stream_progress": true,
+        "analysis_models": ["sim/p3", "sim/reader"]}));
+    request["stream"] = json!(true);
+    let (data, _) = sse(gw.post(&request).await).await;
+    let chunks: Vec<Value> = data
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let events: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c.get("fusion_event"))
+        .collect();
+    let at = |kind: &str, model: Option<&str>| {
+        events
+            .iter()
+            .position(|e| e["type"] == kind && model.is_none_or(|m| e["model"] == m))
+            .unwrap_or_else(|| panic!("no {kind} event for {model:?}: {events:?}"))
+    };
+    let prefetched = at("prefetch_done", None);
+    assert!(at("member_done", Some("sim/p3")) < prefetched, "{events:?}");
+    assert!(
+        at("member_started", Some("sim/reader")) > prefetched,
+        "{events:?}"
+    );
+    let report = chunks.iter().rev().find_map(|c| c.get("fusion")).unwrap();
+    let reader = &report["panel"][1];
+    assert_eq!(reader["model"], "sim/reader");
+    assert_eq!(reader["sources"][0]["via"], "prefetch", "{reader}");
+    assert_eq!(report["panel"][0]["sources"], json!([]));
 }
 
 /// The `local` preset with a local index: the gateway searches the question, reads the matching
