@@ -6,6 +6,11 @@
 //! omission). Latency counts from the moment the task sends: tokio's timer fires up to a
 //! millisecond after the due time, and that lateness belongs to the load generator, not to the
 //! path being measured. The lateness is reported separately.
+//!
+//! Each cell is split into rounds that alternate the two paths, so a drift in the machine's
+//! background load lands on both. `--pin` gives the gateway a CPU of its own and keeps the
+//! simulator and the load generator on the others, the way a deployed gateway does not share
+//! its cores with its upstream or its clients.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,8 +36,16 @@ struct Args {
     /// The `quorate-sim` binary (default: next to this one).
     #[arg(long)]
     sim_bin: Option<PathBuf>,
+    /// Alternating rounds per cell (direct, gateway, direct, ...).
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Run the gateway alone on the last CPU; the simulator and this load generator on the rest
+    /// (Linux, needs `taskset` and at least 2 CPUs).
+    #[arg(long)]
+    pin: bool,
 }
 
+#[derive(Default)]
 struct Sample {
     latencies_us: Vec<u64>,
     errors: u64,
@@ -40,18 +53,87 @@ struct Sample {
     late_us: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+impl Sample {
+    fn absorb(&mut self, other: Sample) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        self.late_us = self.late_us.max(other.late_us);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let cpus = Cpus::plan(args.pin)?;
+    // Pinned before the runtime starts, so its worker threads inherit the CPUs and tokio sizes
+    // its pool to them.
+    if let Some(cpus) = &cpus {
+        pin_self(&cpus.others)?;
+    }
+    tokio::runtime::Runtime::new()?.block_on(bench(args, cpus))
+}
+
+/// Which CPUs the gateway and everything else run on, as `taskset` lists.
+struct Cpus {
+    gateway: String,
+    others: String,
+}
+
+impl Cpus {
+    fn plan(pin: bool) -> anyhow::Result<Option<Self>> {
+        if !pin {
+            return Ok(None);
+        }
+        let n = std::thread::available_parallelism()?.get();
+        if n < 2 {
+            anyhow::bail!("--pin needs at least 2 CPUs, this machine gives {n}");
+        }
+        Ok(Some(Self {
+            gateway: (n - 1).to_string(),
+            others: format!("0-{}", n - 2),
+        }))
+    }
+}
+
+fn pin_self(cpus: &str) -> anyhow::Result<()> {
+    let pid = std::process::id().to_string();
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| anyhow::anyhow!("--pin runs taskset: {e}"))?;
+    anyhow::ensure!(status.success(), "taskset -p -c {cpus} failed: {status}");
+    Ok(())
+}
+
+/// Starts `bin` with `args`, under `taskset -c cpus` when pinning.
+async fn start(
+    bin: &std::path::Path,
+    args: &[&str],
+    cpus: Option<&str>,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    match cpus {
+        None => spawn_listening(bin, args).await,
+        Some(cpus) => {
+            let bin = bin.to_string_lossy();
+            let mut all = vec!["-c", cpus, bin.as_ref()];
+            all.extend_from_slice(args);
+            spawn_listening(std::path::Path::new("taskset"), &all).await
+        }
+    }
+}
+
+async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     // The sim runs as a process of its own, like the gateway, so both paths pay the same
     // cross-process wake-ups and the difference is the gateway's own cost.
-    let (mut sim, sim_url) = spawn_listening(
+    let (mut sim, sim_url) = start(
         &sibling(&args.sim_bin, "quorate-sim")?,
         &["--listen", "127.0.0.1:0"],
+        cpus.as_ref().map(|c| c.others.as_str()),
     )
     .await?;
     let sim_addr = sim_url.trim_start_matches("http://").to_string();
-    let (mut gateway, gateway_url) = start_gateway(&args, &sim_addr).await?;
+    let (mut gateway, gateway_url) =
+        start_gateway(&args, &sim_addr, cpus.as_ref().map(|c| c.gateway.as_str())).await?;
     let direct = format!("http://{sim_addr}/v1/chat/completions");
     let through = format!("{gateway_url}/v1/chat/completions");
     let client = reqwest::Client::builder()
@@ -63,9 +145,16 @@ async fn main() -> anyhow::Result<()> {
     run(&client, &direct, 200, 1.0).await;
     run(&client, &through, 200, 1.0).await;
 
+    let placement = match &cpus {
+        Some(c) => format!(
+            "gateway on CPU {}, sim and load on CPUs {}",
+            c.gateway, c.others
+        ),
+        None => "all processes on all CPUs".to_string(),
+    };
     println!(
-        "open-loop load, non-streaming echo completions, {}s per cell",
-        args.seconds
+        "open-loop load, non-streaming echo completions, {}s per path and rate in {} alternating rounds; {placement}",
+        args.seconds, args.rounds
     );
     println!(
         "| rate (req/s) | path | p50 ms | p90 ms | p99 ms | errors | worst send lateness ms |"
@@ -73,8 +162,7 @@ async fn main() -> anyhow::Result<()> {
     println!("|---:|---|---:|---:|---:|---:|---:|");
     let mut added_rows = Vec::new();
     for &rate in &args.rates {
-        let d = run(&client, &direct, rate, args.seconds).await;
-        let g = run(&client, &through, rate, args.seconds).await;
+        let (d, g) = alternate(&client, [&direct, &through], rate, &args).await;
         let (dp, gp) = (percentiles(&d), percentiles(&g));
         print_row(rate, "direct to sim", &d);
         print_row(rate, "through gateway", &g);
@@ -103,7 +191,32 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_gateway(args: &Args, sim: &str) -> anyhow::Result<(tokio::process::Child, String)> {
+/// `rounds` alternating runs of the two URLs, each URL's samples pooled.
+async fn alternate(
+    client: &reqwest::Client,
+    urls: [&str; 2],
+    rate: u32,
+    args: &Args,
+) -> (Sample, Sample) {
+    let rounds = args.rounds.max(1);
+    let seconds = args.seconds / f64::from(rounds);
+    let mut pooled = [Sample::default(), Sample::default()];
+    for _ in 0..rounds {
+        for (url, pool) in urls.iter().zip(pooled.iter_mut()) {
+            pool.absorb(run(client, url, rate, seconds).await);
+        }
+    }
+    let [mut d, mut g] = pooled;
+    d.latencies_us.sort_unstable();
+    g.latencies_us.sort_unstable();
+    (d, g)
+}
+
+async fn start_gateway(
+    args: &Args,
+    sim: &str,
+    cpus: Option<&str>,
+) -> anyhow::Result<(tokio::process::Child, String)> {
     let config = std::env::temp_dir().join(format!("quorate-bench-{}.toml", std::process::id()));
     std::fs::write(
         &config,
@@ -112,9 +225,10 @@ async fn start_gateway(args: &Args, sim: &str) -> anyhow::Result<(tokio::process
         ),
     )?;
     let config = config.to_string_lossy().into_owned();
-    spawn_listening(
+    start(
         &sibling(&args.gateway_bin, "quorate")?,
         &["serve", "--listen", "127.0.0.1:0", "--config", &config],
+        cpus,
     )
     .await
 }
@@ -167,16 +281,7 @@ async fn run(client: &reqwest::Client, url: &str, rate: u32, seconds: f64) -> Sa
     for t in tasks {
         let _ = t.await;
     }
-    let mut sample = Arc::try_unwrap(sample).map_or_else(
-        |_| Sample {
-            latencies_us: vec![],
-            errors: 0,
-            late_us: 0,
-        },
-        Mutex::into_inner,
-    );
-    sample.latencies_us.sort_unstable();
-    sample
+    Arc::try_unwrap(sample).map_or_else(|_| Sample::default(), Mutex::into_inner)
 }
 
 fn print_row(rate: u32, path: &str, s: &Sample) {
