@@ -90,6 +90,30 @@ impl System {
         }
     }
 
+    /// Refuses, before any question is asked, a preset or model the config does not know.
+    pub fn check(&self, config: &Config) -> anyhow::Result<()> {
+        if let Kind::Fusion {
+            preset: Some(preset),
+            ..
+        } = &self.kind
+        {
+            if !config.presets.contains_key(preset) {
+                let known: Vec<&str> = config.presets.keys().map(String::as_str).collect();
+                bail!(
+                    "system {}: unknown fusion preset {preset:?} (presets: {})",
+                    self.name,
+                    known.join(", ")
+                );
+            }
+        }
+        for model in self.models(config) {
+            config
+                .check_inner_model(&model)
+                .map_err(|e| anyhow::anyhow!("system {}: {e}", self.name))?;
+        }
+        Ok(())
+    }
+
     /// Every model the system calls (to fetch local models before the run).
     pub fn models(&self, config: &Config) -> Vec<String> {
         match &self.kind {
@@ -348,6 +372,30 @@ fn urls(sources: Option<&Value>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_presets_and_models_are_refused_before_the_run() {
+        let config = Config::builtin();
+        assert!(System::parse("f=fusion:local")
+            .unwrap()
+            .check(&config)
+            .is_ok());
+        let e = System::parse("f=fusion:nope")
+            .unwrap()
+            .check(&config)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("system f: unknown fusion preset \"nope\"") && e.contains("local"),
+            "{e}"
+        );
+        let e = System::parse("v=vote:local/smollm2-135m,ghost/x")
+            .unwrap()
+            .check(&config)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ghost/x"), "{e}");
+    }
 
     #[test]
     fn specs_parse_into_systems() {

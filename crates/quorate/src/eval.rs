@@ -109,11 +109,7 @@ fn systems(config: &Config, specs: &[String]) -> anyhow::Result<Vec<System>> {
         if systems[..i].iter().any(|o| o.name == s.name) {
             anyhow::bail!("two systems are named {:?}; name them NAME=SPEC", s.name);
         }
-        for model in s.models(config) {
-            config
-                .check_inner_model(&model)
-                .map_err(|e| anyhow::anyhow!("system {}: {e}", s.name))?;
-        }
+        s.check(config)?;
     }
     Ok(systems)
 }
