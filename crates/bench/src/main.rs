@@ -5,7 +5,8 @@
 //! earlier ones have finished, so a stalled gateway cannot slow the offered load (no coordinated
 //! omission). Latency counts from the moment the task sends: tokio's timer fires up to a
 //! millisecond after the due time, and that lateness belongs to the load generator, not to the
-//! path being measured. The lateness is reported separately.
+//! path being measured. The lateness is reported separately. The gateway's own time per request
+//! comes from its `Server-Timing` header (total handling minus the wait on the upstream).
 //!
 //! Each cell is split into rounds that alternate the two paths, so a drift in the machine's
 //! background load lands on both. `--pin` gives the gateway a CPU of its own and keeps the
@@ -48,6 +49,8 @@ struct Args {
 #[derive(Default)]
 struct Sample {
     latencies_us: Vec<u64>,
+    /// The gateway's own time per request, from its `Server-Timing` header (total - upstream).
+    own_us: Vec<u64>,
     errors: u64,
     /// The worst lateness of a send against its schedule.
     late_us: u64,
@@ -56,6 +59,7 @@ struct Sample {
 impl Sample {
     fn absorb(&mut self, other: Sample) {
         self.latencies_us.extend(other.latencies_us);
+        self.own_us.extend(other.own_us);
         self.errors += other.errors;
         self.late_us = self.late_us.max(other.late_us);
     }
@@ -163,7 +167,7 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     let mut added_rows = Vec::new();
     for &rate in &args.rates {
         let (d, g) = alternate(&client, [&direct, &through], rate, &args).await;
-        let (dp, gp) = (percentiles(&d), percentiles(&g));
+        let (dp, gp) = (percentiles(&d.latencies_us), percentiles(&g.latencies_us));
         print_row(rate, "direct to sim", &d);
         print_row(rate, "through gateway", &g);
         added_rows.push((
@@ -173,17 +177,24 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
                 gp[1] as i64 - dp[1] as i64,
                 gp[2] as i64 - dp[2] as i64,
             ],
+            g.own_us,
         ));
     }
     println!();
-    println!("| rate (req/s) | added p50 ms | added p90 ms | added p99 ms |");
-    println!("|---:|---:|---:|---:|");
-    for (rate, added) in added_rows {
+    println!(
+        "| rate (req/s) | added p50 ms | added p90 ms | added p99 ms | gateway's own p50 / p99 / max ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for (rate, added, own) in added_rows {
+        let [p50, _, p99] = percentiles(&own);
         println!(
-            "| {rate} | {} | {} | {} |",
+            "| {rate} | {} | {} | {} | {} / {} / {} |",
             signed_ms(added[0]),
             signed_ms(added[1]),
-            signed_ms(added[2])
+            signed_ms(added[2]),
+            ms(p50),
+            ms(p99),
+            ms(own.last().copied().unwrap_or_default())
         );
     }
     let _ = gateway.start_kill();
@@ -207,8 +218,10 @@ async fn alternate(
         }
     }
     let [mut d, mut g] = pooled;
-    d.latencies_us.sort_unstable();
-    g.latencies_us.sort_unstable();
+    for s in [&mut d, &mut g] {
+        s.latencies_us.sort_unstable();
+        s.own_us.sort_unstable();
+    }
     (d, g)
 }
 
@@ -241,8 +254,7 @@ async fn run(client: &reqwest::Client, url: &str, rate: u32, seconds: f64) -> Sa
     );
     let sample = Arc::new(Mutex::new(Sample {
         latencies_us: Vec::with_capacity(total as usize),
-        errors: 0,
-        late_us: 0,
+        ..Sample::default()
     }));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
@@ -264,15 +276,19 @@ async fn run(client: &reqwest::Client, url: &str, rate: u32, seconds: f64) -> Sa
                 .body(body.as_str().to_owned())
                 .send()
                 .await;
-            let ok = match result {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
+            let (ok, own) = match result {
+                Ok(r) => {
+                    let own = own_time_us(r.headers());
+                    (r.status().is_success() && r.bytes().await.is_ok(), own)
+                }
+                Err(_) => (false, None),
             };
             let elapsed = sent.elapsed().as_micros() as u64;
             let mut s = sample.lock().await;
             s.late_us = s.late_us.max(late_us);
             if ok {
                 s.latencies_us.push(elapsed);
+                s.own_us.extend(own);
             } else {
                 s.errors += 1;
             }
@@ -284,8 +300,24 @@ async fn run(client: &reqwest::Client, url: &str, rate: u32, seconds: f64) -> Sa
     Arc::try_unwrap(sample).map_or_else(|_| Sample::default(), Mutex::into_inner)
 }
 
+/// `total - upstream` of a `Server-Timing` header, in microseconds.
+fn own_time_us(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    let header = headers.get("server-timing")?.to_str().ok()?;
+    let dur = |name: &str| -> Option<f64> {
+        let metric = header
+            .split(',')
+            .map(str::trim)
+            .find(|m| m.split(';').next() == Some(name))?;
+        metric
+            .split(';')
+            .find_map(|p| p.strip_prefix("dur=")?.parse().ok())
+    };
+    let own_ms = dur("total")? - dur("upstream")?;
+    Some((own_ms.max(0.0) * 1000.0) as u64)
+}
+
 fn print_row(rate: u32, path: &str, s: &Sample) {
-    let p = percentiles(s);
+    let p = percentiles(&s.latencies_us);
     let cells = [
         ms(p[0]),
         ms(p[1]),
@@ -296,8 +328,8 @@ fn print_row(rate: u32, path: &str, s: &Sample) {
     println!("| {rate} | {path} | {} |", cells.join(" | "));
 }
 
-fn percentiles(s: &Sample) -> [u64; 3] {
-    [0.5, 0.9, 0.99].map(|q| quorate_bench::percentile(&s.latencies_us, q))
+fn percentiles(sorted: &[u64]) -> [u64; 3] {
+    [0.5, 0.9, 0.99].map(|q| quorate_bench::percentile(sorted, q))
 }
 
 fn ms(us: u64) -> String {

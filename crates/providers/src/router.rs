@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use quorate_api::{ChatCompletion, ChatRequest};
@@ -136,16 +136,29 @@ impl Router {
     }
 
     pub async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
+        let mut waited = Duration::ZERO;
+        self.complete_timed(req, &mut waited).await
+    }
+
+    /// `complete`, adding to `waited` the time spent in provider calls (every attempt and
+    /// backoff), so the server can tell a slow upstream from a slow gateway.
+    pub async fn complete_timed(
+        &self,
+        req: ChatRequest,
+        waited: &mut Duration,
+    ) -> Result<ChatCompletion, Error> {
         let candidates = self.candidates(&req)?;
         let mut failures = Vec::new();
         for model in &candidates {
             let entry = self.entry(model)?;
             let upstream = upstream_request(&req, model);
+            let started = Instant::now();
             let result = retrying(model, entry.policy, || {
                 let call = entry.provider.complete(upstream.clone());
                 with_timeout(entry.policy.timeout, call, model)
             })
             .await;
+            *waited += started.elapsed();
             match result {
                 Ok(mut completion) => {
                     finish_completion(&mut completion, model);

@@ -1,5 +1,7 @@
 //! Black-box tests: the real `quorate serve` on a random port against `quorate-sim`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -792,4 +794,44 @@ async fn ask_fuses_the_embedded_model_with_itself() {
         assert!(key(&fusion["usage"]["judge"], k) > 0 && key(&fusion["usage"]["synthesis"], k) > 0);
     }
     assert_eq!(body["usage"]["cost"].as_f64(), Some(0.0));
+}
+
+/// `(upstream, total)` milliseconds from a `Server-Timing` header.
+fn server_timing(response: &reqwest::Response) -> (f64, f64) {
+    let header = response.headers()["server-timing"].to_str().unwrap();
+    let dur = |name: &str| -> f64 {
+        let metric = header
+            .split(',')
+            .map(str::trim)
+            .find(|m| m.starts_with(&format!("{name};")))
+            .unwrap_or_else(|| panic!("no {name} in {header}"));
+        let value = metric.split(';').find_map(|p| p.strip_prefix("dur="));
+        value.unwrap().parse().unwrap()
+    };
+    (dur("upstream"), dur("total"))
+}
+
+#[tokio::test]
+async fn server_timing_tells_the_upstream_wait_from_the_gateways_own_time() {
+    let (_sim, addr) = sim(&[("b", json!({"reply": "late", "ttft_ms": 300}))]).await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let response = gw.post(&ask("sim/b", "x")).await;
+    assert_eq!(response.status(), 200);
+    let (upstream, total) = server_timing(&response);
+    assert!(
+        upstream >= 300.0,
+        "the scripted wait is upstream time: {upstream}"
+    );
+    assert!(total >= upstream, "{total} < {upstream}");
+    assert!(
+        total - upstream < 150.0,
+        "the 300 ms wait is not counted as the gateway's: {upstream} of {total}"
+    );
+    // Failed attempts count as upstream time too.
+    let (_sim, addr) = sim(&[("b", json!({"fault": "status", "status": 500}))]).await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let response = gw.post(&ask("sim/b", "x")).await;
+    assert_eq!(response.status(), 502);
+    let (upstream, total) = server_timing(&response);
+    assert!(upstream > 0.0 && total >= upstream, "{upstream} / {total}");
 }

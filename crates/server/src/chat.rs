@@ -52,7 +52,8 @@ pub async fn completions(
         return stream(&state, request, id).await;
     }
     let model = request.model.clone();
-    match state.router.complete(request).await {
+    let mut waited = Duration::ZERO;
+    let mut response = match state.router.complete_timed(request, &mut waited).await {
         Ok(mut completion) => {
             tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "completion");
             completion.id = id;
@@ -63,7 +64,22 @@ pub async fn completions(
             tracing::warn!(%model, status = e.status(), error = %e, "completion failed");
             ApiError(e).into_response()
         }
+    };
+    if let Ok(timing) = server_timing(waited, started.elapsed()).parse() {
+        response.headers_mut().insert("server-timing", timing);
     }
+    response
+}
+
+/// A `Server-Timing` header: time waiting on providers and the whole handling, in ms, so a
+/// client sees what the gateway itself adds (`total - upstream`).
+fn server_timing(upstream: Duration, total: Duration) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "upstream;dur={:.3};desc=\"provider calls\", total;dur={:.3}",
+        ms(upstream),
+        ms(total)
+    )
 }
 
 /// How deep in fusion runs the caller is: another Quorate's inner calls carry the header.
