@@ -107,6 +107,16 @@ def test_non_streaming(client):
     assert r.model == "sim/echo"
 
 
+def test_server_timing_reaches_the_sdk(client):
+    raw = client.chat.completions.with_raw_response.create(model="sim/echo", messages=ask("hi"))
+    metrics = dict(
+        (m.split(";")[0].strip(), float(m.split("dur=")[1].split(";")[0]))
+        for m in raw.headers["server-timing"].split(",")
+    )
+    assert 0 < metrics["upstream"] <= metrics["total"]
+    assert raw.parse().choices[0].message.content == "echo: hi"
+
+
 def test_streaming_reassembles_with_usage(client):
     stream = client.chat.completions.create(
         model="sim/echo", messages=ask("stream me please"), stream=True, stream_options={"include_usage": True}
