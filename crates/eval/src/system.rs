@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use quorate_api::{ChatCompletion, ChatRequest, Message, Usage};
+use quorate_api::{ChatCompletion, ChatRequest, Message, Role, Usage};
 use quorate_config::Config;
-use quorate_fusion::{add_usage, collect, Fusion};
+use quorate_fusion::{add_usage, collect, Fusion, Plan};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -90,8 +90,9 @@ impl System {
         }
     }
 
-    /// Refuses, before any question is asked, a preset or model the config does not know.
-    pub fn check(&self, config: &Config) -> anyhow::Result<()> {
+    /// Refuses, before any question is asked, what every question would fail on: a preset or
+    /// model the config does not know, or a fusion request the pipeline would reject.
+    pub fn check(&self, config: &Config, settings: &Settings) -> anyhow::Result<()> {
         if let Kind::Fusion {
             preset: Some(preset),
             ..
@@ -106,12 +107,58 @@ impl System {
                 );
             }
         }
+        let probe = vec![Message::new(Role::User, "?")];
+        if let Some((_, req)) = self.fusion_request(probe, 0, settings) {
+            Plan::from_request(config, &req)
+                .map_err(|e| anyhow::anyhow!("system {}: {e}", self.name))?;
+        }
         for model in self.models(config) {
             config
                 .check_inner_model(&model)
                 .map_err(|e| anyhow::anyhow!("system {}: {e}", self.name))?;
         }
         Ok(())
+    }
+
+    /// The model slug and request a fusion system sends for `messages`: the preset's slug, and a
+    /// plugin with the explicit panel, synthesizer and shared settings. `None` for other kinds.
+    fn fusion_request(
+        &self,
+        messages: Vec<Message>,
+        seed: u64,
+        settings: &Settings,
+    ) -> Option<(String, ChatRequest)> {
+        let Kind::Fusion {
+            preset,
+            panel,
+            synthesizer,
+        } = &self.kind
+        else {
+            return None;
+        };
+        let model = match preset {
+            Some(p) => format!("quorate/fusion:{p}"),
+            None => "quorate/fusion".to_string(),
+        };
+        let mut req = request(&model, messages, seed, settings);
+        req.temperature = None;
+        req.max_tokens = None;
+        let mut plugin =
+            json!({"id": "fusion", "tools": settings.tools.clone().unwrap_or(json!([]))});
+        if !panel.is_empty() {
+            plugin["analysis_models"] = json!(panel);
+        }
+        if let Some(s) = synthesizer {
+            plugin["model"] = json!(s);
+        }
+        if let Some(t) = settings.temperature {
+            plugin["temperature"] = json!(t);
+        }
+        if let Some(n) = settings.max_tokens {
+            plugin["max_completion_tokens"] = json!(n);
+        }
+        req.extra.insert("plugins".into(), json!([plugin]));
+        Some((model, req))
     }
 
     /// Every model the system calls (to fetch local models before the run).
@@ -249,35 +296,9 @@ async fn fused(
     seed: u64,
     settings: &Settings,
 ) -> anyhow::Result<Answer> {
-    let Kind::Fusion {
-        preset,
-        panel,
-        synthesizer,
-    } = &system.kind
-    else {
+    let Some((model, req)) = system.fusion_request(messages, seed, settings) else {
         bail!("not a fusion system");
     };
-    let model = match preset {
-        Some(p) => format!("quorate/fusion:{p}"),
-        None => "quorate/fusion".to_string(),
-    };
-    let mut req = request(&model, messages, seed, settings);
-    req.temperature = None;
-    req.max_tokens = None;
-    let mut plugin = json!({"id": "fusion", "tools": settings.tools.clone().unwrap_or(json!([]))});
-    if !panel.is_empty() {
-        plugin["analysis_models"] = json!(panel);
-    }
-    if let Some(s) = synthesizer {
-        plugin["model"] = json!(s);
-    }
-    if let Some(t) = settings.temperature {
-        plugin["temperature"] = json!(t);
-    }
-    if let Some(n) = settings.max_tokens {
-        plugin["max_completion_tokens"] = json!(n);
-    }
-    req.extra.insert("plugins".into(), json!([plugin]));
     let plan = fusion
         .plan(&req)?
         .context("the fusion spec did not make a fusion request")?;
@@ -378,11 +399,11 @@ mod tests {
         let config = Config::builtin();
         assert!(System::parse("f=fusion:local")
             .unwrap()
-            .check(&config)
+            .check(&config, &Settings::default())
             .is_ok());
         let e = System::parse("f=fusion:nope")
             .unwrap()
-            .check(&config)
+            .check(&config, &Settings::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -391,10 +412,17 @@ mod tests {
         );
         let e = System::parse("v=vote:local/smollm2-135m,ghost/x")
             .unwrap()
-            .check(&config)
+            .check(&config, &Settings::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("ghost/x"), "{e}");
+        let nine = ["local/smollm2-135m"; 9].join(",");
+        let e = System::parse(&format!("f=fusion:{nine}>local/smollm2-135m"))
+            .unwrap()
+            .check(&config, &Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 to 8 models, got 9"), "{e}");
     }
 
     #[test]

@@ -100,8 +100,9 @@ pub async fn run(config: Config, command: EvalCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn systems(config: &Config, specs: &[String]) -> anyhow::Result<Vec<System>> {
-    let systems = specs
+fn systems(config: &Config, common: &Common) -> anyhow::Result<Vec<System>> {
+    let systems = common
+        .systems
         .iter()
         .map(|s| System::parse(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -109,7 +110,7 @@ fn systems(config: &Config, specs: &[String]) -> anyhow::Result<Vec<System>> {
         if systems[..i].iter().any(|o| o.name == s.name) {
             anyhow::bail!("two systems are named {:?}; name them NAME=SPEC", s.name);
         }
-        s.check(config)?;
+        s.check(config, &settings(common))?;
     }
     Ok(systems)
 }
@@ -124,7 +125,7 @@ fn settings(common: &Common) -> Settings {
 
 async fn qa(config: &Config, fusion: &Fusion, args: QaArgs) -> anyhow::Result<Summary> {
     let dataset = Dataset::parse(&args.dataset)?;
-    let systems = systems(config, &args.common.systems)?;
+    let systems = systems(config, &args.common)?;
     let models: Vec<String> = systems.iter().flat_map(|s| s.models(config)).collect();
     crate::ask::fetch_local_models(config, models.iter().map(String::as_str)).await?;
     let file = dataset.file(&args.common.data_dir);
@@ -152,7 +153,7 @@ async fn qa(config: &Config, fusion: &Fusion, args: QaArgs) -> anyhow::Result<Su
 }
 
 async fn draco(config: &Config, fusion: &Fusion, args: DracoArgs) -> anyhow::Result<Summary> {
-    let systems = systems(config, &args.common.systems)?;
+    let systems = systems(config, &args.common)?;
     if let Some(s) = systems.iter().find(|s| s.kind_label() == "vote") {
         anyhow::bail!(
             "system {}: vote needs short answers; DRACO answers are reports",
