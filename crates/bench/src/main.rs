@@ -11,7 +11,13 @@
 //! Each cell is split into rounds that alternate the two paths, so a drift in the machine's
 //! background load lands on both. `--pin` gives the gateway a CPU of its own and keeps the
 //! simulator and the load generator on the others, the way a deployed gateway does not share
-//! its cores with its upstream or its clients.
+//! its cores with its upstream or its clients. `--realtime` runs the gateway under SCHED_FIFO, so
+//! it never waits behind the simulator or the load generator for a CPU: what it adds then is the
+//! hop itself, without the scheduler's share. `--noise-floor` measures the direct path against
+//! itself the same way, which shows how small a difference the run can resolve. On a virtual
+//! machine the host can take a CPU away for milliseconds at a time ("steal"); each path's row says
+//! how much it took during that path's rounds, since a p99 over a path the host stalled more is
+//! the host's figure, not the gateway's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +50,14 @@ struct Args {
     /// (Linux, needs `taskset` and at least 2 CPUs).
     #[arg(long)]
     pin: bool,
+    /// Run the gateway under SCHED_FIFO priority 1 (Linux, needs `chrt` and root or
+    /// CAP_SYS_NICE).
+    #[arg(long)]
+    realtime: bool,
+    /// Also run the direct path a second time in each round and print its difference from the
+    /// first: the noise floor of the measurement.
+    #[arg(long)]
+    noise_floor: bool,
 }
 
 #[derive(Default)]
@@ -54,6 +68,9 @@ struct Sample {
     errors: u64,
     /// The worst lateness of a send against its schedule.
     late_us: u64,
+    /// Seconds of load, and the CPU time the hypervisor gave to other guests meanwhile.
+    seconds: f64,
+    stolen: Option<Duration>,
 }
 
 impl Sample {
@@ -62,6 +79,11 @@ impl Sample {
         self.own_us.extend(other.own_us);
         self.errors += other.errors;
         self.late_us = self.late_us.max(other.late_us);
+        self.seconds += other.seconds;
+        self.stolen = match (self.stolen, other.stolen) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -109,21 +131,32 @@ fn pin_self(cpus: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `bin` with `args`, under `taskset -c cpus` when pinning.
+/// Starts `bin` with `args` behind `wrapper` (such as `taskset -c 1`, `chrt -f 1`), if any.
 async fn start(
     bin: &std::path::Path,
     args: &[&str],
-    cpus: Option<&str>,
+    wrapper: &[String],
 ) -> anyhow::Result<(tokio::process::Child, String)> {
-    match cpus {
-        None => spawn_listening(bin, args).await,
-        Some(cpus) => {
-            let bin = bin.to_string_lossy();
-            let mut all = vec!["-c", cpus, bin.as_ref()];
-            all.extend_from_slice(args);
-            spawn_listening(std::path::Path::new("taskset"), &all).await
-        }
+    let Some((first, rest)) = wrapper.split_first() else {
+        return spawn_listening(bin, args).await;
+    };
+    let bin = bin.to_string_lossy();
+    let mut all: Vec<&str> = rest.iter().map(String::as_str).collect();
+    all.push(&bin);
+    all.extend_from_slice(args);
+    spawn_listening(std::path::Path::new(first), &all).await
+}
+
+/// The commands a process is started behind: `taskset` when pinned, `chrt` when real-time.
+fn wrapper(cpus: Option<&str>, realtime: bool) -> Vec<String> {
+    let mut wrapper = Vec::new();
+    if let Some(cpus) = cpus {
+        wrapper.extend(["taskset", "-c", cpus].map(String::from));
     }
+    if realtime {
+        wrapper.extend(["chrt", "-f", "1"].map(String::from));
+    }
+    wrapper
 }
 
 async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
@@ -132,12 +165,12 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     let (mut sim, sim_url) = start(
         &sibling(&args.sim_bin, "quorate-sim")?,
         &["--listen", "127.0.0.1:0"],
-        cpus.as_ref().map(|c| c.others.as_str()),
+        &wrapper(cpus.as_ref().map(|c| c.others.as_str()), false),
     )
     .await?;
     let sim_addr = sim_url.trim_start_matches("http://").to_string();
-    let (mut gateway, gateway_url) =
-        start_gateway(&args, &sim_addr, cpus.as_ref().map(|c| c.gateway.as_str())).await?;
+    let gateway_wrapper = wrapper(cpus.as_ref().map(|c| c.gateway.as_str()), args.realtime);
+    let (mut gateway, gateway_url) = start_gateway(&args, &sim_addr, &gateway_wrapper).await?;
     let direct = format!("http://{sim_addr}/v1/chat/completions");
     let through = format!("{gateway_url}/v1/chat/completions");
     let client = reqwest::Client::builder()
@@ -149,86 +182,102 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     run(&client, &direct, 200, 1.0).await;
     run(&client, &through, 200, 1.0).await;
 
-    let placement = match &cpus {
-        Some(c) => format!(
-            "gateway on CPU {}, sim and load on CPUs {}",
-            c.gateway, c.others
-        ),
-        None => "all processes on all CPUs".to_string(),
-    };
     println!(
-        "open-loop load, non-streaming echo completions, {}s per path and rate in {} alternating rounds; {placement}",
-        args.seconds, args.rounds
+        "open-loop load, non-streaming echo completions, {}s per path and rate in {} alternating rounds; {}",
+        args.seconds,
+        args.rounds,
+        placement(cpus.as_ref(), args.realtime)
     );
     println!(
-        "| rate (req/s) | path | p50 ms | p90 ms | p99 ms | errors | worst send lateness ms |"
+        "| rate (req/s) | path | p50 ms | p90 ms | p99 ms | errors | worst send lateness ms | CPU stolen by the host ms/s |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|");
-    let mut added_rows = Vec::new();
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    let mut urls = vec![direct.as_str(), through.as_str()];
+    if args.noise_floor {
+        urls.push(&direct);
+    }
+    let mut rows = Vec::new();
     for &rate in &args.rates {
-        let (d, g) = alternate(&client, [&direct, &through], rate, &args).await;
-        let (dp, gp) = (percentiles(&d.latencies_us), percentiles(&g.latencies_us));
-        print_row(rate, "direct to sim", &d);
-        print_row(rate, "through gateway", &g);
-        added_rows.push((
-            rate,
-            [
-                gp[0] as i64 - dp[0] as i64,
-                gp[1] as i64 - dp[1] as i64,
-                gp[2] as i64 - dp[2] as i64,
-            ],
-            g.own_us,
-        ));
+        let samples = alternate(&client, &urls, rate, &args).await;
+        let names = ["direct to sim", "through gateway", "direct to sim, again"];
+        for (name, sample) in names.iter().zip(&samples) {
+            print_row(rate, name, sample);
+        }
+        rows.push((rate, samples));
     }
     println!();
-    println!(
-        "| rate (req/s) | added p50 ms | added p90 ms | added p99 ms | gateway's own p50 / p99 / max ms |"
-    );
-    println!("|---:|---:|---:|---:|---:|");
-    for (rate, added, own) in added_rows {
-        let [p50, _, p99] = percentiles(&own);
-        println!(
-            "| {rate} | {} | {} | {} | {} / {} / {} |",
-            signed_ms(added[0]),
-            signed_ms(added[1]),
-            signed_ms(added[2]),
+    let (floor_head, floor_rule) = match args.noise_floor {
+        true => (" noise floor p50 / p90 / p99 ms |", "---:|"),
+        false => ("", ""),
+    };
+    println!("| rate (req/s) | added p50 ms | added p90 ms | added p99 ms | gateway's own p50 / p99 / max ms |{floor_head}");
+    println!("|---:|---:|---:|---:|---:|{floor_rule}");
+    for (rate, samples) in rows {
+        let [p50, _, p99] = percentiles(&samples[1].own_us);
+        let added = difference(&samples[0], &samples[1]);
+        let own_max = samples[1].own_us.last().copied().unwrap_or_default();
+        print!(
+            "| {rate} | {} | {} / {} / {} |",
+            added.join(" | "),
             ms(p50),
             ms(p99),
-            ms(own.last().copied().unwrap_or_default())
+            ms(own_max)
         );
+        match samples.get(2) {
+            Some(again) => println!(" {} |", difference(&samples[0], again).join(" / ")),
+            None => println!(),
+        }
     }
     let _ = gateway.start_kill();
     let _ = sim.start_kill();
     Ok(())
 }
 
-/// `rounds` alternating runs of the two URLs, each URL's samples pooled.
-async fn alternate(
-    client: &reqwest::Client,
-    urls: [&str; 2],
-    rate: u32,
-    args: &Args,
-) -> (Sample, Sample) {
+fn placement(cpus: Option<&Cpus>, realtime: bool) -> String {
+    let mut placement = match cpus {
+        Some(c) => format!(
+            "gateway on CPU {}, sim and load on CPUs {}",
+            c.gateway, c.others
+        ),
+        None => "all processes on all CPUs".to_string(),
+    };
+    if realtime {
+        placement.push_str("; gateway under SCHED_FIFO");
+    }
+    placement
+}
+
+/// p50, p90 and p99 of `b` minus those of `a`, in signed milliseconds.
+fn difference(a: &Sample, b: &Sample) -> [String; 3] {
+    let (pa, pb) = (percentiles(&a.latencies_us), percentiles(&b.latencies_us));
+    [0, 1, 2].map(|i| signed_ms(pb[i] as i64 - pa[i] as i64))
+}
+
+/// `rounds` alternating runs of the URLs, each URL's samples pooled, in the order given.
+async fn alternate(client: &reqwest::Client, urls: &[&str], rate: u32, args: &Args) -> Vec<Sample> {
     let rounds = args.rounds.max(1);
     let seconds = args.seconds / f64::from(rounds);
-    let mut pooled = [Sample::default(), Sample::default()];
+    let mut pooled: Vec<Sample> = urls.iter().map(|_| Sample::default()).collect();
     for _ in 0..rounds {
         for (url, pool) in urls.iter().zip(pooled.iter_mut()) {
-            pool.absorb(run(client, url, rate, seconds).await);
+            let before = stolen();
+            let mut sample = run(client, url, rate, seconds).await;
+            sample.seconds = seconds;
+            sample.stolen = before.zip(stolen()).map(|(b, a)| a.saturating_sub(b));
+            pool.absorb(sample);
         }
     }
-    let [mut d, mut g] = pooled;
-    for s in [&mut d, &mut g] {
+    for s in &mut pooled {
         s.latencies_us.sort_unstable();
         s.own_us.sort_unstable();
     }
-    (d, g)
+    pooled
 }
 
 async fn start_gateway(
     args: &Args,
     sim: &str,
-    cpus: Option<&str>,
+    wrapper: &[String],
 ) -> anyhow::Result<(tokio::process::Child, String)> {
     let config = std::env::temp_dir().join(format!("quorate-bench-{}.toml", std::process::id()));
     std::fs::write(
@@ -241,7 +290,7 @@ async fn start_gateway(
     start(
         &sibling(&args.gateway_bin, "quorate")?,
         &["serve", "--listen", "127.0.0.1:0", "--config", &config],
-        cpus,
+        wrapper,
     )
     .await
 }
@@ -324,8 +373,24 @@ fn print_row(rate: u32, path: &str, s: &Sample) {
         ms(p[2]),
         s.errors.to_string(),
         ms(s.late_us),
+        s.stolen.map_or("n/a".into(), |t| {
+            format!("{:.0}", t.as_secs_f64() * 1000.0 / s.seconds)
+        }),
     ];
     println!("| {rate} | {path} | {} |", cells.join(" | "));
+}
+
+/// CPU time the hypervisor has given to other guests since boot, summed over this machine's
+/// CPUs (None off Linux).
+fn stolen() -> Option<Duration> {
+    steal_in(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The `steal` field of /proc/stat's all-CPU line, which counts USER_HZ ticks of 10 ms.
+fn steal_in(stat: &str) -> Option<Duration> {
+    let fields = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: u64 = fields.split_whitespace().nth(7)?.parse().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn percentiles(sorted: &[u64]) -> [u64; 3] {
@@ -338,4 +403,18 @@ fn ms(us: u64) -> String {
 
 fn signed_ms(us: i64) -> String {
     format!("{:+.3}", us as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_is_the_eighth_counter_of_the_all_cpu_line() {
+        let stat = "cpu  6017212 293880 512565 3596201 32486 0 19488 49088 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(steal_in(stat), Some(Duration::from_millis(490_880)));
+        // Kernels before 2.6.11 have no steal field; a per-CPU line first is not the total.
+        assert_eq!(steal_in("cpu  1 2 3 4 5 6 7\n"), None);
+        assert_eq!(steal_in("cpu0 1 2 3 4 5 6 7 8 0 0\n"), None);
+    }
 }
