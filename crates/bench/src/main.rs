@@ -373,9 +373,11 @@ fn print_row(rate: u32, path: &str, s: &Sample) {
         ms(p[2]),
         s.errors.to_string(),
         ms(s.late_us),
-        s.stolen.map_or("n/a".into(), |t| {
-            format!("{:.0}", t.as_secs_f64() * 1000.0 / s.seconds)
-        }),
+        s.stolen
+            .filter(|_| s.seconds > 0.0)
+            .map_or("n/a".into(), |t| {
+                format!("{:.0}", t.as_secs_f64() * 1000.0 / s.seconds)
+            }),
     ];
     println!("| {rate} | {path} | {} |", cells.join(" | "));
 }
