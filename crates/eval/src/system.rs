@@ -108,16 +108,17 @@ impl System {
             }
         }
         let probe = vec![Message::new(Role::User, "?")];
-        if let Some((_, req)) = self.fusion_request(probe, 0, settings) {
-            Plan::from_request(config, &req)
-                .map_err(|e| anyhow::anyhow!("system {}: {e}", self.name))?;
+        match self.fusion_request(probe, 0, settings) {
+            // The plan checks the request's own models; the preset's were checked on config load.
+            Some((_, req)) => Plan::from_request(config, &req)
+                .map(drop)
+                .map_err(|e| anyhow::anyhow!("system {}: {e}", self.name)),
+            None => self.models(config).iter().try_for_each(|model| {
+                config
+                    .check_inner_model(model)
+                    .map_err(|e| anyhow::anyhow!("system {}: {e}", self.name))
+            }),
         }
-        for model in self.models(config) {
-            config
-                .check_inner_model(&model)
-                .map_err(|e| anyhow::anyhow!("system {}: {e}", self.name))?;
-        }
-        Ok(())
     }
 
     /// The model slug and request a fusion system sends for `messages`: the preset's slug, and a
