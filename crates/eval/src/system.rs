@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use quorate_api::{ChatCompletion, ChatRequest, Message, Role, Usage};
 use quorate_config::Config;
-use quorate_fusion::{add_usage, collect, Fusion, Plan};
+use quorate_fusion::{add_usage, collect, Fusion, Plan, RunOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -303,20 +303,21 @@ async fn fused(
     let plan = fusion
         .plan(&req)?
         .context("the fusion spec did not make a fusion request")?;
-    let completion = collect(fusion.run(plan, req), model).await?;
+    let outcome = RunOutcome::read(fusion.run(plan, req)).await?;
+    let report = outcome
+        .report
+        .clone()
+        .context("the fusion run ended without a report")?;
+    let completion = outcome.into_completion(model)?;
     let mut answer = from_completion(&completion);
-    let report = completion.extra.get("fusion").cloned().unwrap_or_default();
-    let panel = report["panel"].as_array().cloned().unwrap_or_default();
-    answer.members = panel
+    answer.members = report.panel.iter().map(|m| m.content.clone()).collect();
+    answer.sources = report
+        .panel
         .iter()
-        .map(|m| m["content"].as_str().map(str::to_string))
+        .flat_map(|m| m.sources.iter().map(|s| s.url.clone()))
         .collect();
-    answer.sources = panel
-        .iter()
-        .flat_map(|m| urls(Some(&m["sources"])))
-        .collect();
-    answer.judge = Some(json!({"analysis": report["analysis"],
-        "failure_reason": report["failure_reason"]}));
+    answer.judge = Some(json!({"analysis": report.analysis,
+        "failure_reason": report.failure_reason}));
     Ok(answer)
 }
 

@@ -6,6 +6,8 @@
 
 pub mod analysis;
 mod citations;
+mod event;
+mod outcome;
 mod plan;
 mod prompts;
 mod report;
@@ -16,7 +18,6 @@ mod tool;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
 use quorate_providers::{Error, Router};
 use quorate_tools::Toolbox;
@@ -24,6 +25,8 @@ use serde_json::Value;
 
 pub use analysis::Analysis;
 pub use citations::Numbered;
+pub use event::FusionEvent;
+pub use outcome::RunOutcome;
 pub use plan::{Plan, FUSION_TOOL_TYPES};
 pub use prompts::Prompts;
 pub use report::{
@@ -95,63 +98,8 @@ impl Fusion {
 }
 
 /// Reads a run to the end: one `chat.completion`, with the `fusion` object when fusion ran.
-pub async fn collect(
-    mut stream: FusionStream,
-    model: String,
-) -> Result<ChatCompletion, FusionError> {
-    let mut text = String::new();
-    let mut finish = None;
-    let mut answer: Option<Box<ChatCompletion>> = None;
-    let mut annotations = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item? {
-            Item::Event(_) => {}
-            Item::Annotations(found) => annotations = found,
-            Item::Chunk(chunk) => {
-                for choice in chunk.choices {
-                    text.push_str(choice.delta.content.as_deref().unwrap_or_default());
-                    finish = choice.finish_reason.or(finish);
-                }
-            }
-            Item::Answer(completion) => answer = Some(completion),
-            Item::Done(report) => {
-                let mut completion = match answer {
-                    Some(answer) => *answer,
-                    None => completion(model, text, finish, &report),
-                };
-                completion.usage = Some(report.total_usage());
-                completion.extra.insert("fusion".into(), report.to_value());
-                if let Some(choice) = completion.choices.first_mut() {
-                    if !annotations.is_empty() {
-                        choice
-                            .message
-                            .extra
-                            .insert("annotations".into(), Value::Array(annotations));
-                    }
-                }
-                return Ok(completion);
-            }
-        }
-    }
-    answer.map(|a| *a).ok_or_else(|| {
-        FusionError::plain(Error::InvalidResponse(
-            "the fusion run ended without a result".into(),
-        ))
-    })
-}
-
-/// The `chat.completion` a run's text and report make.
-pub fn completion(
-    model: String,
-    text: String,
-    finish: Option<String>,
-    report: &FusionReport,
-) -> ChatCompletion {
-    let finish = finish.or_else(|| Some("stop".into()));
-    let mut completion = ChatCompletion::assistant(model, text, finish);
-    completion.usage = Some(report.total_usage());
-    completion.extra.insert("fusion".into(), report.to_value());
-    completion
+pub async fn collect(stream: FusionStream, model: String) -> Result<ChatCompletion, FusionError> {
+    RunOutcome::read(stream).await?.into_completion(model)
 }
 
 /// The last chunk of a streamed run: no choices, the summed usage and the `fusion` object.
@@ -180,8 +128,8 @@ pub fn annotations_chunk(model: &str, annotations: Vec<Value>) -> ChatChunk {
 }
 
 /// A progress chunk: no choices, so clients that did not ask for progress can ignore it safely.
-pub fn progress_chunk(model: &str, event: Value) -> ChatChunk {
+pub fn progress_chunk(model: &str, event: &FusionEvent) -> ChatChunk {
     let mut chunk = ChatChunk::empty(model);
-    chunk.extra.insert("fusion_event".into(), event);
+    chunk.extra.insert("fusion_event".into(), event.to_value());
     chunk
 }

@@ -55,7 +55,7 @@ impl Prompts {
         self.env
             .get_template(name)
             .and_then(|t| t.render(context))
-            .map_err(|e| Error::BadRequest(format!("prompt template {name} failed: {e}")))
+            .map_err(|e| Error::Internal(format!("prompt template {name} failed: {e}")))
     }
 }
 

@@ -4,7 +4,7 @@
 use quorate_api::{ErrorBody, Usage};
 use quorate_providers::Error;
 use rust_decimal::prelude::ToPrimitive;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use quorate_tools::Source;
@@ -13,7 +13,7 @@ use crate::analysis::Analysis;
 use crate::citations::Numbered;
 
 /// Why a run (or its judge) did not go as planned. The names are part of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     AllPanelsFailed,
@@ -62,19 +62,8 @@ pub struct MemberError {
 
 impl MemberError {
     pub fn from_error(e: &Error) -> Self {
-        let reason = match e {
-            Error::RateLimited { .. } => "rate_limited",
-            Error::InsufficientCredits(_) => "insufficient_credits",
-            Error::Timeout(_) => "timeout",
-            Error::BadRequest(_) | Error::PayloadTooLarge(_) => "bad_request",
-            Error::Unauthorized(_) => "unauthorized",
-            Error::UnknownModel(_) => "unknown_model",
-            Error::Upstream { .. } => "upstream_error",
-            Error::InvalidResponse(_) => "invalid_response",
-            Error::Unavailable(_) => "unavailable",
-        };
         Self {
-            reason,
+            reason: e.reason(),
             status: Some(e.status()),
             message: e.to_string(),
         }

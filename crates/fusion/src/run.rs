@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::analysis::{self, Analysis, Invalid};
 use crate::citations;
+use crate::event::FusionEvent;
 use crate::plan::Plan;
 use crate::prompts::{self, Prompts};
 use crate::report::{
@@ -31,7 +32,7 @@ use crate::research::{self, Prefetched, PREFETCH_CHARS};
 /// report. A fusion tool the model chose not to call yields only the answer.
 #[derive(Debug)]
 pub enum Item {
-    Event(Value),
+    Event(FusionEvent),
     Chunk(Box<ChatChunk>),
     Answer(Box<ChatCompletion>),
     /// `url_citation` annotations of the answer, after its last chunk.
@@ -41,7 +42,7 @@ pub enum Item {
 
 pub type FusionStream = Pin<Box<dyn Stream<Item = Result<Item, FusionError>> + Send>>;
 
-pub(crate) type Events = mpsc::UnboundedSender<Value>;
+pub(crate) type Events = mpsc::UnboundedSender<FusionEvent>;
 
 /// Member token counts are reported at most this often.
 const TOKEN_EVENT_EVERY: Duration = Duration::from_millis(250);
@@ -81,7 +82,7 @@ pub(crate) enum Streamed {
 }
 
 pub(crate) enum Phase {
-    Event(Value),
+    Event(FusionEvent),
     Analysed(Box<Result<Analysed, FusionError>>),
 }
 
@@ -137,7 +138,7 @@ impl Run {
         started: Instant,
     ) -> impl Stream<Item = Result<Item, FusionError>> + Send + '_ {
         async_stream::stream! {
-            yield Ok(Item::Event(json!({"type": "synthesis_started", "model": request.model})));
+            yield Ok(Item::Event(FusionEvent::SynthesisStarted { model: request.model.clone() }));
             let synthesis_started = Instant::now();
             let strict = self.plan.strict_citations;
             let (mut text, mut finish) = (String::new(), None);
@@ -294,7 +295,7 @@ impl Run {
             .min()
             .unwrap_or(PREFETCH_CHARS)
             .min(PREFETCH_CHARS);
-        let _ = events.send(json!({"type": "prefetch_started"}));
+        let _ = events.send(FusionEvent::PrefetchStarted);
         let started = Instant::now();
         let question = question(&self.request.messages);
         let deadline = (Instant::now() + self.plan.member_timeout / 2).min(self.deadline);
@@ -305,10 +306,11 @@ impl Run {
                     error: Some("prefetch timed out".into()),
                     ..Prefetched::default()
                 });
-        let _ = events.send(
-            json!({"type": "prefetch_done", "sources": found.sources.len(),
-            "error": found.error, "latency_ms": millis(started)}),
-        );
+        let _ = events.send(FusionEvent::PrefetchDone {
+            sources: found.sources.len(),
+            error: found.error.clone(),
+            latency_ms: millis(started),
+        });
         Some(found)
     }
 
@@ -359,7 +361,10 @@ impl Run {
     ) -> MemberReport {
         let started = Instant::now();
         let model = req.model.clone();
-        let _ = events.send(json!({"type": "member_started", "slot": slot, "model": model}));
+        let _ = events.send(FusionEvent::MemberStarted {
+            slot,
+            model: model.clone(),
+        });
         let work = async {
             match approach {
                 Approach::Agent => self.agent(slot, req, &events).await,
@@ -415,11 +420,21 @@ impl Run {
             }
         }
         let event = match &report.error {
-            None => json!({"type": "member_done", "slot": slot, "model": report.model,
-                "tokens": report.usage.completion_tokens, "latency_ms": report.latency_ms,
-                "tool_calls": report.tool_calls, "sources": report.sources.len()}),
-            Some(e) => json!({"type": "member_failed", "slot": slot, "model": report.model,
-                "reason": e.reason, "error": e.message, "latency_ms": report.latency_ms}),
+            None => FusionEvent::MemberDone {
+                slot,
+                model: report.model.clone(),
+                tokens: report.usage.completion_tokens,
+                latency_ms: report.latency_ms,
+                tool_calls: report.tool_calls,
+                sources: report.sources.len(),
+            },
+            Some(e) => FusionEvent::MemberFailed {
+                slot,
+                model: report.model.clone(),
+                reason: e.reason.to_string(),
+                error: e.message.clone(),
+                latency_ms: report.latency_ms,
+            },
         };
         let _ = events.send(event);
         report
@@ -433,10 +448,11 @@ impl Run {
         events: &Events,
     ) -> Result<(String, Usage, Vec<Source>, u32), Error> {
         let on_call = |tool: &str, arguments: &Value| {
-            let _ = events.send(
-                json!({"type": "member_tool_call", "slot": slot, "tool": tool,
-                "arguments": arguments}),
-            );
+            let _ = events.send(FusionEvent::MemberToolCall {
+                slot,
+                tool: tool.to_string(),
+                arguments: arguments.clone(),
+            });
         };
         let done = research::agent(
             &self.router,
@@ -470,14 +486,20 @@ impl Run {
         let now = Instant::now();
         let deadline = now + self.deadline.saturating_duration_since(now) / 2;
         for model in &self.plan.judges {
-            let _ = events.send(json!({"type": "judge_started", "model": model}));
+            let _ = events.send(FusionEvent::JudgeStarted {
+                model: model.clone(),
+            });
             let started = Instant::now();
             let outcome = self
                 .judge_with(model, answers, deadline, &mut verdict)
                 .await;
             let failure = outcome.as_ref().err().copied();
-            let _ = events.send(json!({"type": "judge_done", "model": model, "ok": failure.is_none(),
-                "failure_reason": failure.map(FailureReason::as_str), "latency_ms": millis(started)}));
+            let _ = events.send(FusionEvent::JudgeDone {
+                model: model.clone(),
+                ok: failure.is_none(),
+                failure_reason: failure,
+                latency_ms: millis(started),
+            });
             match outcome {
                 Ok(analysis) => {
                     verdict.analysis = Some(analysis);
@@ -676,11 +698,12 @@ impl Run {
     }
 
     pub(crate) fn synthesis_failure(&self, mut report: FusionReport, error: Error) -> FusionError {
-        let reason = if matches!(error, Error::Timeout(_)) && Instant::now() >= self.deadline {
-            FailureReason::Timeout
-        } else {
-            FailureReason::SynthesisFailed
-        };
+        let reason =
+            if matches!(error.cause(), Error::Timeout(_)) && Instant::now() >= self.deadline {
+                FailureReason::Timeout
+            } else {
+                FailureReason::SynthesisFailed
+            };
         if !report.failed_models.contains(&self.plan.synthesizer) {
             report.failed_models.push(self.plan.synthesizer.clone());
         }
@@ -757,7 +780,7 @@ async fn answer(
         }
         if reported.elapsed() >= TOKEN_EVENT_EVERY {
             reported = Instant::now();
-            let _ = events.send(json!({"type": "member_tokens", "slot": slot, "tokens": tokens}));
+            let _ = events.send(FusionEvent::MemberTokens { slot, tokens });
         }
     }
     Ok((text, usage))

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::citations;
+use crate::event::FusionEvent;
 use crate::plan::FUSION_TOOL_TYPES;
 use crate::prompts;
 use crate::report::{add, FusionReport, MemberStatus};
@@ -37,7 +38,7 @@ impl Run {
                 yield Ok(Item::Answer(Box::new(first)));
                 return;
             };
-            yield Ok(Item::Event(json!({"type": "fusion_called", "model": self.request.model})));
+            yield Ok(Item::Event(FusionEvent::FusionCalled { model: self.request.model.clone() }));
             let mut analysis = std::pin::pin!(self.analysis());
             let mut analysed = None;
             while let Some(step) = analysis.next().await {
@@ -62,7 +63,7 @@ impl Run {
                 }
                 return;
             }
-            yield Ok(Item::Event(json!({"type": "synthesis_started", "model": self.request.model})));
+            yield Ok(Item::Event(FusionEvent::SynthesisStarted { model: self.request.model.clone() }));
             let synthesis_started = Instant::now();
             match self.outer_call(follow).await {
                 Ok(mut completion) => {

@@ -1,8 +1,11 @@
-//! The one error type of the request path, and the HTTP status each kind maps to.
+//! The error type of the request path. Each variant is a kind, and the kind decides the HTTP
+//! status at the edge; a chain of failed tries (retries and fallbacks) keeps every attempt and
+//! answers with the last one's kind.
 
 use std::time::Duration;
 
 use quorate_api::ErrorBody;
+use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
@@ -36,11 +39,80 @@ pub enum Error {
     /// No provider can serve: every candidate is unconfigured or refused.
     #[error("{0}")]
     Unavailable(String),
+    /// A fault of the gateway itself (a prompt template that does not render, a broken
+    /// invariant): never the caller's fault, never worth a retry.
+    #[error("{0}")]
+    Internal(String),
+    /// Every try failed: each attempt in order; the last one's error decides the response.
+    #[error("{}", describe(attempts, last))]
+    Attempts {
+        attempts: Vec<Attempt>,
+        last: Box<Error>,
+    },
+}
+
+/// One try at one model, as the router made it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub model: String,
+    pub provider: String,
+    /// 0 for the first try at this model, then 1, 2... for its retries.
+    pub retry: u32,
+    /// The status this attempt's error maps to.
+    pub status: u16,
+    /// A stable name of the error kind (`rate_limited`, `timeout`, `upstream_error`, ...).
+    pub reason: &'static str,
+    pub message: String,
+    pub elapsed_ms: u64,
+}
+
+fn describe(attempts: &[Attempt], last: &Error) -> String {
+    let tries: Vec<String> = attempts
+        .iter()
+        .map(|a| format!("{} try {}: {}", a.model, a.retry + 1, a.message))
+        .collect();
+    format!(
+        "{last} (after {} attempts: {})",
+        attempts.len(),
+        tries.join("; ")
+    )
 }
 
 impl Error {
-    pub fn status(&self) -> u16 {
+    /// The error that decides the response: for a chain of attempts, the last one's.
+    pub fn cause(&self) -> &Error {
         match self {
+            Error::Attempts { last, .. } => last.cause(),
+            other => other,
+        }
+    }
+
+    /// Every try that failed, in order; empty when the error did not come from tries.
+    pub fn attempts(&self) -> &[Attempt] {
+        match self {
+            Error::Attempts { attempts, .. } => attempts,
+            _ => &[],
+        }
+    }
+
+    /// A stable name of the kind, for failure reasons and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self.cause() {
+            Error::RateLimited { .. } => "rate_limited",
+            Error::InsufficientCredits(_) => "insufficient_credits",
+            Error::Timeout(_) => "timeout",
+            Error::BadRequest(_) | Error::PayloadTooLarge(_) => "bad_request",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::UnknownModel(_) => "unknown_model",
+            Error::Upstream { .. } => "upstream_error",
+            Error::InvalidResponse(_) => "invalid_response",
+            Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) | Error::Attempts { .. } => "internal",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self.cause() {
             Error::BadRequest(_) => 400,
             Error::Unauthorized(_) => 401,
             Error::InsufficientCredits(_) => 402,
@@ -50,12 +122,13 @@ impl Error {
             Error::RateLimited { .. } => 429,
             Error::Upstream { .. } | Error::InvalidResponse(_) => 502,
             Error::Unavailable(_) => 503,
+            Error::Internal(_) | Error::Attempts { .. } => 500,
         }
     }
 
     /// Worth another try on the same model: transient by nature.
     pub fn is_retryable(&self) -> bool {
-        match self {
+        match self.cause() {
             Error::Timeout(_) | Error::RateLimited { .. } => true,
             Error::Upstream { status, .. } => status.is_none_or(|s| s >= 500),
             _ => false,
@@ -63,7 +136,7 @@ impl Error {
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
+        match self.cause() {
             Error::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
         }
@@ -92,6 +165,11 @@ impl Error {
             },
             Error::InvalidResponse(m) => Error::InvalidResponse(add(m)),
             Error::Unavailable(m) => Error::Unavailable(add(m)),
+            Error::Internal(m) => Error::Internal(add(m)),
+            Error::Attempts { attempts, last } => Error::Attempts {
+                attempts,
+                last: Box::new(last.context(prefix)),
+            },
         }
     }
 
@@ -99,12 +177,17 @@ impl Error {
         let mut body = ErrorBody::new(self.status(), self.to_string());
         if let Error::Upstream {
             status: Some(s), ..
-        } = self
+        } = self.cause()
         {
             body = body.with_metadata("upstream_status", *s);
         }
         if let Some(after) = self.retry_after() {
             body = body.with_metadata("retry_after_s", after.as_secs_f64().ceil());
+        }
+        if let Error::Attempts { attempts, .. } = self {
+            if let Ok(list) = serde_json::to_value(attempts) {
+                body = body.with_metadata("attempts", list);
+            }
         }
         body
     }
@@ -159,5 +242,49 @@ mod tests {
         };
         assert!(e.is_retryable());
         assert_eq!(Error::InvalidResponse("x".into()).status(), 502);
+        assert_eq!(Error::Internal("template".into()).status(), 500);
+        assert!(!Error::Internal("template".into()).is_retryable());
+    }
+
+    #[test]
+    fn a_chain_of_attempts_answers_with_the_last_kind_and_lists_every_try() {
+        let attempt = |model: &str, retry, status, reason| Attempt {
+            model: model.into(),
+            provider: "p".into(),
+            retry,
+            status,
+            reason,
+            message: format!("{model} failed"),
+            elapsed_ms: 1,
+        };
+        let e = Error::Attempts {
+            attempts: vec![
+                attempt("a", 0, 502, "upstream_error"),
+                attempt("a", 1, 502, "upstream_error"),
+                attempt("b", 0, 429, "rate_limited"),
+            ],
+            last: Box::new(Error::RateLimited {
+                message: "slow down".into(),
+                retry_after: Some(Duration::from_secs(3)),
+            }),
+        };
+        assert_eq!(
+            (e.status(), e.reason(), e.is_retryable()),
+            (429, "rate_limited", true)
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        let body = e.to_body();
+        let listed = body.error.metadata["attempts"].as_array().unwrap();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(listed[1]["model"], "a");
+        assert_eq!(listed[1]["retry"], 1);
+        assert_eq!(listed[2]["reason"], "rate_limited");
+        assert!(body
+            .error
+            .message
+            .starts_with("slow down (after 3 attempts"));
+        let e = e.context("fusion synthesis");
+        assert_eq!(e.attempts().len(), 3, "context keeps the attempts");
+        assert!(e.to_string().starts_with("fusion synthesis: slow down"));
     }
 }

@@ -16,7 +16,7 @@ use futures::Stream;
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
 
 pub use cost::price;
-pub use error::Error;
+pub use error::{Attempt, Error};
 pub use router::{RoutedStream, Router};
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;

@@ -14,6 +14,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::anthropic::Anthropic;
+use crate::error::Attempt;
 use crate::openai::OpenAi;
 use crate::{cost, http, ChunkStream, Error, Provider};
 
@@ -148,34 +149,31 @@ impl Router {
         waited: &mut Duration,
     ) -> Result<ChatCompletion, Error> {
         let candidates = self.candidates(&req)?;
-        let mut failures = Vec::new();
+        let mut tried = Tried::default();
         for model in &candidates {
             let entry = self.entry(model)?;
             let upstream = upstream_request(&req, model);
             let started = Instant::now();
-            let result = retrying(model, entry.policy, || {
+            let result = retrying(model, entry.policy, &mut tried, || {
                 let call = entry.provider.complete(upstream.clone());
                 with_timeout(entry.policy.timeout, call, model)
             })
             .await;
             *waited += started.elapsed();
-            match result {
-                Ok(mut completion) => {
-                    finish_completion(&mut completion, model);
-                    return Ok(completion);
-                }
-                Err(e) => failures.push((model.id.clone(), e)),
+            if let Some(mut completion) = result {
+                finish_completion(&mut completion, model);
+                return Ok(completion);
             }
         }
-        Err(combine(failures))
+        Err(tried.into_error())
     }
 
     /// Opens a stream on the first candidate that accepts the request. The returned stream keeps
     /// falling back to later candidates while no content has been sent.
     pub async fn stream(&self, req: ChatRequest) -> Result<RoutedStream, Error> {
         let candidates = self.candidates(&req)?;
-        let mut failures = Vec::new();
-        let (index, first) = self.open_from(&req, &candidates, 0, &mut failures).await?;
+        let mut tried = Tried::default();
+        let (index, first) = self.open_from(&req, &candidates, 0, &mut tried).await?;
         let router = self.clone();
         Ok(Box::pin(async_stream::stream! {
             let mut index = index;
@@ -194,8 +192,8 @@ impl Router {
                     }
                     Some(Err(e)) if !started => {
                         tracing::warn!(model = %model.id, error = %e, "stream failed before content; falling back");
-                        failures.push((model.id.clone(), e));
-                        match router.open_from(&req, &candidates, index + 1, &mut failures).await {
+                        tried.push(model, 0, e, Instant::now());
+                        match router.open_from(&req, &candidates, index + 1, &mut tried).await {
                             Ok((next, stream)) => { index = next; current = stream; }
                             Err(e) => { yield Err(e); return; }
                         }
@@ -213,22 +211,21 @@ impl Router {
         req: &ChatRequest,
         candidates: &[ResolvedModel],
         start: usize,
-        failures: &mut Vec<(String, Error)>,
+        tried: &mut Tried,
     ) -> Result<(usize, ChunkStream), Error> {
         for (index, model) in candidates.iter().enumerate().skip(start) {
             let entry = self.entry(model)?;
             let upstream = upstream_request(req, model);
-            let result = retrying(model, entry.policy, || {
+            let result = retrying(model, entry.policy, tried, || {
                 let call = entry.provider.stream(upstream.clone());
                 with_timeout(entry.policy.timeout, call, model)
             })
             .await;
-            match result {
-                Ok(stream) => return Ok((index, stream)),
-                Err(e) => failures.push((model.id.clone(), e)),
+            if let Some(stream) = result {
+                return Ok((index, stream));
             }
         }
-        Err(combine(std::mem::take(failures)))
+        Err(std::mem::take(tried).into_error())
     }
 
     fn entry(&self, model: &ResolvedModel) -> Result<&Entry, Error> {
@@ -283,43 +280,73 @@ async fn with_timeout<T>(
         .map_err(|e| e.context(&model.id))
 }
 
-/// Runs `call` until it succeeds, the error is not retryable, or retries are spent.
-async fn retrying<T, F, Fut>(model: &ResolvedModel, policy: Policy, call: F) -> Result<T, Error>
+/// Runs `call` until it succeeds, the error is not retryable, or retries are spent. Each failed
+/// try goes into `tried`, where the caller reads the error from.
+async fn retrying<T, F, Fut>(
+    model: &ResolvedModel,
+    policy: Policy,
+    tried: &mut Tried,
+    call: F,
+) -> Option<T>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    let mut attempt = 0;
+    let mut retry = 0;
     loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(e) => match policy.delay(attempt, &e) {
-                Some(delay) => {
-                    tracing::warn!(model = %model.id, attempt, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                None => return Err(e),
-            },
+        let started = Instant::now();
+        let error = match call().await {
+            Ok(value) => return Some(value),
+            Err(e) => e,
+        };
+        let delay = policy.delay(retry, &error);
+        if let Some(delay) = delay {
+            tracing::warn!(model = %model.id, retry, delay_ms = delay.as_millis() as u64, error = %error, "retrying");
+        }
+        tried.push(model, retry, error, started);
+        match delay {
+            Some(delay) => {
+                tokio::time::sleep(delay).await;
+                retry += 1;
+            }
+            None => return None,
         }
     }
 }
 
-/// One error for a run of failed candidates: the last one's kind (it decides the status), with
-/// every candidate's reason in the message.
-fn combine(mut failures: Vec<(String, Error)>) -> Error {
-    let Some((_, last)) = failures.pop() else {
-        return Error::Unavailable("no model could serve the request".into());
-    };
-    if failures.is_empty() {
-        return last;
+/// The failed tries of one call, across retries and fallbacks.
+#[derive(Default)]
+struct Tried {
+    attempts: Vec<Attempt>,
+    last: Option<Error>,
+}
+
+impl Tried {
+    fn push(&mut self, model: &ResolvedModel, retry: u32, error: Error, started: Instant) {
+        self.attempts.push(Attempt {
+            model: model.id.clone(),
+            provider: model.provider.clone(),
+            retry,
+            status: error.status(),
+            reason: error.reason(),
+            message: error.to_string(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        });
+        self.last = Some(error);
     }
-    let earlier: Vec<String> = failures.iter().map(|(_, e)| e.to_string()).collect();
-    last.context(&format!(
-        "all {} models failed ({})",
-        failures.len() + 1,
-        earlier.join("; ")
-    ))
+
+    /// One error for the call: a single try's own, or the chain with every attempt, whose last
+    /// error's kind decides the status.
+    fn into_error(self) -> Error {
+        match self.last {
+            None => Error::Unavailable("no model could serve the request".into()),
+            Some(last) if self.attempts.len() < 2 => last,
+            Some(last) => Error::Attempts {
+                attempts: self.attempts,
+                last: Box::new(last),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

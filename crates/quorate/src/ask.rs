@@ -9,7 +9,7 @@ use clap::Args;
 use futures::StreamExt;
 use quorate_api::{ChatRequest, Message, Role};
 use quorate_config::Config;
-use quorate_fusion::{Fusion, Plan};
+use quorate_fusion::{Fusion, Item, Plan, RunOutcome};
 use serde_json::{json, Value};
 
 use crate::display;
@@ -174,37 +174,15 @@ async fn fused(
     let model = request.model.clone();
     let mut screen = display::Panel::new(&plan, !args.json);
     let mut items = fusion.run(plan, request);
-    let mut text = String::new();
-    let mut finish = None;
-    let mut annotations = Vec::new();
+    let mut outcome = RunOutcome::default();
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(200));
-    let report = loop {
+    while outcome.report.is_none() {
         let item = tokio::select! {
             item = items.next() => item,
             _ = ticker.tick() => { screen.tick(); continue; }
         };
-        match item {
-            Some(Ok(quorate_fusion::Item::Event(event))) => screen.event(&event),
-            Some(Ok(quorate_fusion::Item::Chunk(chunk))) => {
-                for choice in chunk.choices {
-                    let piece = choice.delta.content.unwrap_or_default();
-                    if !args.json {
-                        write_out(&piece)?;
-                    }
-                    text.push_str(&piece);
-                    finish = choice.finish_reason.or(finish);
-                }
-            }
-            Some(Ok(quorate_fusion::Item::Answer(completion))) => {
-                let answer = completion.choices.first().map(|c| c.message.text());
-                let piece = answer.unwrap_or_default();
-                if !args.json {
-                    write_out(&piece)?;
-                }
-                text.push_str(&piece);
-            }
-            Some(Ok(quorate_fusion::Item::Annotations(found))) => annotations = found,
-            Some(Ok(quorate_fusion::Item::Done(report))) => break report,
+        let item = match item {
+            Some(Ok(item)) => item,
             Some(Err(e)) => {
                 screen.failed();
                 if args.json {
@@ -213,19 +191,22 @@ async fn fused(
                 anyhow::bail!("fusion failed: {e}");
             }
             None => anyhow::bail!("the fusion run ended without a result"),
+        };
+        match &item {
+            Item::Event(event) => screen.event(event),
+            Item::Chunk(_) | Item::Answer(_) if !args.json => write_out(&answer_text(&item))?,
+            _ => {}
         }
-    };
+        outcome.record(&item);
+    }
     if args.json {
-        let mut completion = quorate_fusion::completion(model, text, finish, &report);
-        if let (Some(choice), false) = (completion.choices.first_mut(), annotations.is_empty()) {
-            choice
-                .message
-                .extra
-                .insert("annotations".into(), Value::Array(annotations));
-        }
+        let completion = outcome.into_completion(model)?;
         println!("{}", serde_json::to_string_pretty(&completion)?);
         return Ok(());
     }
+    let Some(report) = outcome.report else {
+        anyhow::bail!("the fusion run ended without a result");
+    };
     write_out("\n")?;
     if args.show_panel {
         display::show_panel(&report);
@@ -233,6 +214,23 @@ async fn fused(
     display::show_sources(&report);
     eprintln!("{}", display::cost_line(&report));
     Ok(())
+}
+
+/// The text an answer item adds on screen.
+fn answer_text(item: &Item) -> String {
+    match item {
+        Item::Chunk(chunk) => chunk
+            .choices
+            .iter()
+            .filter_map(|c| c.delta.content.as_deref())
+            .collect(),
+        Item::Answer(completion) => completion
+            .choices
+            .first()
+            .map(|c| c.message.text())
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 async fn solo(fusion: &Fusion, mut request: ChatRequest, args: &AskArgs) -> anyhow::Result<()> {

@@ -6,8 +6,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use quorate_fusion::{FusionReport, MemberStatus, Plan};
-use serde_json::Value;
+use quorate_fusion::{FusionEvent, FusionReport, MemberStatus, Plan};
 
 enum State {
     Waiting,
@@ -106,38 +105,37 @@ impl Panel {
         }
     }
 
-    pub fn event(&mut self, event: &Value) {
+    pub fn event(&mut self, event: &FusionEvent) {
         let judge = self.lines.len() - 1;
-        let slot = event["slot"].as_u64().map(|s| s as usize);
-        let line = match event["type"].as_str().unwrap_or_default() {
-            "member_started" => slot.inspect(|&s| self.lines[s].start()),
-            "member_tokens" => {
-                slot.inspect(|&s| self.lines[s].tokens = event["tokens"].as_u64().unwrap_or(0))
+        let line = match event {
+            FusionEvent::MemberStarted { slot, .. } => self.member(*slot, Line::start),
+            FusionEvent::MemberTokens { slot, tokens } => {
+                self.member(*slot, |line| line.tokens = *tokens)
             }
-            "member_tool_call" => slot.inspect(|&s| self.lines[s].tool_calls += 1),
-            "member_done" => slot.inspect(|&s| {
-                self.lines[s].tokens = event["tokens"].as_u64().unwrap_or(0);
-                self.lines[s].finish(State::Done);
+            FusionEvent::MemberToolCall { slot, .. } => {
+                self.member(*slot, |line| line.tool_calls += 1)
+            }
+            FusionEvent::MemberDone { slot, tokens, .. } => self.member(*slot, |line| {
+                line.tokens = *tokens;
+                line.finish(State::Done);
             }),
-            "member_failed" => slot.inspect(|&s| {
-                let why = event["reason"].as_str().unwrap_or("error").to_string();
-                self.lines[s].finish(State::Failed(why));
-            }),
-            "judge_started" => {
-                let model = event["model"].as_str().unwrap_or_default();
+            FusionEvent::MemberFailed { slot, reason, .. } => {
+                self.member(*slot, |line| line.finish(State::Failed(reason.clone())))
+            }
+            FusionEvent::JudgeStarted { model } => {
                 self.lines[judge] = Line::new(format!("judge {model}"));
                 self.lines[judge].start();
                 Some(judge)
             }
-            "judge_done" => {
-                let state = match event["failure_reason"].as_str() {
-                    Some(reason) => State::Failed(reason.to_string()),
+            FusionEvent::JudgeDone { failure_reason, .. } => {
+                let state = match failure_reason {
+                    Some(reason) => State::Failed(reason.as_str().to_string()),
                     None => State::Done,
                 };
                 self.lines[judge].finish(state);
                 Some(judge)
             }
-            "synthesis_started" => {
+            FusionEvent::SynthesisStarted { .. } => {
                 self.redraw();
                 self.live = false;
                 if self.enabled {
@@ -145,11 +143,21 @@ impl Panel {
                 }
                 None
             }
-            _ => None,
+            FusionEvent::FusionCalled { .. }
+            | FusionEvent::PrefetchStarted
+            | FusionEvent::PrefetchDone { .. } => None,
         };
         if let Some(index) = line {
             self.changed(index, event);
         }
+    }
+
+    /// Applies `change` to a panel member's line; `None` for a slot the plan does not have.
+    fn member(&mut self, slot: usize, change: impl FnOnce(&mut Line)) -> Option<usize> {
+        let judge = self.lines.len() - 1;
+        let line = self.lines[..judge].get_mut(slot)?;
+        change(line);
+        Some(slot)
     }
 
     /// Called every few hundred milliseconds so elapsed times move on a terminal.
@@ -165,15 +173,19 @@ impl Panel {
         self.live = false;
     }
 
-    fn changed(&mut self, index: usize, event: &Value) {
+    fn changed(&mut self, index: usize, event: &FusionEvent) {
         if !self.enabled || !self.live {
             return;
         }
+        let finished = matches!(
+            event,
+            FusionEvent::MemberDone { .. }
+                | FusionEvent::MemberFailed { .. }
+                | FusionEvent::JudgeDone { .. }
+        );
         if self.tty {
             self.redraw();
-        } else if ["member_done", "member_failed", "judge_done"]
-            .contains(&event["type"].as_str().unwrap_or_default())
-        {
+        } else if finished {
             eprintln!("{}", self.lines[index].render());
         }
     }

@@ -338,6 +338,49 @@ fallbacks = ["sim/b"]
     assert_eq!(content(&data), "from b");
 }
 
+/// A chain that fails everywhere answers with the last attempt's kind and lists every try:
+/// the retries of the first model, then the fallback.
+#[tokio::test]
+async fn a_failed_fallback_chain_lists_every_attempt() {
+    let (_sim, addr) = sim(&[
+        ("a", json!({"fault": "status", "status": 500})),
+        (
+            "b",
+            json!({"fault": "status", "status": 429, "retry_after": 60}),
+        ),
+    ])
+    .await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let mut body = ask("sim/a", "x");
+    body["models"] = json!(["sim/b"]);
+    let r = gw.post(&body).await;
+    assert_eq!(r.status(), 429, "the last attempt decides");
+    assert_eq!(r.headers()["retry-after"], "60");
+    let error: Value = r.json().await.unwrap();
+    let attempts = error["error"]["metadata"]["attempts"].as_array().unwrap();
+    let tried: Vec<(&str, u64, u64, &str)> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a["model"].as_str().unwrap(),
+                a["retry"].as_u64().unwrap(),
+                a["status"].as_u64().unwrap(),
+                a["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            ("sim/a", 0, 502, "upstream_error"),
+            ("sim/a", 1, 502, "upstream_error"),
+            ("sim/a", 2, 502, "upstream_error"),
+            ("sim/b", 0, 429, "rate_limited"),
+        ]
+    );
+    assert!(attempts.iter().all(|a| a["provider"] == "sim"));
+}
+
 #[tokio::test]
 async fn stream_falls_back_before_content_but_not_after() {
     let (sim, addr) = sim(&[

@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Usage};
 use quorate_fusion::{
     annotations_chunk, collect, final_chunk, progress_chunk, Fusion, FusionError, FusionStream,
-    Item, Plan, ResearchPlan,
+    Item, Plan, ResearchPlan, RunOutcome,
 };
 use quorate_providers::Error;
 use serde_json::Value;
@@ -121,52 +121,50 @@ fn frames(
             chunk
         };
         let mut pending = first;
-        // A whole answer (the fusion tool's model did not call fusion, or a research answer):
-        // its usage and `research` object, in case no report follows.
-        let mut answer_tail = None;
+        let mut outcome = RunOutcome::default();
         loop {
             let item = match pending.take() {
                 Some(item) => Some(item),
                 None => items.next().await,
             };
-            match item {
-                Some(Ok(Item::Event(event))) => {
-                    if progress {
-                        yield data_frame(&stamp(progress_chunk(&model, event)));
-                    }
-                }
-                Some(Ok(Item::Chunk(chunk))) => yield data_frame(&stamp(*chunk)),
-                Some(Ok(Item::Answer(completion))) => {
-                    answer_tail = Some((completion.usage.clone().unwrap_or_default(),
-                        completion.extra.get("research").cloned()));
-                    yield data_frame(&stamp(answer_chunk(&completion)));
-                }
-                Some(Ok(Item::Annotations(annotations))) => {
-                    yield data_frame(&stamp(annotations_chunk(&model, annotations)));
-                }
-                Some(Ok(Item::Done(report))) => {
-                    tracing::info!(%model, preset = %report.preset, status = 200, "fusion stream");
-                    yield data_frame(&stamp(final_chunk(&model, &report)));
-                    yield Bytes::from_static(b"data: [DONE]\n\n");
-                    return;
-                }
+            let item = match item {
+                Some(Ok(item)) => item,
                 Some(Err(e)) => {
                     tracing::warn!(%model, status = e.status(), error = %e, "fusion stream failed");
                     yield body_frame(&e.to_body());
                     return;
                 }
-                None => {
-                    let Some((usage, research)) = answer_tail.take() else {
-                        let e = Error::InvalidResponse("the fusion run ended without a result".into());
-                        yield body_frame(&e.to_body());
-                        return;
-                    };
-                    yield data_frame(&stamp(usage_chunk(&model, usage, research)));
+                None => break,
+            };
+            outcome.record(&item);
+            match item {
+                Item::Event(event) if progress => {
+                    yield data_frame(&stamp(progress_chunk(&model, &event)));
+                }
+                Item::Event(_) => {}
+                Item::Chunk(chunk) => yield data_frame(&stamp(*chunk)),
+                Item::Answer(completion) => yield data_frame(&stamp(answer_chunk(&completion))),
+                Item::Annotations(annotations) => {
+                    yield data_frame(&stamp(annotations_chunk(&model, annotations)));
+                }
+                Item::Done(report) => {
+                    tracing::info!(%model, preset = %report.preset, status = 200, "fusion stream");
+                    yield data_frame(&stamp(final_chunk(&model, &report)));
                     yield Bytes::from_static(b"data: [DONE]\n\n");
                     return;
                 }
             }
         }
+        // A whole answer with no report (the fusion tool's model did not call fusion, or a
+        // research answer): its usage and `research` object close the stream.
+        let Some(answer) = outcome.answer else {
+            let e = Error::InvalidResponse("the fusion run ended without a result".into());
+            yield body_frame(&e.to_body());
+            return;
+        };
+        let usage = answer.usage.clone().unwrap_or_default();
+        yield data_frame(&stamp(usage_chunk(&model, usage, answer.extra.get("research").cloned())));
+        yield Bytes::from_static(b"data: [DONE]\n\n");
     }
 }
 
