@@ -29,16 +29,15 @@ pub struct ChatRequest {
     pub tools: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
-    /// How many fusion stages this request is nested in (0 for a caller's request). Never part of
-    /// the body: it travels upstream as the `x-quorate-fusion-depth` header.
-    #[serde(skip)]
-    pub fusion_depth: u8,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
 /// The header on inner calls of a fusion run, so that a Quorate behind Quorate refuses to recurse.
 pub const FUSION_DEPTH_HEADER: &str = "x-quorate-fusion-depth";
+
+/// The gateway's id of a request: on its response, and on every upstream call it makes.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 impl ChatRequest {
     pub fn new(model: impl Into<String>, messages: Vec<Message>) -> Self {
@@ -54,7 +53,6 @@ impl ChatRequest {
             stop: None,
             tools: None,
             tool_choice: None,
-            fusion_depth: 0,
             extra: Map::new(),
         }
     }

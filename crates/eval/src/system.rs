@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use quorate_api::{ChatCompletion, ChatRequest, Message, Role, Usage};
 use quorate_config::Config;
 use quorate_fusion::{add_usage, collect, Fusion, Plan, RunOutcome};
+use quorate_providers::RequestCtx;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -236,10 +237,11 @@ pub async fn answer(
     extract: Option<Extract<'_>>,
 ) -> Answer {
     let started = Instant::now();
+    let ctx = RequestCtx::new(format!("eval-{}-{seed}", system.name));
     let result = match &system.kind {
-        Kind::Solo(model) => solo(fusion, model, messages, seed, settings).await,
-        Kind::Fusion { .. } => fused(fusion, system, messages, seed, settings).await,
-        Kind::Vote(models) => vote(fusion, models, messages, seed, settings, extract).await,
+        Kind::Solo(model) => solo(fusion, &ctx, model, messages, seed, settings).await,
+        Kind::Fusion { .. } => fused(fusion, &ctx, system, messages, seed, settings).await,
+        Kind::Vote(models) => vote(fusion, &ctx, models, messages, seed, settings, extract).await,
     };
     let mut answer = result.unwrap_or_else(|e| Answer {
         error: Some(format!("{e:#}")),
@@ -259,6 +261,7 @@ fn request(model: &str, messages: Vec<Message>, seed: u64, settings: &Settings) 
 
 async fn solo(
     fusion: &Fusion,
+    ctx: &RequestCtx,
     model: &str,
     messages: Vec<Message>,
     seed: u64,
@@ -281,8 +284,8 @@ async fn solo(
         }
     }
     let completion = match fusion.research_plan(&req)? {
-        Some(plan) => collect(fusion.run_research(plan, req), model.to_string()).await?,
-        None => fusion.router().complete(req).await?,
+        Some(plan) => collect(fusion.run_research(ctx, plan, req), model.to_string()).await?,
+        None => fusion.router().complete(ctx, req).await?,
     };
     let research = completion.extra.get("research").cloned();
     let mut answer = from_completion(&completion);
@@ -292,6 +295,7 @@ async fn solo(
 
 async fn fused(
     fusion: &Fusion,
+    ctx: &RequestCtx,
     system: &System,
     messages: Vec<Message>,
     seed: u64,
@@ -301,9 +305,9 @@ async fn fused(
         bail!("not a fusion system");
     };
     let plan = fusion
-        .plan(&req)?
+        .plan(ctx, &req)?
         .context("the fusion spec did not make a fusion request")?;
-    let outcome = RunOutcome::read(fusion.run(plan, req)).await?;
+    let outcome = RunOutcome::read(fusion.run(ctx, plan, req)).await?;
     let report = outcome
         .report
         .clone()
@@ -323,6 +327,7 @@ async fn fused(
 
 async fn vote(
     fusion: &Fusion,
+    ctx: &RequestCtx,
     models: &[String],
     messages: Vec<Message>,
     seed: u64,
@@ -338,7 +343,7 @@ async fn vote(
             seed.wrapping_add(i as u64),
             settings,
         );
-        fusion.router().complete(req)
+        fusion.router().complete(ctx, req)
     });
     let results = futures::future::join_all(calls).await;
     let mut answer = Answer::default();

@@ -19,7 +19,7 @@ mod tool;
 use std::sync::Arc;
 
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
-use quorate_providers::{Error, Router};
+use quorate_providers::{Error, RequestCtx, Router};
 use quorate_tools::Toolbox;
 use serde_json::Value;
 
@@ -63,30 +63,50 @@ impl Fusion {
         &self.toolbox
     }
 
-    /// The run `req` asks for, or `None` for an ordinary completion.
-    pub fn plan(&self, req: &ChatRequest) -> Result<Option<Plan>, Error> {
-        Plan::from_request(self.router.config(), req)
+    /// The run `req` asks for, or `None` for an ordinary completion. A request from inside a run
+    /// may not start another.
+    pub fn plan(&self, ctx: &RequestCtx, req: &ChatRequest) -> Result<Option<Plan>, Error> {
+        let plan = Plan::from_request(self.router.config(), req)?;
+        if plan.is_some() {
+            plan::refuse_nested(ctx.fusion_depth)?;
+        }
+        Ok(plan)
     }
 
     /// Runs the pipeline as a stream: progress events, synthesis chunks, then the report.
-    pub fn run(&self, plan: Plan, request: ChatRequest) -> FusionStream {
-        self.start(plan, request).stream()
+    pub fn run(&self, ctx: &RequestCtx, plan: Plan, request: ChatRequest) -> FusionStream {
+        self.start(ctx, plan, request).stream()
     }
 
     /// The fusion tool a request offers its model, if any: its index in `tools` and the run.
     /// Other `quorate:` / `openrouter:` server tools are refused by name until they exist.
-    pub fn tool_plan(&self, req: &ChatRequest) -> Result<Option<(usize, Plan)>, Error> {
-        Plan::for_tool(self.router.config(), req)
+    pub fn tool_plan(
+        &self,
+        ctx: &RequestCtx,
+        req: &ChatRequest,
+    ) -> Result<Option<(usize, Plan)>, Error> {
+        let plan = Plan::for_tool(self.router.config(), req)?;
+        if plan.is_some() {
+            plan::refuse_nested(ctx.fusion_depth)?;
+        }
+        Ok(plan)
     }
 
     /// Runs the request's model with the fusion tool at `tools[index]`.
-    pub fn run_tool(&self, plan: Plan, index: usize, request: ChatRequest) -> FusionStream {
-        self.start(plan, request).tool_stream(index)
+    pub fn run_tool(
+        &self,
+        ctx: &RequestCtx,
+        plan: Plan,
+        index: usize,
+        request: ChatRequest,
+    ) -> FusionStream {
+        self.start(ctx, plan, request).tool_stream(index)
     }
 
-    fn start(&self, plan: Plan, request: ChatRequest) -> run::Run {
+    fn start(&self, ctx: &RequestCtx, plan: Plan, request: ChatRequest) -> run::Run {
         let deadline = tokio::time::Instant::now() + plan.total_timeout;
         run::Run {
+            ctx: ctx.clone(),
             router: self.router.clone(),
             prompts: self.prompts.clone(),
             tools: self.toolbox.session(&plan.tools),

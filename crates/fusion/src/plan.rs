@@ -116,13 +116,6 @@ impl Plan {
         plugin: Plugin,
         slug: Option<Option<&str>>,
     ) -> Result<Plan, Error> {
-        if req.fusion_depth > 0 {
-            return Err(Error::BadRequest(format!(
-                "fusion refused: this request comes from inside a fusion run (fusion depth {}); \
-                 a panel member, judge or synthesizer cannot start another fusion",
-                req.fusion_depth
-            )));
-        }
         let field = |name: &str| format!("{prefix}.{name}");
         let (preset_name, preset) = pick_preset(config, &plugin, slug, &field)?;
         let panel = match &plugin.analysis_models {
@@ -370,6 +363,17 @@ fn seed(req: &ChatRequest) -> u64 {
         .unwrap_or_else(|| u64::from(rand::random::<u32>()))
 }
 
+/// A request made inside a fusion run (its fusion depth above 0) may not start another run.
+pub(crate) fn refuse_nested(fusion_depth: u8) -> Result<(), Error> {
+    if fusion_depth == 0 {
+        return Ok(());
+    }
+    Err(Error::BadRequest(format!(
+        "fusion refused: this request comes from inside a fusion run (fusion depth \
+         {fusion_depth}); a panel member, judge or synthesizer cannot start another fusion"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,11 +565,8 @@ mod tests {
 
     #[test]
     fn nested_fusion_is_refused() {
-        let config = Config::builtin();
-        let mut req: ChatRequest =
-            serde_json::from_value(json!({"model": "quorate/fusion", "messages": []})).unwrap();
-        req.fusion_depth = 1;
-        let e = Plan::from_request(&config, &req).unwrap_err();
+        assert!(refuse_nested(0).is_ok());
+        let e = refuse_nested(1).unwrap_err();
         assert!(e.to_string().starts_with("fusion refused"), "{e}");
         assert_eq!(e.status(), 400);
     }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use quorate_api::{ChatCompletion, ChatRequest, Message, Role, ToolCall, Usage};
 use quorate_config::{Config, ProviderKind};
-use quorate_providers::{Error, Router};
+use quorate_providers::{Error, RequestCtx, Router};
 use quorate_tools::{Session, Source};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -33,6 +33,7 @@ pub type OnCall<'a> = &'a (dyn Fn(&str, &Value) + Send + Sync);
 /// A reply that calls a client tool ends the loop (the client runs those).
 pub async fn agent(
     router: &Router,
+    ctx: &RequestCtx,
     prompts: &Prompts,
     tools: &Session,
     mut req: ChatRequest,
@@ -59,7 +60,7 @@ pub async fn agent(
                 prompts.render(prompts::TOOLS_SPENT, json!({"max_tool_calls": max_calls}))?;
             req.messages.push(Message::new(Role::User, note.trim()));
         }
-        let completion = router.complete(req.clone()).await?;
+        let completion = router.complete(ctx, req.clone()).await?;
         add(
             &mut done.usage,
             &completion.usage.clone().unwrap_or_default(),

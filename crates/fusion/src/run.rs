@@ -10,12 +10,13 @@ use futures::{Stream, StreamExt};
 use quorate_api::{
     ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Message, Role, Usage,
 };
-use quorate_providers::{Error, Router};
+use quorate_providers::{in_span, Error, RequestCtx, Router};
 use quorate_tools::{Session, Source};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::analysis::{self, Analysis, Invalid};
 use crate::citations;
@@ -54,6 +55,8 @@ const JUDGE_MAX_TOKENS: u32 = 4096;
 const CHARS_PER_TOKEN: usize = 3;
 
 pub struct Run {
+    /// The caller's context; inner calls (panel, judge, synthesis) run one fusion stage deeper.
+    pub ctx: RequestCtx,
     pub router: Router,
     pub prompts: Arc<Prompts>,
     pub plan: Plan,
@@ -142,7 +145,8 @@ impl Run {
             let synthesis_started = Instant::now();
             let strict = self.plan.strict_citations;
             let (mut text, mut finish) = (String::new(), None);
-            let mut answer = std::pin::pin!(self.streamed(request));
+            let span = tracing::info_span!("synthesis", model = %request.model);
+            let mut answer = std::pin::pin!(in_span(span, self.streamed(request)));
             while let Some(step) = answer.next().await {
                 match step {
                     Ok(Streamed::Chunk(chunk)) => {
@@ -206,7 +210,11 @@ impl Run {
         };
         let panel_started = Instant::now();
         report.tools_note = self.tools.note();
-        report.panel = self.panel(&events, &mut report.tools_note).await;
+        let span = tracing::info_span!("panel", size = self.plan.panel.len());
+        report.panel = self
+            .panel(&events, &mut report.tools_note)
+            .instrument(span)
+            .await;
         report.timings.panel_ms = millis(panel_started);
         for member in &report.panel {
             add(&mut report.usage.panel, &member.usage);
@@ -220,7 +228,10 @@ impl Run {
             return Err(panel_failure(report, self.plan.quorum));
         }
         let judge_started = Instant::now();
-        let verdict = self.judge(&answers, &events).await;
+        let verdict = self
+            .judge(&answers, &events)
+            .instrument(tracing::info_span!("judge"))
+            .await;
         report.timings.judge_ms = millis(judge_started);
         report.analysis = verdict.analysis;
         report.judge = verdict.judge;
@@ -262,7 +273,9 @@ impl Run {
                 };
                 let approach = self.approach(&mut req, prefetched);
                 let deadline = (Instant::now() + self.plan.member_timeout).min(self.deadline);
+                let span = tracing::info_span!("member", slot, model = %model);
                 self.member(slot, seed, req, approach, deadline, events.clone())
+                    .instrument(span)
                     .await
             }
         });
@@ -368,12 +381,14 @@ impl Run {
         let work = async {
             match approach {
                 Approach::Agent => self.agent(slot, req, &events).await,
-                Approach::Plain => answer(&self.router, slot, req, &events)
+                Approach::Plain => answer(&self.router, &self.ctx.nested(), slot, req, &events)
                     .await
                     .map(|(text, usage)| (text, usage, Vec::new(), 0)),
-                Approach::Prefetched(sources) => answer(&self.router, slot, req, &events)
-                    .await
-                    .map(|(text, usage)| (text, usage, sources, 0)),
+                Approach::Prefetched(sources) => {
+                    answer(&self.router, &self.ctx.nested(), slot, req, &events)
+                        .await
+                        .map(|(text, usage)| (text, usage, sources, 0))
+                }
             }
         };
         let result = tokio::time::timeout_at(deadline, work).await;
@@ -456,6 +471,7 @@ impl Run {
         };
         let done = research::agent(
             &self.router,
+            &self.ctx.nested(),
             &self.prompts,
             &self.tools,
             req,
@@ -553,20 +569,23 @@ impl Run {
             let mut req = ChatRequest::new(model, messages.clone());
             req.temperature = Some(0.0);
             req.max_tokens = Some(cap);
-            req.fusion_depth = self.request.fusion_depth + 1;
             req.extra.insert("response_format".into(), format.clone());
-            let completion =
-                match tokio::time::timeout_at(deadline, self.router.complete(req)).await {
-                    Err(_) => {
-                        self.judge_error(verdict, model, repair, "judge timed out");
-                        return Err(FailureReason::Timeout);
-                    }
-                    Ok(Err(e)) => {
-                        self.judge_error(verdict, model, repair, &e.to_string());
-                        return Err(FailureReason::JudgeUpstreamError);
-                    }
-                    Ok(Ok(c)) => c,
-                };
+            let completion = match tokio::time::timeout_at(
+                deadline,
+                self.router.complete(&self.ctx.nested(), req),
+            )
+            .await
+            {
+                Err(_) => {
+                    self.judge_error(verdict, model, repair, "judge timed out");
+                    return Err(FailureReason::Timeout);
+                }
+                Ok(Err(e)) => {
+                    self.judge_error(verdict, model, repair, &e.to_string());
+                    return Err(FailureReason::JudgeUpstreamError);
+                }
+                Ok(Ok(c)) => c,
+            };
             add(&mut verdict.usage, &completion.usage.unwrap_or_default());
             let reply = completion
                 .choices
@@ -673,7 +692,7 @@ impl Run {
         req: ChatRequest,
     ) -> impl Stream<Item = Result<Streamed, Error>> + Send + '_ {
         async_stream::stream! {
-            let opened = tokio::time::timeout_at(self.deadline, self.router.stream(req)).await;
+            let opened = tokio::time::timeout_at(self.deadline, self.router.stream(&self.ctx.nested(), req)).await;
             let mut chunks = match opened.unwrap_or_else(|_| Err(self.timeout())) {
                 Ok(s) => s,
                 Err(e) => { yield Err(e); return; }
@@ -758,11 +777,12 @@ impl Run {
 /// Streams a member's answer, reporting its token count as it grows.
 async fn answer(
     router: &Router,
+    ctx: &RequestCtx,
     slot: usize,
     req: ChatRequest,
     events: &Events,
 ) -> Result<(String, Usage), Error> {
-    let mut chunks = router.stream(req).await?;
+    let mut chunks = router.stream(ctx, req).await?;
     let mut text = String::new();
     let mut usage = Usage::default();
     let mut tokens = 0u64;
@@ -786,15 +806,14 @@ async fn answer(
     Ok((text, usage))
 }
 
-/// The caller's request as an inner call starts from: no fusion, no client tools, no fallbacks,
-/// one level deeper. `response_format` is kept only for the synthesis.
+/// The caller's request as an inner call starts from: no fusion, no client tools, no fallbacks.
+/// `response_format` is kept only for the synthesis.
 fn inner_request(req: &ChatRequest, keep_format: bool) -> ChatRequest {
     let mut inner = req.clone();
     inner.stream = None;
     inner.models = None;
     inner.tools = None;
     inner.tool_choice = None;
-    inner.fusion_depth = req.fusion_depth + 1;
     for key in ["seed", "stream_options"] {
         inner.extra.remove(key);
     }

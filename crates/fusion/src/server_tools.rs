@@ -6,7 +6,7 @@
 
 use quorate_api::{ChatCompletion, ChatRequest, Message, Role};
 use quorate_config::{Config, MAX_TOOL_CALLS};
-use quorate_providers::Error;
+use quorate_providers::{Error, RequestCtx};
 use quorate_tools::{Session, ToolName, ToolSpec};
 use serde_json::{json, Value};
 
@@ -76,11 +76,17 @@ impl Fusion {
     }
 
     /// Runs the request's model with the research tools; yields its final answer.
-    pub fn run_research(&self, plan: ResearchPlan, request: ChatRequest) -> FusionStream {
+    pub fn run_research(
+        &self,
+        ctx: &RequestCtx,
+        plan: ResearchPlan,
+        request: ChatRequest,
+    ) -> FusionStream {
         let this = self.clone();
+        let ctx = ctx.clone();
         Box::pin(async_stream::stream! {
             let session = this.toolbox.session(&plan.tools);
-            match this.research(&session, &plan, request).await {
+            match this.research(&ctx, &session, &plan, request).await {
                 Ok(completion) => yield Ok(Item::Answer(Box::new(completion))),
                 Err(e) => yield Err(e.into()),
             }
@@ -89,6 +95,7 @@ impl Fusion {
 
     async fn research(
         &self,
+        ctx: &RequestCtx,
         session: &Session,
         plan: &ResearchPlan,
         mut req: ChatRequest,
@@ -112,6 +119,7 @@ impl Fusion {
             };
             research::agent(
                 &self.router,
+                ctx,
                 &self.prompts,
                 session,
                 req,
@@ -123,7 +131,7 @@ impl Fusion {
             let budget = model
                 .and_then(|m| m.context_length)
                 .map_or(PREFETCH_CHARS, |c| (c as usize).min(PREFETCH_CHARS));
-            self.prefetched(session, req, budget).await?
+            self.prefetched(ctx, session, req, budget).await?
         };
         Ok(self.answer(session, done))
     }
@@ -131,6 +139,7 @@ impl Fusion {
     /// A model without tool support: prefetched extracts in its prompt, then one call.
     async fn prefetched(
         &self,
+        ctx: &RequestCtx,
         session: &Session,
         mut req: ChatRequest,
         budget: usize,
@@ -145,7 +154,7 @@ impl Fusion {
                 done.sources = found.sources;
             }
         }
-        let completion = self.router.complete(req).await?;
+        let completion = self.router.complete(ctx, req).await?;
         done.usage = completion.usage.clone().unwrap_or_default();
         done.completion = Some(completion);
         Ok(done)

@@ -101,7 +101,7 @@ impl Run {
     }
 
     async fn outer_call(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
-        tokio::time::timeout_at(self.deadline, self.router.complete(req))
+        tokio::time::timeout_at(self.deadline, self.router.complete(&self.ctx, req))
             .await
             .unwrap_or_else(|_| Err(self.timeout()))
     }

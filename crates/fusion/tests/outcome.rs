@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use quorate_api::{ChatRequest, Message, Role};
 use quorate_config::Config;
 use quorate_fusion::{FailureReason, Fusion, FusionEvent, MemberStatus, RunOutcome};
-use quorate_providers::Router;
+use quorate_providers::{RequestCtx, Router};
 use quorate_sim::Sim;
 use serde_json::json;
 
@@ -63,10 +63,11 @@ fn slot_of(event: &FusionEvent) -> Option<usize> {
 
 #[tokio::test]
 async fn a_run_yields_typed_events_in_order_and_ends_in_one_outcome() {
-    let (_sim, fusion) = fusion(&["sim/p1", "sim/p2", "sim/r500"]).await;
+    let (sim, fusion) = fusion(&["sim/p1", "sim/p2", "sim/r500"]).await;
     let req = request();
-    let plan = fusion.plan(&req).unwrap().unwrap();
-    let outcome = RunOutcome::read(fusion.run(plan, req)).await.unwrap();
+    let ctx = RequestCtx::new("gen-test-1");
+    let plan = fusion.plan(&ctx, &req).unwrap().unwrap();
+    let outcome = RunOutcome::read(fusion.run(&ctx, plan, req)).await.unwrap();
     let events = &outcome.events;
     let position = |wanted: &dyn Fn(&FusionEvent) -> bool| events.iter().position(wanted).unwrap();
 
@@ -131,14 +132,34 @@ async fn a_run_yields_typed_events_in_order_and_ends_in_one_outcome() {
         "0.001 + 0.002 + 0.0005 + 0.00025"
     );
     assert_eq!(completion.extra["fusion"]["panel"][2]["status"], "failed");
+
+    // Every inner call carries the request's id and says it comes from inside a run.
+    let calls = sim.requests();
+    assert_eq!(calls.len(), 5, "three members, the judge, the synthesis");
+    for call in calls {
+        assert_eq!(
+            call.headers.get("x-request-id").map(String::as_str),
+            Some("gen-test-1")
+        );
+        assert_eq!(
+            call.headers
+                .get("x-quorate-fusion-depth")
+                .map(String::as_str),
+            Some("1")
+        );
+    }
+    assert!(ctx.upstream_wait() > std::time::Duration::ZERO);
 }
 
 #[tokio::test]
 async fn a_failed_run_is_a_typed_error_with_its_report() {
     let (_sim, fusion) = fusion(&["sim/r500", "sim/r500"]).await;
     let req = request();
-    let plan = fusion.plan(&req).unwrap().unwrap();
-    let error = RunOutcome::read(fusion.run(plan, req)).await.unwrap_err();
+    let ctx = RequestCtx::new("gen-test-2");
+    let plan = fusion.plan(&ctx, &req).unwrap().unwrap();
+    let error = RunOutcome::read(fusion.run(&ctx, plan, req))
+        .await
+        .unwrap_err();
     assert_eq!(error.reason, Some(FailureReason::AllPanelsFailed));
     assert_eq!(error.report.unwrap().panel.len(), 2);
 }
@@ -154,8 +175,11 @@ async fn a_template_that_fails_to_render_is_an_internal_error() {
     config.fusion.prompts_dir = Some(dir.clone());
     let fusion = Fusion::new(Router::new(config).unwrap()).unwrap();
     let req = request();
-    let plan = fusion.plan(&req).unwrap().unwrap();
-    let error = RunOutcome::read(fusion.run(plan, req)).await.unwrap_err();
+    let ctx = RequestCtx::new("gen-test-2");
+    let plan = fusion.plan(&ctx, &req).unwrap().unwrap();
+    let error = RunOutcome::read(fusion.run(&ctx, plan, req))
+        .await
+        .unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(error.status(), 500, "{error}");
     assert!(

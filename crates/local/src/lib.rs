@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Role, Usage};
 use quorate_config::{Config, ProviderConfig};
-use quorate_providers::{ChunkStream, Error, Provider};
+use quorate_providers::{ChunkStream, Error, Provider, RequestCtx};
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -146,9 +146,9 @@ fn log_progress(p: pull::Progress) {
 
 #[async_trait]
 impl Provider for LocalProvider {
-    async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
+    async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error> {
         let model = req.model.clone();
-        let mut stream = self.stream(req).await?;
+        let mut stream = self.stream(ctx, req).await?;
         let mut text = String::new();
         let mut finish = None;
         let mut usage = None;
@@ -165,7 +165,7 @@ impl Provider for LocalProvider {
         Ok(completion)
     }
 
-    async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
+    async fn stream(&self, _ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error> {
         let params = params(&req)?;
         let engine = self.engine(&req.model).await?;
         let prompt = engine.prompt(&req.messages)?;

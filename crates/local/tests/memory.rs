@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use quorate_api::ChatRequest;
 use quorate_config::Config;
-use quorate_providers::Provider;
+use quorate_providers::{Provider, RequestCtx};
 use serde_json::{json, Value};
 
 fn provider() -> Arc<dyn Provider> {
@@ -32,9 +32,12 @@ fn rss_kib() -> u64 {
 #[tokio::test]
 async fn concurrent_requests_share_one_model() {
     let p = provider();
-    p.complete(request(ask("Which city is the capital of France?")))
-        .await
-        .unwrap();
+    p.complete(
+        &RequestCtx::new("test"),
+        request(ask("Which city is the capital of France?")),
+    )
+    .await
+    .unwrap();
     let before = rss_kib();
     let runs = (0..3).map(|i| {
         let p = p.clone();
@@ -42,7 +45,7 @@ async fn concurrent_requests_share_one_model() {
             let mut req = ask("Name three colours.");
             req["seed"] = json!(i);
             req["temperature"] = json!(0.7);
-            p.complete(request(req)).await
+            p.complete(&RequestCtx::new("test"), request(req)).await
         }
     });
     let results = futures::future::join_all(runs).await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use quorate_api::ChatRequest;
 use quorate_config::Config;
-use quorate_providers::Provider;
+use quorate_providers::{Provider, RequestCtx};
 use serde_json::{json, Value};
 
 fn provider(extra: &str) -> Arc<dyn Provider> {
@@ -24,7 +24,7 @@ fn ask(text: &str) -> Value {
 }
 
 async fn streamed_text(p: &dyn Provider, req: ChatRequest) -> String {
-    let mut stream = p.stream(req).await.unwrap();
+    let mut stream = p.stream(&RequestCtx::new("test"), req).await.unwrap();
     let mut text = String::new();
     while let Some(chunk) = stream.next().await {
         for c in chunk.unwrap().choices {
@@ -38,7 +38,10 @@ async fn streamed_text(p: &dyn Provider, req: ChatRequest) -> String {
 async fn answers_a_factual_question() {
     let p = provider("");
     let c = p
-        .complete(request(ask("Which city is the capital of France?")))
+        .complete(
+            &RequestCtx::new("test"),
+            request(ask("Which city is the capital of France?")),
+        )
         .await
         .unwrap();
     let text = c.choices[0].message.text();
@@ -61,7 +64,10 @@ async fn json_schema_output_parses_and_matches() {
         "type": "object",
         "properties": {"city": {"type": "string"}, "country": {"type": "string"}, "population": {"type": "integer"}},
         "required": ["city", "country", "population"], "additionalProperties": false}}});
-    let c = p.complete(request(req)).await.unwrap();
+    let c = p
+        .complete(&RequestCtx::new("test"), request(req))
+        .await
+        .unwrap();
     let text = c.choices[0].message.text();
     let value: Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
@@ -83,7 +89,11 @@ async fn stream_matches_completion_for_the_same_seed() {
     let mut req = ask("Write one sentence about the sea.");
     req["temperature"] = json!(0.9);
     req["seed"] = json!(1234);
-    let whole = p.complete(request(req.clone())).await.unwrap().choices[0]
+    let whole = p
+        .complete(&RequestCtx::new("test"), request(req.clone()))
+        .await
+        .unwrap()
+        .choices[0]
         .message
         .text();
     let streamed = streamed_text(p.as_ref(), request(req)).await;
@@ -96,7 +106,11 @@ async fn stop_sequences_and_length_cap() {
     let p = provider("");
     let mut req = ask("Count from one to ten in words, separated by commas.");
     req["max_tokens"] = json!(30);
-    let free = p.complete(request(req.clone())).await.unwrap().choices[0]
+    let free = p
+        .complete(&RequestCtx::new("test"), request(req.clone()))
+        .await
+        .unwrap()
+        .choices[0]
         .message
         .text();
     // Stop at the second word the model writes: the answer must be exactly what came before it.
@@ -107,7 +121,10 @@ async fn stop_sequences_and_length_cap() {
         .to_string();
     let cut = free.find(&word).unwrap();
     req["stop"] = json!([word]);
-    let c = p.complete(request(req)).await.unwrap();
+    let c = p
+        .complete(&RequestCtx::new("test"), request(req))
+        .await
+        .unwrap();
     assert_eq!(
         c.choices[0].message.text(),
         free[..cut],
@@ -116,7 +133,10 @@ async fn stop_sequences_and_length_cap() {
     assert_eq!(c.choices[0].finish_reason.as_deref(), Some("stop"));
     let mut req = ask("Tell me a long story about a dragon.");
     req["max_tokens"] = json!(5);
-    let c = p.complete(request(req)).await.unwrap();
+    let c = p
+        .complete(&RequestCtx::new("test"), request(req))
+        .await
+        .unwrap();
     assert_eq!(c.choices[0].finish_reason.as_deref(), Some("length"));
     assert_eq!(c.usage.unwrap().completion_tokens, 5);
 }
@@ -126,10 +146,13 @@ async fn a_dropped_stream_frees_its_slot_and_a_full_queue_is_503() {
     let p = provider("[providers.local]\nkind = \"local\"\nslots = 1\nqueue = 0\n");
     let mut long = ask("Tell me a long story about a dragon.");
     long["max_tokens"] = json!(400);
-    let mut first = p.stream(request(long.clone())).await.unwrap();
+    let mut first = p
+        .stream(&RequestCtx::new("test"), request(long.clone()))
+        .await
+        .unwrap();
     assert!(first.next().await.is_some());
     let busy = p
-        .stream(request(ask("hi")))
+        .stream(&RequestCtx::new("test"), request(ask("hi")))
         .await
         .err()
         .expect("the only slot is taken");
@@ -140,7 +163,10 @@ async fn a_dropped_stream_frees_its_slot_and_a_full_queue_is_503() {
     for _ in 0..50 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         if let Ok(stream) = p
-            .stream(request(ask("Which city is the capital of France?")))
+            .stream(
+                &RequestCtx::new("test"),
+                request(ask("Which city is the capital of France?")),
+            )
             .await
         {
             drop(stream);
@@ -155,7 +181,10 @@ async fn a_dropped_stream_frees_its_slot_and_a_full_queue_is_503() {
 async fn an_over_long_prompt_is_a_400_naming_both_counts() {
     let p = provider("[models.\"local/smollm2-135m\"]\nprovider = \"local\"\ngguf = \"smollm2-135m\"\ncontext_length = 64\n");
     let e = p
-        .stream(request(ask(&"many words here ".repeat(40))))
+        .stream(
+            &RequestCtx::new("test"),
+            request(ask(&"many words here ".repeat(40))),
+        )
         .await
         .err()
         .unwrap();

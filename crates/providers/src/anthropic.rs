@@ -15,7 +15,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 
 use crate::http::{upstream_message, Endpoint};
-use crate::{sse, ChunkStream, Error, Provider};
+use crate::{sse, ChunkStream, Error, Provider, RequestCtx};
 
 const API_VERSION: &str = "2023-06-01";
 /// Anthropic requires an output cap; this is used when neither caller nor config gives one.
@@ -66,9 +66,9 @@ impl Anthropic {
 
 #[async_trait]
 impl Provider for Anthropic {
-    async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
+    async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error> {
         let body = to_messages_request(&req, false)?;
-        let value = self.endpoint.post_json(&body, req.fusion_depth).await?;
+        let value = self.endpoint.post_json(&body, ctx).await?;
         from_messages_response(&value).map_err(|m| {
             Error::InvalidResponse(format!(
                 "{}: not a Messages response: {m}",
@@ -77,9 +77,9 @@ impl Provider for Anthropic {
         })
     }
 
-    async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
+    async fn stream(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error> {
         let body = to_messages_request(&req, true)?;
-        let response = self.endpoint.post(&body, req.fusion_depth).await?;
+        let response = self.endpoint.post(&body, ctx).await?;
         let events = sse::events(
             response.bytes_stream(),
             self.endpoint.idle,

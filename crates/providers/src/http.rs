@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use quorate_api::FUSION_DEPTH_HEADER;
+use quorate_api::{FUSION_DEPTH_HEADER, REQUEST_ID_HEADER};
 use quorate_config::ProviderConfig;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{RequestBuilder, Response};
 use serde_json::Value;
 
-use crate::Error;
+use crate::{Error, RequestCtx};
 
 /// Error bodies are read up to this size: enough for any message, not for a hostile upstream.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -50,11 +50,11 @@ impl Endpoint {
         })
     }
 
-    /// Posts `body`; `fusion_depth` > 0 marks an inner call of a fusion run.
+    /// Posts `body` with the request's id; a fusion depth above 0 marks an inner call of a run.
     pub async fn post(
         &self,
         body: &serde_json::Value,
-        fusion_depth: u8,
+        ctx: &RequestCtx,
     ) -> Result<Response, Error> {
         if let Some(message) = &self.missing_key {
             return Err(Error::Unavailable(message.clone()));
@@ -63,9 +63,10 @@ impl Endpoint {
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
+            .header(REQUEST_ID_HEADER, &ctx.id)
             .json(body);
-        if fusion_depth > 0 {
-            request = request.header(FUSION_DEPTH_HEADER, fusion_depth.to_string());
+        if ctx.fusion_depth > 0 {
+            request = request.header(FUSION_DEPTH_HEADER, ctx.fusion_depth.to_string());
         }
         send(request, &self.name).await
     }
@@ -74,9 +75,9 @@ impl Endpoint {
     pub async fn post_json(
         &self,
         body: &serde_json::Value,
-        fusion_depth: u8,
+        ctx: &RequestCtx,
     ) -> Result<serde_json::Value, Error> {
-        let response = self.post(body, fusion_depth).await?;
+        let response = self.post(body, ctx).await?;
         let bytes = response
             .bytes()
             .await

@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 mod cost;
+mod ctx;
 mod error;
 mod http;
 pub mod openai;
@@ -16,6 +17,7 @@ use futures::Stream;
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
 
 pub use cost::price;
+pub use ctx::{in_span, RequestCtx, WaitGuard};
 pub use error::{Attempt, Error};
 pub use router::{RoutedStream, Router};
 
@@ -25,9 +27,9 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Sen
 /// `req.models` is empty; the router has done the routing.
 #[async_trait]
 pub trait Provider: Send + Sync {
-    async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error>;
+    async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error>;
 
     /// Resolves once the upstream has accepted the request (its status is known); the stream then
     /// yields chunks, ending with an error if the upstream breaks off.
-    async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error>;
+    async fn stream(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error>;
 }

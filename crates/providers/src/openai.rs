@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION};
 use serde_json::{json, Value};
 
 use crate::http::{embedded_error, Endpoint};
-use crate::{sse, ChunkStream, Error, Provider};
+use crate::{sse, ChunkStream, Error, Provider, RequestCtx};
 
 pub struct OpenAi {
     endpoint: Endpoint,
@@ -57,10 +57,10 @@ fn request_body(req: &ChatRequest, stream: bool) -> Result<Value, Error> {
 
 #[async_trait]
 impl Provider for OpenAi {
-    async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
+    async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error> {
         let value = self
             .endpoint
-            .post_json(&request_body(&req, false)?, req.fusion_depth)
+            .post_json(&request_body(&req, false)?, ctx)
             .await?;
         if let Some(error) = embedded_error(&value, &self.endpoint.name) {
             return Err(error);
@@ -80,11 +80,8 @@ impl Provider for OpenAi {
         Ok(completion)
     }
 
-    async fn stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
-        let response = self
-            .endpoint
-            .post(&request_body(&req, true)?, req.fusion_depth)
-            .await?;
+    async fn stream(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error> {
+        let response = self.endpoint.post(&request_body(&req, true)?, ctx).await?;
         let events = sse::events(
             response.bytes_stream(),
             self.endpoint.idle,

@@ -7,16 +7,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use quorate_api::{ChatCompletion, ChatRequest};
 use quorate_config::{Config, ProviderConfig, ProviderKind, ResolvedModel};
 use rand::Rng;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::anthropic::Anthropic;
 use crate::error::Attempt;
 use crate::openai::OpenAi;
-use crate::{cost, http, ChunkStream, Error, Provider};
+use crate::{cost, http, ChunkStream, Error, Provider, RequestCtx};
 
 /// A stream of chunks for the caller: model ids are the gateway's, usage carries cost.
 pub type RoutedStream = ChunkStream;
@@ -136,30 +137,31 @@ impl Router {
         Ok(out)
     }
 
-    pub async fn complete(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
-        let mut waited = Duration::ZERO;
-        self.complete_timed(req, &mut waited).await
-    }
-
-    /// `complete`, adding to `waited` the time spent in provider calls (every attempt and
-    /// backoff), so the server can tell a slow upstream from a slow gateway.
-    pub async fn complete_timed(
+    /// Tries each candidate in turn, with retries. The time spent in provider calls (every
+    /// attempt and backoff) counts as the request's upstream wait.
+    pub async fn complete(
         &self,
+        ctx: &RequestCtx,
         req: ChatRequest,
-        waited: &mut Duration,
     ) -> Result<ChatCompletion, Error> {
         let candidates = self.candidates(&req)?;
         let mut tried = Tried::default();
+        let _waiting = ctx.waiting();
         for model in &candidates {
             let entry = self.entry(model)?;
             let upstream = upstream_request(&req, model);
-            let started = Instant::now();
-            let result = retrying(model, entry.policy, &mut tried, || {
-                let call = entry.provider.complete(upstream.clone());
-                with_timeout(entry.policy.timeout, call, model)
+            let result = retrying(model, entry.policy, &mut tried, |span| {
+                let call = entry.provider.complete(ctx, upstream.clone());
+                with_timeout(entry.policy.timeout, call, model).map(move |result| {
+                    if let Ok(completion) = &result {
+                        if let Some(usage) = &completion.usage {
+                            span.record("tokens", usage.completion_tokens);
+                        }
+                    }
+                    result
+                })
             })
             .await;
-            *waited += started.elapsed();
             if let Some(mut completion) = result {
                 finish_completion(&mut completion, model);
                 return Ok(completion);
@@ -170,11 +172,14 @@ impl Router {
 
     /// Opens a stream on the first candidate that accepts the request. The returned stream keeps
     /// falling back to later candidates while no content has been sent.
-    pub async fn stream(&self, req: ChatRequest) -> Result<RoutedStream, Error> {
+    pub async fn stream(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<RoutedStream, Error> {
         let candidates = self.candidates(&req)?;
         let mut tried = Tried::default();
-        let (index, first) = self.open_from(&req, &candidates, 0, &mut tried).await?;
+        let (index, first) = self
+            .open_from(ctx, &req, &candidates, 0, &mut tried)
+            .await?;
         let router = self.clone();
+        let ctx = ctx.clone();
         Ok(Box::pin(async_stream::stream! {
             let mut index = index;
             let mut current = first;
@@ -193,7 +198,7 @@ impl Router {
                     Some(Err(e)) if !started => {
                         tracing::warn!(model = %model.id, error = %e, "stream failed before content; falling back");
                         tried.push(model, 0, e, Instant::now());
-                        match router.open_from(&req, &candidates, index + 1, &mut tried).await {
+                        match router.open_from(&ctx, &req, &candidates, index + 1, &mut tried).await {
                             Ok((next, stream)) => { index = next; current = stream; }
                             Err(e) => { yield Err(e); return; }
                         }
@@ -205,19 +210,22 @@ impl Router {
         }))
     }
 
-    /// Tries candidates from `start` on; returns the index that accepted and its stream.
+    /// Tries candidates from `start` on; returns the index that accepted and its stream. The wait
+    /// until one accepts counts as the request's upstream wait.
     async fn open_from(
         &self,
+        ctx: &RequestCtx,
         req: &ChatRequest,
         candidates: &[ResolvedModel],
         start: usize,
         tried: &mut Tried,
     ) -> Result<(usize, ChunkStream), Error> {
+        let _waiting = ctx.waiting();
         for (index, model) in candidates.iter().enumerate().skip(start) {
             let entry = self.entry(model)?;
             let upstream = upstream_request(req, model);
-            let result = retrying(model, entry.policy, tried, || {
-                let call = entry.provider.stream(upstream.clone());
+            let result = retrying(model, entry.policy, tried, |_| {
+                let call = entry.provider.stream(ctx, upstream.clone());
                 with_timeout(entry.policy.timeout, call, model)
             })
             .await;
@@ -280,8 +288,9 @@ async fn with_timeout<T>(
         .map_err(|e| e.context(&model.id))
 }
 
-/// Runs `call` until it succeeds, the error is not retryable, or retries are spent. Each failed
-/// try goes into `tried`, where the caller reads the error from.
+/// Runs `call` until it succeeds, the error is not retryable, or retries are spent, each try in
+/// an `attempt` span (model, provider, retry, status) that `call` may add to. Each failed try goes
+/// into `tried`, where the caller reads the error from.
 async fn retrying<T, F, Fut>(
     model: &ResolvedModel,
     policy: Policy,
@@ -289,13 +298,20 @@ async fn retrying<T, F, Fut>(
     call: F,
 ) -> Option<T>
 where
-    F: Fn() -> Fut,
+    F: Fn(tracing::Span) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
     let mut retry = 0;
     loop {
         let started = Instant::now();
-        let error = match call().await {
+        let span = tracing::info_span!("attempt", model = %model.id, provider = %model.provider,
+            retry, status = tracing::field::Empty, tokens = tracing::field::Empty);
+        let result = call(span.clone()).instrument(span.clone()).await;
+        span.record(
+            "status",
+            result.as_ref().map_or_else(Error::status, |_| 200),
+        );
+        let error = match result {
             Ok(value) => return Some(value),
             Err(e) => e,
         };

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use quorate_api::{ChatRequest, Message, Role};
 use quorate_config::Config;
 use quorate_fusion::{Fusion, Item, Plan, RunOutcome};
+use quorate_providers::RequestCtx;
 use serde_json::{json, Value};
 
 use crate::display;
@@ -127,14 +128,15 @@ pub async fn run(config: Config, args: AskArgs) -> anyhow::Result<()> {
     let request = args.request(&config);
     request.validate().map_err(anyhow::Error::msg)?;
     let fusion = Fusion::new(crate::router(config.clone())?).map_err(anyhow::Error::msg)?;
-    match fusion.plan(&request)? {
+    let ctx = RequestCtx::new(format!("ask-{}", std::process::id()));
+    match fusion.plan(&ctx, &request)? {
         Some(plan) => {
             fetch_local_models(&config, plan_models(&plan)).await?;
-            fused(&fusion, plan, request, &args).await
+            fused(&fusion, &ctx, plan, request, &args).await
         }
         None => {
             fetch_local_models(&config, [request.model.as_str()]).await?;
-            solo(&fusion, request, &args).await
+            solo(&fusion, &ctx, request, &args).await
         }
     }
 }
@@ -167,13 +169,14 @@ pub async fn fetch_local_models<'a>(
 
 async fn fused(
     fusion: &Fusion,
+    ctx: &RequestCtx,
     plan: Plan,
     request: ChatRequest,
     args: &AskArgs,
 ) -> anyhow::Result<()> {
     let model = request.model.clone();
     let mut screen = display::Panel::new(&plan, !args.json);
-    let mut items = fusion.run(plan, request);
+    let mut items = fusion.run(ctx, plan, request);
     let mut outcome = RunOutcome::default();
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(200));
     while outcome.report.is_none() {
@@ -233,10 +236,15 @@ fn answer_text(item: &Item) -> String {
     }
 }
 
-async fn solo(fusion: &Fusion, mut request: ChatRequest, args: &AskArgs) -> anyhow::Result<()> {
+async fn solo(
+    fusion: &Fusion,
+    ctx: &RequestCtx,
+    mut request: ChatRequest,
+    args: &AskArgs,
+) -> anyhow::Result<()> {
     request.stream = Some(true);
     eprintln!("asking {} …", request.model);
-    let mut stream = fusion.router().stream(request).await?;
+    let mut stream = fusion.router().stream(ctx, request).await?;
     let mut usage = None;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;

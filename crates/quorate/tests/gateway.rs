@@ -338,6 +338,55 @@ fallbacks = ["sim/b"]
     assert_eq!(content(&data), "from b");
 }
 
+/// Every way a request can be answered (JSON, SSE, fusion SSE, an error, an unknown route) names
+/// the request in `x-request-id` and says what the gateway itself spent in `Server-Timing`; the
+/// id reaches the upstream.
+#[tokio::test]
+async fn every_response_path_carries_the_request_id_and_server_timing() {
+    let (sim, addr) = sim(&[("a", json!({"reply": "Paris."}))]).await;
+    let extra = "[presets.t]\npanel = [\"sim/a\", \"sim/a\"]\nsynthesizer = \"sim/a\"\n";
+    let gw = start(&config(addr, extra), &[]).await;
+    let mut streamed = ask("sim/a", "x");
+    streamed["stream"] = json!(true);
+    let mut fused = ask("quorate/fusion:t", "x");
+    fused["stream"] = json!(true);
+    let plain = gw.post(&ask("sim/a", "x")).await;
+    let id = plain.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: Value = plain.json().await.unwrap();
+    assert_eq!(body["id"], id, "the request id is the completion's id");
+    assert_eq!(
+        sim.requests()[0].headers["x-request-id"],
+        id,
+        "and goes upstream"
+    );
+    let responses = [
+        gw.post(&streamed).await,
+        gw.post(&fused).await,
+        gw.post(&ask("ghost", "x")).await,
+        reqwest::get(format!("{}/nowhere", gw.base)).await.unwrap(),
+    ];
+    for response in responses {
+        let headers = response.headers();
+        assert!(
+            headers["x-request-id"]
+                .to_str()
+                .unwrap()
+                .starts_with("gen-"),
+            "{}",
+            response.url()
+        );
+        let timing = headers["server-timing"].to_str().unwrap();
+        assert!(
+            timing.starts_with("upstream;dur="),
+            "{}: {timing}",
+            response.url()
+        );
+    }
+}
+
 /// A chain that fails everywhere answers with the last attempt's kind and lists every try:
 /// the retries of the first model, then the fallback.
 #[tokio::test]

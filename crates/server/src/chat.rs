@@ -1,6 +1,5 @@
 //! `POST /v1/chat/completions`: parse and check the request, route it, answer as JSON or SSE.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,10 +8,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use quorate_api::{ChatChunk, ChatRequest, Usage, FUSION_DEPTH_HEADER};
-use quorate_providers::{Error, RoutedStream};
+use quorate_providers::{in_span, Error, RequestCtx, RoutedStream};
 use serde::Serialize;
 
 use crate::{ApiError, AppState};
@@ -21,6 +21,7 @@ const KEEPALIVE_FRAME: &[u8] = b": quorate processing\n\n";
 
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    Extension(mut ctx): Extension<RequestCtx>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -28,9 +29,9 @@ pub async fn completions(
     let request = body
         .map_err(body_error)
         .and_then(|bytes| parse(&bytes))
-        .and_then(|mut r| {
-            r.fusion_depth = fusion_depth(&headers)?;
-            let route = crate::fusion::route(&state.fusion, &r)?;
+        .and_then(|r| {
+            ctx.fusion_depth = fusion_depth(&headers)?;
+            let route = crate::fusion::route(&state.fusion, &ctx, &r)?;
             Ok((r, route))
         });
     let (request, route) = match request {
@@ -40,23 +41,17 @@ pub async fn completions(
             return ApiError(e).into_response();
         }
     };
-    let id = format!(
-        "gen-{}-{}",
-        unix_millis(),
-        state.request_ids.fetch_add(1, Ordering::Relaxed)
-    );
     if let Some(route) = route {
-        return crate::fusion::respond(&state, route, request, id).await;
+        return crate::fusion::respond(&state, &ctx, route, request).await;
     }
     if request.stream == Some(true) {
-        return stream(&state, request, id).await;
+        return stream(&state, ctx, request).await;
     }
     let model = request.model.clone();
-    let mut waited = Duration::ZERO;
-    let mut response = match state.router.complete_timed(request, &mut waited).await {
+    match state.router.complete(&ctx, request).await {
         Ok(mut completion) => {
             tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "completion");
-            completion.id = id;
+            completion.id = ctx.id;
             completion.created = unix_millis() / 1000;
             axum::Json(completion).into_response()
         }
@@ -64,22 +59,7 @@ pub async fn completions(
             tracing::warn!(%model, status = e.status(), error = %e, "completion failed");
             ApiError(e).into_response()
         }
-    };
-    if let Ok(timing) = server_timing(waited, started.elapsed()).parse() {
-        response.headers_mut().insert("server-timing", timing);
     }
-    response
-}
-
-/// A `Server-Timing` header: time waiting on providers and the whole handling, in ms, so a
-/// client sees what the gateway itself adds (`total - upstream`).
-fn server_timing(upstream: Duration, total: Duration) -> String {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    format!(
-        "upstream;dur={:.3};desc=\"provider calls\", total;dur={:.3}",
-        ms(upstream),
-        ms(total)
-    )
 }
 
 /// How deep in fusion runs the caller is: another Quorate's inner calls carry the header.
@@ -127,11 +107,12 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
 /// Streams as SSE. If the upstream accepts within one keep-alive interval, its errors still get
 /// their HTTP status; past that the response starts (200, with keep-alives) and any error comes
 /// in-stream.
-async fn stream(state: &AppState, request: ChatRequest, id: String) -> Response {
+async fn stream(state: &AppState, ctx: RequestCtx, request: ChatRequest) -> Response {
     let router = state.router.clone();
     let model = request.model.clone();
+    let id = ctx.id.clone();
     let mut open: BoxFuture<'static, Result<RoutedStream, Error>> =
-        Box::pin(async move { router.stream(request).await });
+        Box::pin(async move { router.stream(&ctx, request).await });
     let opened: BoxFuture<'static, Result<RoutedStream, Error>> =
         match tokio::time::timeout(state.keepalive, &mut open).await {
             Ok(Err(e)) => {
@@ -147,7 +128,10 @@ async fn stream(state: &AppState, request: ChatRequest, id: String) -> Response 
     ))
 }
 
+/// An SSE response. Its body is polled after the handler returned, so it is put back in the
+/// request's span (log lines and upstream calls it makes keep the request id).
 pub fn sse_response(frames: impl Stream<Item = Bytes> + Send + 'static) -> Response {
+    let frames = in_span(tracing::Span::current(), frames);
     Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")

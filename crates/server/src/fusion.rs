@@ -11,7 +11,7 @@ use quorate_fusion::{
     annotations_chunk, collect, final_chunk, progress_chunk, Fusion, FusionError, FusionStream,
     Item, Plan, ResearchPlan, RunOutcome,
 };
-use quorate_providers::Error;
+use quorate_providers::{Error, RequestCtx};
 use serde_json::Value;
 
 use crate::chat::{body_frame, data_frame, sse_response, unix_millis, with_keepalive};
@@ -28,9 +28,9 @@ pub enum Route {
 }
 
 /// The fusion route a request asks for, if any; a slug or plugin and the tool at once is an error.
-pub fn route(fusion: &Fusion, req: &ChatRequest) -> Result<Option<Route>, Error> {
-    let plan = fusion.plan(req)?;
-    let tool = fusion.tool_plan(req)?;
+pub fn route(fusion: &Fusion, ctx: &RequestCtx, req: &ChatRequest) -> Result<Option<Route>, Error> {
+    let plan = fusion.plan(ctx, req)?;
+    let tool = fusion.tool_plan(ctx, req)?;
     match (plan, tool) {
         (Some(_), Some((index, _))) => Err(Error::BadRequest(format!(
             "tools[{index}]: the fusion tool cannot be combined with a fusion model or plugin"
@@ -41,19 +41,25 @@ pub fn route(fusion: &Fusion, req: &ChatRequest) -> Result<Option<Route>, Error>
     }
 }
 
-pub async fn respond(state: &AppState, route: Route, request: ChatRequest, id: String) -> Response {
+pub async fn respond(
+    state: &AppState,
+    ctx: &RequestCtx,
+    route: Route,
+    request: ChatRequest,
+) -> Response {
     let model = request.model.clone();
+    let id = ctx.id.clone();
     let streaming = request.stream == Some(true);
     let (items, progress) = match route {
         Route::Pipeline(plan) => {
             let progress = plan.stream_progress;
-            (state.fusion.run(plan, request), progress)
+            (state.fusion.run(ctx, plan, request), progress)
         }
         Route::Tool(index, plan) => {
             let progress = plan.stream_progress;
-            (state.fusion.run_tool(plan, index, request), progress)
+            (state.fusion.run_tool(ctx, plan, index, request), progress)
         }
-        Route::Research(plan) => (state.fusion.run_research(plan, request), false),
+        Route::Research(plan) => (state.fusion.run_research(ctx, plan, request), false),
     };
     if streaming {
         return stream(state, items, progress, model, id).await;

@@ -5,6 +5,7 @@
 
 mod auth;
 mod chat;
+mod context;
 mod error;
 mod fusion;
 mod models;
@@ -82,6 +83,10 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            context::attach,
+        ))
         .with_state(state)
 }
 

@@ -60,7 +60,8 @@ async fn provider_run(
     tokens: u32,
 ) -> anyhow::Result<Timing> {
     let start = Instant::now();
-    let mut stream = p.stream(request(tokens)?).await?;
+    let ctx = quorate_providers::RequestCtx::new("bench");
+    let mut stream = p.stream(&ctx, request(tokens)?).await?;
     let mut first = None;
     let mut usage = None;
     while let Some(chunk) = stream.next().await {

@@ -3,7 +3,7 @@
 //! other criteria; the reply is schema-enforced JSON `{"explanation", "criterion_status"}`.
 
 use quorate_api::{ChatRequest, Message, Role, Usage};
-use quorate_providers::Router;
+use quorate_providers::{RequestCtx, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -86,7 +86,8 @@ impl Grader {
                 .insert("response_format".into(), response_format());
             req.extra
                 .insert("seed".into(), json!(u64::from(pass) * 2 + attempt));
-            match self.router.complete(req).await {
+            let ctx = RequestCtx::new(format!("eval-grade-{pass}-{attempt}"));
+            match self.router.complete(&ctx, req).await {
                 Ok(c) => {
                     quorate_fusion::add_usage(&mut usage, &c.usage.clone().unwrap_or_default());
                     let text = c

@@ -1,0 +1,60 @@
+//! Every request's context, made once at the edge: its id, a `request` span that holds it (so
+//! every log line of the request names it, and every upstream attempt and fusion stage nests
+//! under it), and on the response the `x-request-id` and `Server-Timing` headers, whatever path
+//! answered (JSON, SSE, fusion, errors).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use quorate_api::REQUEST_ID_HEADER;
+use quorate_providers::RequestCtx;
+use tracing::Instrument;
+
+use crate::chat::unix_millis;
+use crate::AppState;
+
+/// The longest client-sent `x-request-id` kept in logs (it is the caller's text, not ours).
+const MAX_CLIENT_ID: usize = 128;
+
+pub async fn attach(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let n = state.request_ids.fetch_add(1, Ordering::Relaxed);
+    let ctx = RequestCtx::new(format!("gen-{}-{n}", unix_millis()));
+    let span = tracing::info_span!("request", id = %ctx.id, method = %req.method(),
+        path = %req.uri().path(), client_request_id = tracing::field::Empty,
+        status = tracing::field::Empty);
+    if let Some(client) = req.headers().get(REQUEST_ID_HEADER) {
+        let client = String::from_utf8_lossy(client.as_bytes());
+        let client: String = client.chars().take(MAX_CLIENT_ID).collect();
+        span.record("client_request_id", tracing::field::debug(client));
+    }
+    req.extensions_mut().insert(ctx.clone());
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    let headers = response.headers_mut();
+    if let Ok(id) = HeaderValue::from_str(&ctx.id) {
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
+    let timing = server_timing(ctx.upstream_wait(), started.elapsed());
+    if let Ok(timing) = HeaderValue::from_str(&timing) {
+        headers.insert("server-timing", timing);
+    }
+    response
+}
+
+/// A `Server-Timing` header: time waiting on providers and the whole handling up to the response
+/// head, in ms, so a client sees what the gateway itself adds (`total - upstream`). For a stream,
+/// that is the time to its first byte.
+fn server_timing(upstream: Duration, total: Duration) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "upstream;dur={:.3};desc=\"provider calls\", total;dur={:.3}",
+        ms(upstream),
+        ms(total)
+    )
+}
