@@ -29,6 +29,59 @@ pub struct ChatRequest {
     pub tools: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
+    /// Sampling seed: where the model allows, the same seed and request give the same answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    /// OpenRouter plugins (`{"id": "fusion", ...}`): fusion reads its own; others go upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<Vec<Value>>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The output format a request asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchema },
+}
+
+/// `response_format.json_schema`: the schema and what the caller says of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonSchema {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ResponseFormat {
+    /// A `json_schema` format named `name`, strictly enforced.
+    pub fn json_schema(name: &str, schema: Value) -> Self {
+        Self::JsonSchema {
+            json_schema: JsonSchema {
+                name: name.to_string(),
+                schema: Some(schema),
+                strict: Some(true),
+                extra: Map::new(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -53,6 +106,10 @@ impl ChatRequest {
             stop: None,
             tools: None,
             tool_choice: None,
+            seed: None,
+            response_format: None,
+            stream_options: None,
+            plugins: None,
             extra: Map::new(),
         }
     }
@@ -413,8 +470,14 @@ mod tests {
             "provider": {"order": ["a"]}
         });
         let req: ChatRequest = serde_json::from_value(body.clone()).unwrap();
-        assert_eq!(req.extra["seed"], json!(7));
+        assert_eq!(req.seed, Some(7));
+        assert_eq!(req.response_format, Some(ResponseFormat::JsonObject));
+        assert_eq!(req.extra["provider"], json!({"order": ["a"]}));
         assert_eq!(serde_json::to_value(&req).unwrap(), body);
+        let schema = json!({"type": "json_schema", "json_schema": {"name": "x", "strict": true,
+            "schema": {"type": "object"}, "description": "kept"}});
+        let format: ResponseFormat = serde_json::from_value(schema.clone()).unwrap();
+        assert_eq!(serde_json::to_value(format).unwrap(), schema);
     }
 
     #[test]

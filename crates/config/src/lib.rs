@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-pub use presets::{fusion_slug, FusionConfig, PresetConfig, FUSION_SLUGS, MAX_PANEL};
+pub use presets::{fusion_slug, FusionConfig, PresetConfig, Strategy, FUSION_SLUGS, MAX_PANEL};
 pub use routing::ResolvedModel;
 pub use tools::{SearchBackend, ToolsConfig, WebFetchConfig, WebSearchConfig, MAX_TOOL_CALLS};
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Config;
 
@@ -22,6 +22,29 @@ pub fn fusion_slug(model: &str) -> Option<Option<&str>> {
         None => (model, None),
     };
     FUSION_SLUGS.contains(&base).then_some(preset)
+}
+
+/// How a run makes its answer from the panel's. The names are part of the API (plugin field
+/// `strategy`, preset key `strategy`, `quorate ask --strategy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The judge analyses the answers, the synthesizer writes one answer grounded in it.
+    #[default]
+    Fuse,
+    /// The members' final answers (a number, an option letter, a short entity) are tallied and
+    /// the majority member's answer is returned as it is; the panel stops as soon as the majority
+    /// is certain. A tie, or answers with no closed form, go on to `fuse`.
+    Vote,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Fuse => "fuse",
+            Strategy::Vote => "vote",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -63,6 +86,8 @@ pub struct PresetConfig {
     pub quorum: usize,
     #[serde(default)]
     pub description: Option<String>,
+    #[serde(default)]
+    pub strategy: Strategy,
 }
 
 fn member_timeout_s() -> f64 {
@@ -89,6 +114,7 @@ fn preset(panel: &[&str], judge: &str, synthesizer: &str, description: &str) -> 
         total_timeout_s: total_timeout_s(),
         quorum: quorum(),
         description: Some(description.to_string()),
+        strategy: Strategy::Fuse,
     }
 }
 

@@ -272,17 +272,8 @@ impl QaRun {
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(index as u64 * 16);
-        let extract = |text: &str| extract(q, text);
-        let answer = system::answer(
-            fusion,
-            system,
-            messages,
-            seed,
-            &self.settings,
-            Some(&extract),
-        )
-        .await;
-        let predicted = answer.content.as_deref().and_then(extract);
+        let answer = system::answer(fusion, system, messages, seed, &self.settings).await;
+        let predicted = answer.content.as_deref().and_then(|text| extract(q, text));
         Record {
             system: system.name.clone(),
             id: q.id.clone(),

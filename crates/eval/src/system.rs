@@ -1,14 +1,15 @@
 //! The systems a run compares, named on the command line as `NAME=SPEC`: a model id (`solo`),
-//! `fusion:<preset>`, `fusion:m1,m2,m3>synth`, or `vote:m1,m2,m3` (majority of the members'
-//! extracted answers, for multiple-choice and numeric tasks). Each answers in-process, through
-//! the same router and pipeline the server uses.
+//! `fusion:<preset>` or `fusion:m1,m2,m3>synth`, either with `?strategy=fuse|vote`, or
+//! `vote:m1,m2,m3` (short for `fusion:m1,m2,m3>m1?strategy=vote`: the majority of the members'
+//! final answers, ties fused by the first member). Each answers in-process, through the same
+//! router and pipeline the server uses.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use quorate_api::{ChatCompletion, ChatRequest, Message, Role, Usage};
-use quorate_config::Config;
-use quorate_fusion::{add_usage, collect, Fusion, Plan, RunOutcome};
+use quorate_config::{Config, Strategy};
+use quorate_fusion::{collect, Fusion, Plan, RunOutcome};
 use quorate_providers::RequestCtx;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -20,8 +21,9 @@ pub enum Kind {
         preset: Option<String>,
         panel: Vec<String>,
         synthesizer: Option<String>,
+        /// `None`: the preset's.
+        strategy: Option<Strategy>,
     },
-    Vote(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +37,10 @@ impl System {
     /// `NAME=SPEC`, or a bare `SPEC` named after itself.
     pub fn parse(arg: &str) -> anyhow::Result<Self> {
         let (name, spec) = match arg.split_once('=') {
-            Some((name, spec)) if !name.is_empty() => (name.to_string(), spec.to_string()),
+            // A spec's own `=` (`?strategy=vote`) comes after a `:`; a name has none.
+            Some((name, spec)) if !name.is_empty() && !name.contains(':') => {
+                (name.to_string(), spec.to_string())
+            }
             _ => (arg.to_string(), arg.to_string()),
         };
         let list = |text: &str| -> Vec<String> {
@@ -46,32 +51,36 @@ impl System {
                 .collect()
         };
         let kind = if let Some(rest) = spec.strip_prefix("fusion:") {
-            match rest.split_once('>') {
-                Some((panel, synth)) => Kind::Fusion {
-                    preset: None,
-                    panel: list(panel),
-                    synthesizer: Some(synth.trim().to_string()),
-                },
-                None if rest.contains(',') => Kind::Fusion {
-                    preset: None,
-                    panel: list(rest),
-                    synthesizer: None,
-                },
-                None => Kind::Fusion {
-                    preset: Some(rest.to_string()),
-                    panel: Vec::new(),
-                    synthesizer: None,
-                },
+            let (rest, strategy) = match rest.split_once("?strategy=") {
+                Some((rest, strategy)) => (rest, Some(parse_strategy(&name, strategy)?)),
+                None => (rest, None),
+            };
+            let (preset, panel, synthesizer) = match rest.split_once('>') {
+                Some((panel, synth)) => (None, list(panel), Some(synth.trim().to_string())),
+                None if rest.contains(',') => (None, list(rest), None),
+                None => (Some(rest.to_string()), Vec::new(), None),
+            };
+            Kind::Fusion {
+                preset,
+                panel,
+                synthesizer,
+                strategy,
             }
         } else if let Some(rest) = spec.strip_prefix("vote:") {
-            Kind::Vote(list(rest))
+            let panel = list(rest);
+            if panel.len() < 2 {
+                bail!("system {name}: vote needs at least 2 models, got {spec:?}");
+            }
+            Kind::Fusion {
+                preset: None,
+                synthesizer: panel.first().cloned(),
+                panel,
+                strategy: Some(Strategy::Vote),
+            }
         } else {
             Kind::Solo(spec.clone())
         };
         match &kind {
-            Kind::Vote(models) if models.len() < 2 => {
-                bail!("system {name}: vote needs at least 2 models, got {spec:?}")
-            }
             Kind::Fusion {
                 preset: None,
                 panel,
@@ -86,8 +95,11 @@ impl System {
     pub fn kind_label(&self) -> &'static str {
         match self.kind {
             Kind::Solo(_) => "solo",
+            Kind::Fusion {
+                strategy: Some(Strategy::Vote),
+                ..
+            } => "vote",
             Kind::Fusion { .. } => "fusion",
-            Kind::Vote(_) => "vote",
         }
     }
 
@@ -134,6 +146,7 @@ impl System {
             preset,
             panel,
             synthesizer,
+            strategy,
         } = &self.kind
         else {
             return None;
@@ -159,7 +172,10 @@ impl System {
         if let Some(n) = settings.max_tokens {
             plugin["max_completion_tokens"] = json!(n);
         }
-        req.extra.insert("plugins".into(), json!([plugin]));
+        if let Some(strategy) = strategy {
+            plugin["strategy"] = json!(strategy);
+        }
+        req.plugins = Some(vec![plugin]);
         Some((model, req))
     }
 
@@ -167,11 +183,11 @@ impl System {
     pub fn models(&self, config: &Config) -> Vec<String> {
         match &self.kind {
             Kind::Solo(m) => vec![m.clone()],
-            Kind::Vote(models) => models.clone(),
             Kind::Fusion {
                 preset,
                 panel,
                 synthesizer,
+                ..
             } => {
                 let mut out = panel.clone();
                 out.extend(synthesizer.clone());
@@ -187,6 +203,11 @@ impl System {
             }
         }
     }
+}
+
+fn parse_strategy(name: &str, text: &str) -> anyhow::Result<Strategy> {
+    serde_json::from_value(json!(text))
+        .map_err(|_| anyhow::anyhow!("system {name}: unknown strategy {text:?} (fuse, vote)"))
 }
 
 /// `(name, spec)` of each system, for the run manifest.
@@ -223,9 +244,6 @@ pub struct Answer {
     pub judge: Option<Value>,
 }
 
-/// Extracts the comparable answer (a letter, a number) from a text, for votes.
-pub type Extract<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
-
 /// Asks `system`. Slot `i` of a panel or vote samples with `seed + i`, and a solo answer with
 /// `seed`: with one model everywhere, the solo answer is the panel's first member.
 pub async fn answer(
@@ -234,14 +252,12 @@ pub async fn answer(
     messages: Vec<Message>,
     seed: u64,
     settings: &Settings,
-    extract: Option<Extract<'_>>,
 ) -> Answer {
     let started = Instant::now();
     let ctx = RequestCtx::new(format!("eval-{}-{seed}", system.name));
     let result = match &system.kind {
         Kind::Solo(model) => solo(fusion, &ctx, model, messages, seed, settings).await,
         Kind::Fusion { .. } => fused(fusion, &ctx, system, messages, seed, settings).await,
-        Kind::Vote(models) => vote(fusion, &ctx, models, messages, seed, settings, extract).await,
     };
     let mut answer = result.unwrap_or_else(|e| Answer {
         error: Some(format!("{e:#}")),
@@ -255,7 +271,7 @@ fn request(model: &str, messages: Vec<Message>, seed: u64, settings: &Settings) 
     let mut req = ChatRequest::new(model, messages);
     req.temperature = settings.temperature;
     req.max_tokens = settings.max_tokens;
-    req.extra.insert("seed".into(), json!(seed));
+    req.seed = Some(seed as i64);
     req
 }
 
@@ -323,59 +339,6 @@ async fn fused(
     answer.judge = Some(json!({"analysis": report.analysis,
         "failure_reason": report.failure_reason}));
     Ok(answer)
-}
-
-async fn vote(
-    fusion: &Fusion,
-    ctx: &RequestCtx,
-    models: &[String],
-    messages: Vec<Message>,
-    seed: u64,
-    settings: &Settings,
-    extract: Option<Extract<'_>>,
-) -> anyhow::Result<Answer> {
-    let extract =
-        extract.context("vote needs tasks with a short answer (multiple choice or a number)")?;
-    let calls = models.iter().enumerate().map(|(i, model)| {
-        let req = request(
-            model,
-            messages.clone(),
-            seed.wrapping_add(i as u64),
-            settings,
-        );
-        fusion.router().complete(ctx, req)
-    });
-    let results = futures::future::join_all(calls).await;
-    let mut answer = Answer::default();
-    let mut ballots: Vec<String> = Vec::new();
-    for result in results {
-        let text = match result {
-            Ok(c) => {
-                add_usage(&mut answer.usage, &c.usage.unwrap_or_default());
-                c.choices.first().map(|ch| ch.message.text())
-            }
-            Err(_) => None,
-        };
-        ballots.extend(text.as_deref().and_then(extract));
-        answer.members.push(text);
-    }
-    if answer.members.iter().all(Option::is_none) {
-        bail!("every vote member failed");
-    }
-    answer.content = Some(majority(&ballots).unwrap_or_default());
-    Ok(answer)
-}
-
-/// The most frequent ballot; a tie goes to the one cast first.
-pub fn majority(ballots: &[String]) -> Option<String> {
-    let mut best: Option<(&String, usize)> = None;
-    for ballot in ballots {
-        let count = ballots.iter().filter(|b| *b == ballot).count();
-        if best.is_none_or(|(_, c)| count > c) {
-            best = Some((ballot, count));
-        }
-    }
-    best.map(|(b, _)| b.clone())
 }
 
 fn from_completion(completion: &ChatCompletion) -> Answer {
@@ -446,7 +409,8 @@ mod tests {
             Kind::Fusion {
                 preset: Some("local".into()),
                 panel: vec![],
-                synthesizer: None
+                synthesizer: None,
+                strategy: None
             }
         );
         let s = System::parse("f=fusion:a/x, b/y,c/z>a/x").unwrap();
@@ -455,22 +419,26 @@ mod tests {
             Kind::Fusion {
                 preset: None,
                 panel: vec!["a/x".into(), "b/y".into(), "c/z".into()],
-                synthesizer: Some("a/x".into())
+                synthesizer: Some("a/x".into()),
+                strategy: None
             }
         );
         assert_eq!(
-            System::parse("v=vote:m,m,m").unwrap().kind,
-            Kind::Vote(vec!["m".into(); 3])
+            System::parse("v=vote:m,n,m").unwrap().kind,
+            Kind::Fusion {
+                preset: None,
+                panel: vec!["m".into(), "n".into(), "m".into()],
+                synthesizer: Some("m".into()),
+                strategy: Some(Strategy::Vote)
+            }
         );
+        let s = System::parse("fusion:local?strategy=vote").unwrap();
+        assert_eq!(
+            (s.kind_label(), s.name.as_str()),
+            ("vote", "fusion:local?strategy=vote")
+        );
+        assert!(System::parse("fusion:local?strategy=guess").is_err());
         assert!(System::parse("v=vote:m").is_err());
         assert!(System::parse("x=").is_err());
-    }
-
-    #[test]
-    fn majority_breaks_ties_by_order() {
-        let b = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(majority(&b(&["B", "A", "A"])), Some("A".into()));
-        assert_eq!(majority(&b(&["B", "A", "C"])), Some("B".into()));
-        assert_eq!(majority(&[]), None);
     }
 }

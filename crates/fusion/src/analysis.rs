@@ -1,6 +1,7 @@
 //! The judge's structured analysis: its JSON schema (sent as `response_format`, turned into a
 //! grammar by local models) and the validation of what came back.
 
+use quorate_api::ResponseFormat;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -154,9 +155,8 @@ pub fn schema(labels: Option<&[String]>) -> Value {
 }
 
 /// `response_format` asking for the analysis schema.
-pub fn response_format(labels: Option<&[String]>) -> Value {
-    json!({"type": "json_schema", "json_schema": {
-        "name": "fusion_analysis", "strict": true, "schema": schema(labels)}})
+pub fn response_format(labels: Option<&[String]>) -> ResponseFormat {
+    ResponseFormat::json_schema("fusion_analysis", schema(labels))
 }
 
 #[cfg(test)]

@@ -50,6 +50,11 @@ pub enum FusionEvent {
         error: String,
         latency_ms: u64,
     },
+    /// The strategy decided before every member finished; the slots still running were cancelled.
+    PanelStopped {
+        reason: String,
+        cancelled: Vec<usize>,
+    },
     JudgeStarted {
         model: String,
     },

@@ -14,6 +14,7 @@ mod report;
 mod research;
 mod run;
 mod server_tools;
+mod strategy;
 mod tool;
 
 use std::sync::Arc;
@@ -30,10 +31,12 @@ pub use outcome::RunOutcome;
 pub use plan::{Plan, FUSION_TOOL_TYPES};
 pub use prompts::Prompts;
 pub use report::{
-    add as add_usage, FailureReason, FusionError, FusionReport, MemberReport, MemberStatus,
+    add as add_usage, EarlyExit, FailureReason, FusionError, FusionReport, MemberReport,
+    MemberStatus,
 };
 pub use run::{FusionStream, Item};
 pub use server_tools::ResearchPlan;
+pub use strategy::{final_answer, Strategy, VoteOutcome, VoteTally};
 
 #[derive(Clone)]
 pub struct Fusion {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use quorate_api::ChatRequest;
-use quorate_config::{fusion_slug, Config, PresetConfig, MAX_PANEL, MAX_TOOL_CALLS};
+use quorate_config::{fusion_slug, Config, PresetConfig, Strategy, MAX_PANEL, MAX_TOOL_CALLS};
 use quorate_providers::Error;
 use quorate_tools::ToolSpec;
 
@@ -45,6 +45,9 @@ struct Plugin {
     /// lists them in `fusion.unverified_citations`.
     #[serde(default)]
     citations: Option<String>,
+    /// How the answer is made from the panel's (`fuse`, `vote`); default: the preset's.
+    #[serde(default)]
+    strategy: Option<Strategy>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +73,7 @@ pub struct Plan {
     pub max_tool_calls: u32,
     /// Unverified citations are removed from the answer, not only reported.
     pub strict_citations: bool,
+    pub strategy: Strategy,
 }
 
 impl Plan {
@@ -105,8 +109,17 @@ impl Plan {
             value => serde_json::from_value(value)
                 .map_err(|e| Error::BadRequest(format!("{prefix}: {e}")))?,
         };
+        if plugin.strategy.is_some_and(|s| s != Strategy::Fuse) {
+            return Err(Error::BadRequest(format!(
+                "{prefix}.strategy: the fusion tool hands the panel's analysis to the calling \
+                 model, so only \"fuse\" applies"
+            )));
+        }
         plugin.judge = plugin.model.take().or_else(|| Some(req.model.clone()));
-        Self::build(config, req, &prefix, plugin, None).map(|plan| Some((index, plan)))
+        let mut plan = Self::build(config, req, &prefix, plugin, None)?;
+        // A preset's strategy does not apply either: the calling model writes the answer.
+        plan.strategy = Strategy::Fuse;
+        Ok(Some((index, plan)))
     }
 
     fn build(
@@ -179,6 +192,7 @@ impl Plan {
             tools: research.tools,
             max_tool_calls: research.max_tool_calls,
             strict_citations: research.strict_citations,
+            strategy: plugin.strategy.unwrap_or(preset.strategy),
         })
     }
 }
@@ -273,11 +287,8 @@ fn find_tool(req: &ChatRequest) -> Option<(usize, &Value)> {
 
 /// The first enabled `fusion` entry of `plugins`, with its index.
 fn find_plugin(req: &ChatRequest) -> Result<Option<(usize, Plugin)>, Error> {
-    let Some(plugins) = req.extra.get("plugins") else {
+    let Some(plugins) = &req.plugins else {
         return Ok(None);
-    };
-    let Some(plugins) = plugins.as_array() else {
-        return Err(Error::BadRequest("plugins: must be an array".into()));
     };
     for (i, value) in plugins.iter().enumerate() {
         if value.get("id").and_then(Value::as_str) != Some("fusion") {
@@ -357,10 +368,8 @@ fn check_panel(config: &Config, models: &[String], field: &str) -> Result<Vec<St
 
 /// The caller's `seed` when it gave one (a reproducible panel), else a random one.
 fn seed(req: &ChatRequest) -> u64 {
-    req.extra
-        .get("seed")
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| u64::from(rand::random::<u32>()))
+    req.seed
+        .map_or_else(|| u64::from(rand::random::<u32>()), |s| s as u64)
 }
 
 /// A request made inside a fusion run (its fusion depth above 0) may not start another run.

@@ -11,6 +11,7 @@ use quorate_tools::Source;
 
 use crate::analysis::Analysis;
 use crate::citations::Numbered;
+use crate::strategy::{Strategy, VoteTally};
 
 /// Why a run (or its judge) did not go as planned. The names are part of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +26,8 @@ pub enum FailureReason {
     JudgeEmptyCompletion,
     Timeout,
     SynthesisFailed,
+    /// The final answer was empty, twice.
+    EmptyCompletion,
 }
 
 impl FailureReason {
@@ -39,6 +42,7 @@ impl FailureReason {
             Self::JudgeEmptyCompletion => "judge_empty_completion",
             Self::Timeout => "timeout",
             Self::SynthesisFailed => "synthesis_failed",
+            Self::EmptyCompletion => "empty_completion",
         }
     }
 }
@@ -49,6 +53,8 @@ pub enum MemberStatus {
     Ok,
     Failed,
     Timeout,
+    /// Stopped by the strategy: the answer was decided without it.
+    Cancelled,
 }
 
 /// A member's failure: a stable `reason`, the upstream status if any, and the message.
@@ -120,10 +126,24 @@ pub struct StageUsage {
     pub synthesis: Usage,
 }
 
+/// The panel stopped before every member finished.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EarlyExit {
+    pub reason: String,
+    /// The slots cancelled.
+    pub cancelled: Vec<usize>,
+}
+
 /// The `fusion` object on the completion.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FusionReport {
     pub preset: String,
+    /// The strategy asked for (`vote` may hand over to the judge and synthesis; `vote` says so).
+    pub strategy: Strategy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vote: Option<VoteTally>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_exit: Option<EarlyExit>,
     pub panel: Vec<MemberReport>,
     pub analysis: Option<Analysis>,
     /// The judge whose analysis was used (the first one when none succeeded).

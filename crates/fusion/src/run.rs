@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 use quorate_api::{
     ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Message, Role, Usage,
@@ -24,10 +25,11 @@ use crate::event::FusionEvent;
 use crate::plan::Plan;
 use crate::prompts::{self, Prompts};
 use crate::report::{
-    add, FailureReason, FusionError, FusionReport, JudgeAttempt, MemberError, MemberReport,
-    MemberStatus,
+    add, EarlyExit, FailureReason, FusionError, FusionReport, JudgeAttempt, MemberError,
+    MemberReport, MemberStatus,
 };
 use crate::research::{self, Prefetched, PREFETCH_CHARS};
+use crate::strategy;
 
 /// What a run yields: progress events, the final answer (streamed as chunks, or whole), then the
 /// report. A fusion tool the model chose not to call yields only the answer.
@@ -76,8 +78,13 @@ enum Approach {
     Prefetched(Vec<Source>),
 }
 
-/// The report after panel and judge, with the answers they produced.
-pub(crate) type Analysed = (FusionReport, Vec<AnswerView>);
+/// Where panel and judge leave a run.
+pub(crate) enum Analysed {
+    /// The strategy answered from the panel alone: the report and that answer.
+    Decided(FusionReport, String),
+    /// The report with the judge's analysis, and the answers the synthesis will see.
+    Judged(FusionReport, Vec<AnswerView>),
+}
 
 pub(crate) enum Streamed {
     Chunk(Box<ChatChunk>),
@@ -117,13 +124,20 @@ impl Run {
                     Phase::Analysed(result) => analysed = Some(*result),
                 }
             }
-            let (report, request) = match analysed.map(|r| r.and_then(|(mut report, answers)| {
-                let request = self.synthesis_request(&mut report, &answers)?;
-                Ok((report, request))
-            })) {
-                Some(Ok(p)) => p,
+            let (mut report, answers) = match analysed {
+                Some(Ok(Analysed::Judged(report, answers))) => (report, answers),
+                Some(Ok(Analysed::Decided(mut report, text))) => {
+                    report.timings.total_ms = millis(started);
+                    yield Ok(Item::Chunk(Box::new(whole_chunk(&self.request.model, text, None))));
+                    yield Ok(Item::Done(Box::new(report)));
+                    return;
+                }
                 Some(Err(e)) => { yield Err(e); return; }
                 None => return,
+            };
+            let request = match self.synthesis_request(&mut report, &answers) {
+                Ok(request) => request,
+                Err(e) => { yield Err(e); return; }
             };
             let mut answer = std::pin::pin!(self.final_answer(request, report, started));
             while let Some(item) = answer.next().await {
@@ -144,25 +158,49 @@ impl Run {
             yield Ok(Item::Event(FusionEvent::SynthesisStarted { model: request.model.clone() }));
             let synthesis_started = Instant::now();
             let strict = self.plan.strict_citations;
-            let (mut text, mut finish) = (String::new(), None);
-            let span = tracing::info_span!("synthesis", model = %request.model);
-            let mut answer = std::pin::pin!(in_span(span, self.streamed(request)));
-            while let Some(step) = answer.next().await {
-                match step {
-                    Ok(Streamed::Chunk(chunk)) => {
-                        for choice in &chunk.choices {
-                            text.push_str(choice.delta.content.as_deref().unwrap_or_default());
-                            finish = choice.finish_reason.clone().or(finish);
-                        }
-                        // Strict citations hold the text back until it is checked.
-                        if !strict {
-                            yield Ok(Item::Chunk(chunk));
-                        }
-                    }
-                    Ok(Streamed::Usage(usage)) => add(&mut report.usage.synthesis, &usage),
-                    Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
+            let mut tries: u64 = 0;
+            let (text, finish) = loop {
+                tries += 1;
+                let (mut text, mut finish) = (String::new(), None);
+                // Chunks wait until the answer has text, so an empty answer is retried unseen.
+                let mut held = Vec::new();
+                let mut request = request.clone();
+                if tries > 1 {
+                    request.seed = Some(self.plan.seed.wrapping_add(tries) as i64);
                 }
-            }
+                let span = tracing::info_span!("synthesis", model = %request.model, try_ = tries);
+                let mut answer = std::pin::pin!(in_span(span, self.streamed(request)));
+                while let Some(step) = answer.next().await {
+                    match step {
+                        Ok(Streamed::Chunk(chunk)) => {
+                            for choice in &chunk.choices {
+                                text.push_str(choice.delta.content.as_deref().unwrap_or_default());
+                                finish = choice.finish_reason.clone().or(finish);
+                            }
+                            // Strict citations hold the text back until it is checked.
+                            if strict {
+                                continue;
+                            }
+                            held.push(chunk);
+                            if !text.trim().is_empty() {
+                                for chunk in held.drain(..) {
+                                    yield Ok(Item::Chunk(chunk));
+                                }
+                            }
+                        }
+                        Ok(Streamed::Usage(usage)) => add(&mut report.usage.synthesis, &usage),
+                        Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
+                    }
+                }
+                if !text.trim().is_empty() {
+                    break (text, finish);
+                }
+                if tries == 2 {
+                    yield Err(self.empty_synthesis(report));
+                    return;
+                }
+                tracing::warn!("the synthesis came back empty; asking once more");
+            };
             let cited = citations::check(&text, &report.sources, &all_sources(&report.panel), strict);
             report.unverified_citations = cited.unverified;
             if strict {
@@ -200,10 +238,12 @@ impl Run {
         }
     }
 
-    /// Panel and judge: everything before the synthesis.
+    /// Panel and judge: everything before the synthesis, unless the strategy answers from the
+    /// panel alone.
     async fn analyse(&self, events: Events) -> Result<Analysed, FusionError> {
         let mut report = FusionReport {
             preset: self.plan.preset.clone(),
+            strategy: self.plan.strategy,
             judge: self.plan.judges[0].clone(),
             synthesizer: self.plan.synthesizer.clone(),
             ..FusionReport::default()
@@ -211,21 +251,25 @@ impl Run {
         let panel_started = Instant::now();
         report.tools_note = self.tools.note();
         let span = tracing::info_span!("panel", size = self.plan.panel.len());
-        report.panel = self
+        (report.panel, report.early_exit) = self
             .panel(&events, &mut report.tools_note)
             .instrument(span)
             .await;
         report.timings.panel_ms = millis(panel_started);
         for member in &report.panel {
             add(&mut report.usage.panel, &member.usage);
-            if member.status != MemberStatus::Ok && !report.failed_models.contains(&member.model) {
+            let failed = matches!(member.status, MemberStatus::Failed | MemberStatus::Timeout);
+            if failed && !report.failed_models.contains(&member.model) {
                 report.failed_models.push(member.model.clone());
             }
         }
         let answers = answers(&report.panel);
-        report.degraded = answers.len() < report.panel.len();
+        report.degraded = !report.failed_models.is_empty();
         if answers.len() < self.plan.quorum {
             return Err(panel_failure(report, self.plan.quorum));
+        }
+        if let Some(text) = strategy::variant(self.plan.strategy).answer(&mut report) {
+            return Ok(Analysed::Decided(report, text));
         }
         let judge_started = Instant::now();
         let verdict = self
@@ -243,14 +287,21 @@ impl Run {
                 report.failed_models.push(attempt.model.clone());
             }
         }
-        Ok((report, answers))
+        Ok(Analysed::Judged(report, answers))
     }
 
     // ---- panel ----
 
     /// Every member at once; those without tools first wait for the run's one prefetch, the
-    /// others do not.
-    async fn panel(&self, events: &Events, note: &mut Option<String>) -> Vec<MemberReport> {
+    /// others do not. Members are taken as they finish, and the strategy may stop the panel
+    /// early: the members still running are then cancelled (dropped, so their upstream calls
+    /// end at once).
+    async fn panel(
+        &self,
+        events: &Events,
+        note: &mut Option<String>,
+    ) -> (Vec<MemberReport>, Option<EarlyExit>) {
+        let started = Instant::now();
         let base = inner_request(&self.request, false);
         let prefetch = tokio::sync::OnceCell::new();
         let members = self.plan.panel.iter().enumerate().map(|(slot, model)| {
@@ -262,7 +313,7 @@ impl Run {
                 req.max_tokens = None;
                 req.max_completion_tokens = self.plan.max_completion_tokens;
                 let seed = self.plan.seed.wrapping_add(slot as u64);
-                req.extra.insert("seed".into(), json!(seed));
+                req.seed = Some(seed as i64);
                 let prefetched = if self.supports_tools(model) {
                     None
                 } else {
@@ -279,12 +330,59 @@ impl Run {
                     .await
             }
         });
-        let reports = futures::future::join_all(members).await;
+        let mut running: FuturesUnordered<_> = members.collect();
+        let variant = strategy::variant(self.plan.strategy);
+        let mut reports = Vec::new();
+        let mut stopped = None;
+        while let Some(report) = running.next().await {
+            reports.push(report);
+            let finished: Vec<&MemberReport> = reports.iter().collect();
+            stopped = variant.stop_early(&finished, self.plan.panel.len());
+            if stopped.is_some() {
+                break;
+            }
+        }
+        drop(running);
         if let Some(e) = prefetch.get().and_then(|p| p.as_ref()?.error.as_ref()) {
             let line = format!("prefetch failed: {e}");
             *note = Some(note.take().map_or(line.clone(), |n| format!("{n}; {line}")));
         }
-        reports
+        let early_exit =
+            stopped.map(|reason| self.cancel_rest(&mut reports, reason, started, events));
+        reports.sort_by_key(|m| m.slot);
+        (reports, early_exit)
+    }
+
+    /// Reports the slots that did not finish as cancelled, and says so in an event.
+    fn cancel_rest(
+        &self,
+        reports: &mut Vec<MemberReport>,
+        reason: String,
+        started: Instant,
+        events: &Events,
+    ) -> EarlyExit {
+        let cancelled: Vec<usize> = (0..self.plan.panel.len())
+            .filter(|slot| !reports.iter().any(|m| m.slot == *slot))
+            .collect();
+        for &slot in &cancelled {
+            reports.push(MemberReport {
+                slot,
+                model: self.plan.panel[slot].clone(),
+                status: MemberStatus::Cancelled,
+                content: None,
+                usage: Usage::default(),
+                latency_ms: millis(started),
+                seed: self.plan.seed.wrapping_add(slot as u64),
+                error: None,
+                sources: Vec::new(),
+                tool_calls: 0,
+            });
+        }
+        let _ = events.send(FusionEvent::PanelStopped {
+            reason: reason.clone(),
+            cancelled: cancelled.clone(),
+        });
+        EarlyExit { reason, cancelled }
     }
 
     /// Prefetch for the members that cannot call tools, once per run, when search is on.
@@ -569,7 +667,7 @@ impl Run {
             let mut req = ChatRequest::new(model, messages.clone());
             req.temperature = Some(0.0);
             req.max_tokens = Some(cap);
-            req.extra.insert("response_format".into(), format.clone());
+            req.response_format = Some(format.clone());
             let completion = match tokio::time::timeout_at(
                 deadline,
                 self.router.complete(&self.ctx.nested(), req),
@@ -734,6 +832,17 @@ impl Run {
         }
     }
 
+    /// The final stage gave no text, even when asked again: a failure, never an empty answer.
+    pub(crate) fn empty_synthesis(&self, report: FusionReport) -> FusionError {
+        let error = Error::InvalidResponse("the final answer came back empty twice".into());
+        let mut failure = self.synthesis_failure(report, error);
+        failure.reason = Some(FailureReason::EmptyCompletion);
+        if let Some(report) = failure.report.as_mut() {
+            report.failure_reason = failure.reason;
+        }
+        failure
+    }
+
     pub(crate) fn timeout(&self) -> Error {
         Error::Timeout(format!(
             "the fusion run passed its total_timeout_s of {}s",
@@ -814,16 +923,15 @@ fn inner_request(req: &ChatRequest, keep_format: bool) -> ChatRequest {
     inner.models = None;
     inner.tools = None;
     inner.tool_choice = None;
-    for key in ["seed", "stream_options"] {
-        inner.extra.remove(key);
-    }
+    inner.seed = None;
+    inner.stream_options = None;
     if !keep_format {
-        inner.extra.remove("response_format");
+        inner.response_format = None;
     }
-    if let Some(Value::Array(plugins)) = inner.extra.get_mut("plugins") {
+    if let Some(plugins) = inner.plugins.as_mut() {
         plugins.retain(|p| p.get("id").and_then(Value::as_str) != Some("fusion"));
         if plugins.is_empty() {
-            inner.extra.remove("plugins");
+            inner.plugins = None;
         }
     }
     inner

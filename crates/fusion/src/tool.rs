@@ -15,7 +15,16 @@ use crate::event::FusionEvent;
 use crate::plan::FUSION_TOOL_TYPES;
 use crate::prompts;
 use crate::report::{add, FusionReport, MemberStatus};
-use crate::run::{all_sources, clipped, millis, AnswerView, FusionStream, Item, Phase, Run};
+use crate::run::{
+    all_sources, clipped, millis, Analysed, AnswerView, FusionStream, Item, Phase, Run,
+};
+
+/// An answer with neither text nor tool calls.
+fn says_nothing(completion: &ChatCompletion) -> bool {
+    completion.choices.first().is_none_or(|choice| {
+        choice.message.text().trim().is_empty() && choice.message.tool_calls.is_none()
+    })
+}
 
 /// The function name the model sees.
 const FUNCTION: &str = "fusion";
@@ -48,7 +57,12 @@ impl Run {
                 }
             }
             let (mut report, answers) = match analysed {
-                Some(Ok(a)) => a,
+                Some(Ok(Analysed::Judged(report, answers))) => (report, answers),
+                // The tool's plan is always `fuse` (`Plan::for_tool`), which never decides alone.
+                Some(Ok(Analysed::Decided(..))) => {
+                    yield Err(Error::Internal("the fusion tool's run was decided without its judge".into()).into());
+                    return;
+                }
                 Some(Err(e)) => { yield Err(e); return; }
                 None => return,
             };
@@ -65,19 +79,30 @@ impl Run {
             }
             yield Ok(Item::Event(FusionEvent::SynthesisStarted { model: self.request.model.clone() }));
             let synthesis_started = Instant::now();
-            match self.outer_call(follow).await {
-                Ok(mut completion) => {
-                    add(&mut report.usage.synthesis, &completion.usage.clone().unwrap_or_default());
-                    report.unverified_citations = citations::check_completion(
-                        &mut completion,
-                        &report.sources,
-                        &all_sources(&report.panel),
-                        self.plan.strict_citations,
-                    );
-                    yield Ok(Item::Answer(Box::new(completion)));
+            let mut tries = 0;
+            let mut completion = loop {
+                tries += 1;
+                let completion = match self.outer_call(follow.clone()).await {
+                    Ok(completion) => completion,
+                    Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
+                };
+                add(&mut report.usage.synthesis, &completion.usage.clone().unwrap_or_default());
+                if !says_nothing(&completion) {
+                    break completion;
                 }
-                Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
-            }
+                if tries == 2 {
+                    yield Err(self.empty_synthesis(report));
+                    return;
+                }
+                tracing::warn!("the final answer came back empty; asking once more");
+            };
+            report.unverified_citations = citations::check_completion(
+                &mut completion,
+                &report.sources,
+                &all_sources(&report.panel),
+                self.plan.strict_citations,
+            );
+            yield Ok(Item::Answer(Box::new(completion)));
             report.timings.synthesis_ms = millis(synthesis_started);
             report.timings.total_ms = millis(started);
             yield Ok(Item::Done(Box::new(report)));

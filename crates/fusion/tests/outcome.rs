@@ -25,6 +25,11 @@ async fn fusion(panel: &[&str]) -> (Sim, Fusion) {
         ("r500", json!({"fault": "status", "status": 500})),
         ("judge", json!({"json": analysis, "cost": 0.0005})),
         ("synth", json!({"reply": "Paris.", "cost": 0.00025})),
+        ("empty", json!({"reply": ""})),
+        (
+            "once_empty",
+            json!({"sequence": [{"reply": " "}, {"reply": "Paris, at last."}]}),
+        ),
     ];
     let scripts: HashMap<_, _> = scripts
         .into_iter()
@@ -36,7 +41,7 @@ async fn fusion(panel: &[&str]) -> (Sim, Fusion) {
         "[providers.sim]\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmax_retries = 0\n\
          [presets.t]\npanel = {panel:?}\njudge = \"sim/judge\"\nsynthesizer = \"sim/synth\"\n"
     );
-    for model in ["p1", "p2", "r500", "judge", "synth"] {
+    for model in ["p1", "p2", "r500", "judge", "synth", "empty", "once_empty"] {
         toml.push_str(&format!(
             "[models.\"sim/{model}\"]\nprovider = \"sim\"\nupstream = \"{model}\"\n"
         ));
@@ -186,4 +191,38 @@ async fn a_template_that_fails_to_render_is_an_internal_error() {
         error.to_string().contains("prompt template synthesis.j2"),
         "{error}"
     );
+}
+
+/// Asks the `t` preset's panel with `synthesizer`, the judge kept.
+fn with_synthesizer(synthesizer: &str) -> ChatRequest {
+    let mut req = request();
+    req.plugins = Some(vec![
+        json!({"id": "fusion", "model": synthesizer, "judge": "sim/judge"}),
+    ]);
+    req
+}
+
+/// An empty final answer is asked for once more; empty twice, it is a typed failure, never an
+/// empty success.
+#[tokio::test]
+async fn an_empty_synthesis_is_retried_then_a_typed_failure() {
+    let (sim, fusion) = fusion(&["sim/p1"]).await;
+    let ctx = RequestCtx::new("gen-test-3");
+    let req = with_synthesizer("sim/once_empty");
+    let plan = fusion.plan(&ctx, &req).unwrap().unwrap();
+    let outcome = RunOutcome::read(fusion.run(&ctx, plan, req)).await.unwrap();
+    assert_eq!(outcome.text, "Paris, at last.");
+    assert_eq!(sim.stats().requests["once_empty"], 2);
+
+    let req = with_synthesizer("sim/empty");
+    let plan = fusion.plan(&ctx, &req).unwrap().unwrap();
+    let error = RunOutcome::read(fusion.run(&ctx, plan, req))
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason, Some(FailureReason::EmptyCompletion));
+    assert_eq!(error.status(), 502);
+    let report = error.report.unwrap();
+    assert_eq!(report.failure_reason, Some(FailureReason::EmptyCompletion));
+    assert_eq!(report.failed_models, ["sim/empty"]);
+    assert_eq!(sim.stats().requests["empty"], 2);
 }

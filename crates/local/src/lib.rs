@@ -14,11 +14,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Role, Usage};
+use quorate_api::{
+    ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, ResponseFormat, Role, Usage,
+};
 use quorate_config::{Config, ProviderConfig};
 use quorate_providers::{ChunkStream, Error, Provider, RequestCtx};
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// What a full queue tells a client to wait (`Retry-After`): about one short answer's time.
+const BUSY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub use engine::{backend, Engine, Finish, Params};
 
@@ -122,10 +127,13 @@ impl LocalProvider {
         }
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::Unavailable(format!(
-                "local model busy: {} requests already waiting for a free slot; retry later",
-                self.queue
-            )));
+            return Err(Error::Overloaded {
+                message: format!(
+                    "local model busy: {} requests already waiting for a free slot; retry later",
+                    self.queue
+                ),
+                retry_after: Some(BUSY_RETRY_AFTER),
+            });
         }
         let _waiting = Waiting(self.waiting.clone());
         self.slots
@@ -257,10 +265,7 @@ pub fn params(req: &ChatRequest) -> Result<Params, Error> {
                 .ok_or_else(|| bad(format!("{key}: must be an integer"))),
         }
     };
-    let seed = match int("seed")? {
-        Some(s) => s as u32,
-        None => rand_seed(),
-    };
+    let seed = req.seed.map_or_else(rand_seed, |s| s as u32);
     let top_k = int("top_k")?.map_or(40, |k| k.clamp(1, 1000) as i32);
     Ok(Params {
         max_tokens: req
@@ -272,7 +277,7 @@ pub fn params(req: &ChatRequest) -> Result<Params, Error> {
         top_k,
         seed,
         stop: req.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
-        grammar: grammar(req.extra.get("response_format"))?,
+        grammar: grammar(req.response_format.as_ref())?,
     })
 }
 
@@ -284,23 +289,14 @@ fn rand_seed() -> u32 {
 }
 
 /// `response_format` as a grammar: `json_object` is any JSON object, `json_schema` its schema.
-fn grammar(format: Option<&Value>) -> Result<Option<String>, Error> {
-    let Some(format) = format.filter(|f| !f.is_null()) else {
-        return Ok(None);
-    };
-    let schema = match format.get("type").and_then(Value::as_str) {
-        Some("text") => return Ok(None),
-        Some("json_object") => serde_json::json!({"type": "object"}),
-        Some("json_schema") => format
-            .pointer("/json_schema/schema")
-            .cloned()
-            .ok_or_else(|| {
+fn grammar(format: Option<&ResponseFormat>) -> Result<Option<String>, Error> {
+    let schema = match format {
+        None | Some(ResponseFormat::Text) => return Ok(None),
+        Some(ResponseFormat::JsonObject) => serde_json::json!({"type": "object"}),
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            json_schema.schema.clone().ok_or_else(|| {
                 Error::BadRequest("response_format.json_schema.schema: required".into())
-            })?,
-        other => {
-            return Err(Error::BadRequest(format!(
-                "response_format.type: want text, json_object or json_schema, got {other:?}"
-            )))
+            })?
         }
     };
     llama_cpp_2::json_schema_to_grammar(&schema.to_string())
@@ -330,23 +326,30 @@ mod tests {
         );
         assert_eq!(p.stop, ["x"]);
         assert!(p.grammar.is_none());
-        let e = params(&req(json!({"model": "m", "messages": [], "seed": "x"}))).unwrap_err();
-        assert!(e.to_string().starts_with("seed"));
         let e = params(&req(json!({"model": "m", "messages": [], "tools": [{"type": "function", "function": {"name": "f"}}]}))).unwrap_err();
         assert_eq!(e.status(), 400);
     }
 
     #[test]
     fn response_formats_become_grammars() {
-        let object = grammar(Some(&json!({"type": "json_object"})))
+        let format = |v: Value| serde_json::from_value::<ResponseFormat>(v).unwrap();
+        let object = grammar(Some(&format(json!({"type": "json_object"}))))
             .unwrap()
             .unwrap();
         assert!(object.contains("root ::="));
         let schema = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {
             "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}});
-        assert!(grammar(Some(&schema)).unwrap().unwrap().contains("city"));
-        assert!(grammar(Some(&json!({"type": "text"}))).unwrap().is_none());
-        let e = grammar(Some(&json!({"type": "xml"}))).unwrap_err();
-        assert!(e.to_string().starts_with("response_format.type"));
+        assert!(grammar(Some(&format(schema)))
+            .unwrap()
+            .unwrap()
+            .contains("city"));
+        assert!(grammar(Some(&format(json!({"type": "text"}))))
+            .unwrap()
+            .is_none());
+        let unschemed = format(json!({"type": "json_schema", "json_schema": {"name": "x"}}));
+        let e = grammar(Some(&unschemed)).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("response_format.json_schema.schema"));
     }
 }

@@ -27,6 +27,13 @@ pub enum Error {
     },
     #[error("{0}")]
     InsufficientCredits(String),
+    /// Busy for now (an upstream's 503, a local model's full queue): worth another try, after
+    /// `retry_after` when it was said.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The upstream failed: a connection error (`status: None`) or an error status.
     #[error("{message}")]
     Upstream {
@@ -99,6 +106,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self.cause() {
             Error::RateLimited { .. } => "rate_limited",
+            Error::Overloaded { .. } => "overloaded",
             Error::InsufficientCredits(_) => "insufficient_credits",
             Error::Timeout(_) => "timeout",
             Error::BadRequest(_) | Error::PayloadTooLarge(_) => "bad_request",
@@ -121,7 +129,7 @@ impl Error {
             Error::PayloadTooLarge(_) => 413,
             Error::RateLimited { .. } => 429,
             Error::Upstream { .. } | Error::InvalidResponse(_) => 502,
-            Error::Unavailable(_) => 503,
+            Error::Unavailable(_) | Error::Overloaded { .. } => 503,
             Error::Internal(_) | Error::Attempts { .. } => 500,
         }
     }
@@ -129,7 +137,7 @@ impl Error {
     /// Worth another try on the same model: transient by nature.
     pub fn is_retryable(&self) -> bool {
         match self.cause() {
-            Error::Timeout(_) | Error::RateLimited { .. } => true,
+            Error::Timeout(_) | Error::RateLimited { .. } | Error::Overloaded { .. } => true,
             Error::Upstream { status, .. } => status.is_none_or(|s| s >= 500),
             _ => false,
         }
@@ -137,7 +145,9 @@ impl Error {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self.cause() {
-            Error::RateLimited { retry_after, .. } => *retry_after,
+            Error::RateLimited { retry_after, .. } | Error::Overloaded { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
@@ -159,6 +169,13 @@ impl Error {
                 retry_after,
             },
             Error::InsufficientCredits(m) => Error::InsufficientCredits(add(m)),
+            Error::Overloaded {
+                message,
+                retry_after,
+            } => Error::Overloaded {
+                message: add(message),
+                retry_after,
+            },
             Error::Upstream { status, message } => Error::Upstream {
                 status,
                 message: add(message),
@@ -212,6 +229,10 @@ impl Error {
                 message: format!("upstream rate limit: {message}"),
                 retry_after,
             },
+            503 => Error::Overloaded {
+                message: format!("upstream overloaded: {message}"),
+                retry_after,
+            },
             _ => Error::Upstream {
                 status: Some(status),
                 message: format!("upstream error {status}: {message}"),
@@ -230,7 +251,10 @@ mod tests {
         assert_eq!(e.status(), 429);
         assert!(e.is_retryable());
         assert_eq!(e.to_body().error.metadata["retry_after_s"], 2.0);
-        let e = Error::from_upstream_status(503, "x".into(), None);
+        let e = Error::from_upstream_status(503, "x".into(), Some(Duration::from_secs(1)));
+        assert_eq!((e.status(), e.is_retryable()), (503, true));
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+        let e = Error::from_upstream_status(500, "x".into(), None);
         assert_eq!((e.status(), e.is_retryable()), (502, true));
         let e = Error::from_upstream_status(400, "bad".into(), None);
         assert_eq!((e.status(), e.is_retryable()), (400, false));

@@ -35,6 +35,10 @@ pub struct AskArgs {
     /// Fusion synthesizer.
     #[arg(long)]
     synth: Option<String>,
+    /// How fusion makes the answer: `fuse` (judge, then synthesis) or `vote` (the majority
+    /// member's answer; ties go to `fuse`). Default: the preset's.
+    #[arg(long, value_parser = ["fuse", "vote"])]
+    strategy: Option<String>,
     /// Print each panel member's answer and the judge's analysis after the answer.
     #[arg(long)]
     show_panel: bool,
@@ -81,7 +85,7 @@ impl AskArgs {
         request.temperature = self.temperature;
         request.max_tokens = self.max_tokens;
         if let Some(plugin) = self.plugin() {
-            request.extra.insert("plugins".into(), json!([plugin]));
+            request.plugins = Some(vec![plugin]);
         }
         request
     }
@@ -96,6 +100,7 @@ impl AskArgs {
             ("tools", self.tools()),
             ("max_tool_calls", self.max_tool_calls.map(|n| json!(n))),
             ("citations", self.strict_citations.then(|| json!("strict"))),
+            ("strategy", self.strategy.as_ref().map(|s| json!(s))),
         ];
         let mut plugin = serde_json::Map::new();
         for (key, value) in fields {

@@ -6,13 +6,14 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use quorate_fusion::{FusionEvent, FusionReport, MemberStatus, Plan};
+use quorate_fusion::{FusionEvent, FusionReport, MemberStatus, Plan, VoteOutcome};
 
 enum State {
     Waiting,
     Working,
     Done,
     Failed(String),
+    Cancelled,
 }
 
 struct Line {
@@ -64,6 +65,7 @@ impl Line {
             State::Working => "working".to_string(),
             State::Done => "done".to_string(),
             State::Failed(why) => format!("failed: {why}"),
+            State::Cancelled => "cancelled: the strategy decided without it".to_string(),
         };
         format!("  {:<40} {tokens} {elapsed}  {status}", self.label)
     }
@@ -121,6 +123,13 @@ impl Panel {
             }),
             FusionEvent::MemberFailed { slot, reason, .. } => {
                 self.member(*slot, |line| line.finish(State::Failed(reason.clone())))
+            }
+            FusionEvent::PanelStopped { cancelled, .. } => {
+                for &slot in cancelled {
+                    self.member(slot, |line| line.finish(State::Cancelled));
+                }
+                self.redraw();
+                None
             }
             FusionEvent::JudgeStarted { model } => {
                 self.lines[judge] = Line::new(format!("judge {model}"));
@@ -205,7 +214,7 @@ impl Panel {
     }
 }
 
-/// Tokens, cost, how the panel and judge fared, and the time taken.
+/// Tokens, cost, how the panel fared, what decided the answer, and the time taken.
 pub fn cost_line(report: &FusionReport) -> String {
     let usage = report.total_usage();
     let answered = report
@@ -213,12 +222,22 @@ pub fn cost_line(report: &FusionReport) -> String {
         .iter()
         .filter(|m| m.status == MemberStatus::Ok)
         .count();
-    let judge = match report.failure_reason {
-        Some(reason) => format!("judge failed ({})", reason.as_str()),
-        None => "judge ok".to_string(),
+    let cancelled = report.early_exit.as_ref().map_or(String::new(), |e| {
+        format!(" ({} cancelled)", e.cancelled.len())
+    });
+    let decided = match (&report.vote, report.failure_reason) {
+        (Some(vote), _) if vote.outcome == VoteOutcome::Majority => {
+            format!(
+                "vote: {} for {}",
+                vote.votes,
+                vote.winner.as_deref().unwrap_or_default()
+            )
+        }
+        (_, Some(reason)) => format!("judge failed ({})", reason.as_str()),
+        (_, None) => "judge ok".to_string(),
     };
     format!(
-        "cost ${} · {} prompt + {} completion tokens · panel {answered}/{} answered · {judge} · {:.1}s",
+        "cost ${} · {} prompt + {} completion tokens · panel {answered}/{} answered{cancelled} · {decided} · {:.1}s",
         usage.cost.unwrap_or_default().normalize(),
         usage.prompt_tokens,
         usage.completion_tokens,

@@ -284,6 +284,14 @@ async fn retries_recover_from_transient_failures() {
             "b",
             json!({"fault": "status", "status": 429, "retry_after": 1, "fail_first": 1}),
         ),
+        (
+            "busy",
+            json!({"fault": "status", "status": 503, "retry_after": 1, "fail_first": 1}),
+        ),
+        (
+            "down",
+            json!({"fault": "status", "status": 503, "retry_after": 1}),
+        ),
     ])
     .await;
     let gw = start(&config(addr, ""), &[]).await;
@@ -298,6 +306,18 @@ async fn retries_recover_from_transient_failures() {
         "Retry-After was honoured"
     );
     assert_eq!(sim.stats().requests["b"], 2);
+
+    // A 503's Retry-After is honoured as a 429's is, and passed on when retries run out.
+    let started = std::time::Instant::now();
+    let r = gw.post(&ask("sim/busy", "x")).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "waited before retrying"
+    );
+    let r = gw.post(&ask("sim/down", "x")).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
 }
 
 #[tokio::test]
@@ -873,7 +893,7 @@ async fn ask_fuses_the_embedded_model_with_itself() {
     assert!(panel.iter().any(|m| m["status"] == "ok"), "{fusion}");
     // The grammar-enforced analysis parses as the schema.
     let analysis = quorate_fusion::Analysis::parse(&fusion["analysis"].to_string());
-    assert!(analysis.is_ok(), "{}: {analysis:?}", fusion["analysis"]);
+    assert!(analysis.is_ok(), "{analysis:?} in {fusion}");
     assert_eq!(fusion["failure_reason"], Value::Null);
     // Usage is the sum of every inner call: members, judge, synthesis.
     let key = |u: &Value, k: &str| u[k].as_u64().unwrap();

@@ -260,6 +260,10 @@ mod tests {
         assert!(m.starts_with("max_tokens"), "{m}");
         let m = message("{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 9}");
         assert!(m.starts_with("temperature"), "{m}");
+        let m = message("{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"seed\": \"x\"}");
+        assert!(m.starts_with("seed"), "{m}");
+        let m = message("{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"response_format\": {\"type\": \"xml\"}}");
+        assert!(m.starts_with("response_format") && m.contains("xml"), "{m}");
         assert!(
             message("{\"model\": \"m\", \"messages\": []} x").starts_with("malformed JSON body")
         );

@@ -2,10 +2,10 @@
 //! type (positive or negative), its text, the task and the response, never its weight or the
 //! other criteria; the reply is schema-enforced JSON `{"explanation", "criterion_status"}`.
 
-use quorate_api::{ChatRequest, Message, Role, Usage};
+use quorate_api::{ChatRequest, Message, ResponseFormat, Role, Usage};
 use quorate_providers::{RequestCtx, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::Criterion;
 use crate::prompts;
@@ -38,13 +38,15 @@ pub struct Grader {
     pub temperature: f64,
 }
 
-fn response_format() -> Value {
-    json!({"type": "json_schema", "json_schema": {"name": "criterion_verdict", "strict": true,
-        "schema": {"type": "object", "additionalProperties": false,
+fn response_format() -> ResponseFormat {
+    ResponseFormat::json_schema(
+        "criterion_verdict",
+        json!({"type": "object", "additionalProperties": false,
             "required": ["explanation", "criterion_status"],
             "properties": {
                 "explanation": {"type": "string", "maxLength": 400},
-                "criterion_status": {"type": "string", "enum": ["MET", "UNMET"]}}}}})
+                "criterion_status": {"type": "string", "enum": ["MET", "UNMET"]}}}),
+    )
 }
 
 #[derive(Deserialize)]
@@ -82,10 +84,8 @@ impl Grader {
                 ChatRequest::new(&self.model, vec![Message::new(Role::User, prompt.clone())]);
             req.temperature = Some(self.temperature);
             req.max_tokens = Some(600);
-            req.extra
-                .insert("response_format".into(), response_format());
-            req.extra
-                .insert("seed".into(), json!(u64::from(pass) * 2 + attempt));
+            req.response_format = Some(response_format());
+            req.seed = Some(i64::from(pass) * 2 + attempt as i64);
             let ctx = RequestCtx::new(format!("eval-grade-{pass}-{attempt}"));
             match self.router.complete(&ctx, req).await {
                 Ok(c) => {

@@ -98,8 +98,7 @@ impl DracoRun {
             .filter(|(t, s)| !done.contains(&(s.name.clone(), t.id.clone())))
             .map(|(task, system)| async move {
                 let messages = vec![Message::new(Role::User, task.problem.clone())];
-                let answer =
-                    system::answer(fusion, system, messages, 0, &self.settings, None).await;
+                let answer = system::answer(fusion, system, messages, 0, &self.settings).await;
                 Record {
                     system: system.name.clone(),
                     task_id: task.id.clone(),

@@ -1,0 +1,28 @@
+//! Strategies: how a run makes its answer from the panel's. Each is a `Variant` in a module of
+//! its own; the run asks it as members finish whether the panel may stop, and after the panel
+//! whether it answers alone or hands over to the judge and the synthesis (`fuse`).
+
+mod fuse;
+mod vote;
+
+pub use quorate_config::Strategy;
+pub use vote::{final_answer, VoteOutcome, VoteTally};
+
+use crate::report::{FusionReport, MemberReport};
+
+pub(crate) trait Variant: Send + Sync {
+    /// Called each time a member finishes, with every member finished so far: a reason when the
+    /// panel may stop now (the members still running are then cancelled).
+    fn stop_early(&self, finished: &[&MemberReport], panel_size: usize) -> Option<String>;
+
+    /// After the panel: the answer when this strategy makes it from the panel alone (recording
+    /// how in the report), else `None` to go on to the judge and the synthesis.
+    fn answer(&self, report: &mut FusionReport) -> Option<String>;
+}
+
+pub(crate) fn variant(strategy: Strategy) -> &'static dyn Variant {
+    match strategy {
+        Strategy::Fuse => &fuse::Fuse,
+        Strategy::Vote => &vote::Vote,
+    }
+}

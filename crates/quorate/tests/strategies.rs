@@ -1,0 +1,147 @@
+//! Fusion strategies end to end: the real `quorate serve` in front of `quorate-sim`. `vote`
+//! returns the majority member's own answer and stops the panel once the majority is certain
+//! (the slow member is cancelled upstream); a tie goes on to the judge and the synthesis.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{config, content, eventually, sim, sse, start, Gateway};
+use quorate_sim::Sim;
+use serde_json::{json, Value};
+
+const MAJORITY: &str = "She sells 9 eggs at $2.\nAnswer: 18";
+
+async fn setup() -> (Sim, Gateway) {
+    let analysis = json!({"consensus": [], "contradictions": [], "partial_coverage": [],
+        "unique_insights": [], "blind_spots": []});
+    let (sim, addr) = sim(&[
+        ("a18", json!({"reply": MAJORITY})),
+        ("b18", json!({"reply": "18 dollars.\nAnswer: $18.00"})),
+        ("slow7", json!({"reply": "Answer: 7", "ttft_ms": 5000})),
+        ("c7", json!({"reply": "Answer: 7"})),
+        ("judge", json!({"json": analysis})),
+        ("synth", json!({"reply": "Fused: 18 or 7."})),
+    ])
+    .await;
+    let mut extra = String::from(
+        "[tools.web_search]\nbackend = \"off\"\n[tools.web_fetch]\nenabled = false\n\
+         [presets.v]\npanel = [\"sim/a18\", \"sim/b18\", \"sim/slow7\"]\njudge = \"sim/judge\"\n\
+         synthesizer = \"sim/synth\"\nstrategy = \"vote\"\ntotal_timeout_s = 20\n\
+         member_timeout_s = 10\n\
+         [presets.f]\npanel = [\"sim/a18\", \"sim/c7\"]\njudge = \"sim/judge\"\n\
+         synthesizer = \"sim/synth\"\n",
+    );
+    for model in ["a18", "b18", "slow7", "c7", "judge", "synth"] {
+        extra.push_str(&format!(
+            "[models.\"sim/{model}\"]\nprovider = \"sim\"\nupstream = \"{model}\"\n"
+        ));
+    }
+    let gw = start(&config(addr, &extra), &[]).await;
+    (sim, gw)
+}
+
+fn ask(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Eggs at $2: how much?"}]})
+}
+
+#[tokio::test]
+async fn vote_returns_the_majority_members_answer_and_cancels_the_slow_one() {
+    let (sim, gw) = setup().await;
+    let started = Instant::now();
+    let response = gw.post(&ask("quorate/fusion:v")).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "did not wait for the slow member"
+    );
+    assert_eq!(
+        body["choices"][0]["message"]["content"], MAJORITY,
+        "verbatim"
+    );
+    let fusion = &body["fusion"];
+    assert_eq!(fusion["strategy"], "vote");
+    assert_eq!(fusion["vote"]["outcome"], "majority");
+    assert_eq!(fusion["vote"]["winner"], "18");
+    assert_eq!(fusion["vote"]["votes"], 2);
+    assert_eq!(fusion["early_exit"]["cancelled"], json!([2]));
+    assert_eq!(fusion["panel"][2]["status"], "cancelled");
+    assert_eq!(
+        fusion["failed_models"],
+        json!([]),
+        "cancelled is not failed"
+    );
+    assert_eq!(fusion["degraded"], false);
+    assert!(fusion["analysis"].is_null(), "no judge ran");
+    let stats = sim.stats();
+    assert_eq!(stats.requests.get("judge"), None);
+    assert_eq!(stats.requests.get("synth"), None);
+    assert!(
+        eventually(|| sim.stats().cancelled >= 1).await,
+        "the slow member's call was dropped"
+    );
+}
+
+#[tokio::test]
+async fn vote_streams_its_early_exit_as_a_progress_event() {
+    let (_sim, gw) = setup().await;
+    let mut body = ask("quorate/fusion:v");
+    body["stream"] = json!(true);
+    body["plugins"] = json!([{"id": "fusion", "stream_progress": true}]);
+    let (data, _) = sse(gw.post(&body).await).await;
+    assert_eq!(content(&data), MAJORITY);
+    let chunks: Vec<Value> = data
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let stopped: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c.get("fusion_event"))
+        .filter(|e| e["type"] == "panel_stopped")
+        .collect();
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(stopped[0]["cancelled"], json!([2]));
+}
+
+#[tokio::test]
+async fn a_tie_goes_to_the_judge_and_the_synthesis() {
+    let (sim, gw) = setup().await;
+    let mut body = ask("quorate/fusion:f");
+    body["plugins"] = json!([{"id": "fusion", "strategy": "vote"}]);
+    let response = gw.post(&body).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Fused: 18 or 7.");
+    assert_eq!(body["fusion"]["vote"]["outcome"], "tie");
+    assert_eq!(body["fusion"]["vote"]["ballots"], json!(["18", "7"]));
+    assert_eq!(sim.stats().requests["judge"], 1);
+}
+
+#[tokio::test]
+async fn strategies_are_checked_where_they_are_asked_for() {
+    let (_sim, gw) = setup().await;
+    let mut body = ask("quorate/fusion:f");
+    body["plugins"] = json!([{"id": "fusion", "strategy": "guess"}]);
+    let response = gw.post(&body).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("plugins[0]") && message.contains("guess"),
+        "{message}"
+    );
+
+    let mut body = ask("sim/a18");
+    body["tools"] = json!([{"type": "quorate:fusion", "parameters": {"strategy": "vote"}}]);
+    let response = gw.post(&body).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("tools[0].parameters.strategy"),
+        "{message}"
+    );
+}
