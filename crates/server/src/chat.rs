@@ -272,6 +272,14 @@ mod tests {
         let m =
             message("{\"model\": \"m\", \"messages\": [{\"role\": \"bot\", \"content\": \"x\"}]}");
         assert!(m.contains("messages[0]") && m.contains("bot"), "{m}");
+        let m = message(r#"{"model":"m","messages":[{"role":1,"content":"x"}]}"#);
+        assert!(m.starts_with("messages[0].role: invalid type"), "{m}");
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"x","cache":{}}]}"#;
+        let request = parse(body.as_bytes()).unwrap();
+        assert!(
+            request.messages[0].extra.contains_key("cache"),
+            "unknown fields still forwarded"
+        );
         let m = message("{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": \"many\"}");
         assert!(m.starts_with("max_tokens"), "{m}");
         let m = message("{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 9}");
