@@ -7,6 +7,7 @@
 mod defaults;
 mod presets;
 mod routing;
+mod secrets;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 pub use presets::{fusion_slug, FusionConfig, PresetConfig, FUSION_SLUGS, MAX_PANEL};
 pub use routing::ResolvedModel;
+pub use secrets::Secrets;
 pub use tools::{SearchBackend, ToolsConfig, WebFetchConfig, WebSearchConfig, MAX_TOOL_CALLS};
 
 /// Quorate's data folder (models, the local search index): `$QUORATE_HOME`, else

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use quorate_api::{ChatCompletion, ChatRequest};
-use quorate_config::{Config, ProviderConfig, ProviderKind, ResolvedModel};
+use quorate_config::{Config, ProviderConfig, ProviderKind, ResolvedModel, Secrets};
 use rand::Rng;
 use serde_json::Value;
 
 use crate::anthropic::Anthropic;
 use crate::error::Attempt;
 use crate::openai::OpenAi;
+use crate::scrub::Scrubbed;
 use crate::{cost, http, ChunkStream, Error, Provider};
 
 /// A stream of chunks for the caller: model ids are the gateway's, usage carries cost.
@@ -85,6 +86,7 @@ impl Router {
 
     pub fn with_local(config: Config, local: Option<&ProviderFactory>) -> Result<Self, Error> {
         let client = http::client()?;
+        let secrets = Secrets::from_env(&config);
         let mut providers = HashMap::new();
         for (name, p) in &config.providers {
             let provider: Arc<dyn Provider> = match (p.kind, local) {
@@ -93,6 +95,7 @@ impl Router {
                 (ProviderKind::Local, Some(make)) => make(name, p, &config)?,
                 (ProviderKind::Local, None) => continue,
             };
+            let provider = Scrubbed::wrap(provider, &secrets);
             let policy = Policy::from_config(p);
             providers.insert(name.clone(), Entry { provider, policy });
         }
