@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
@@ -22,11 +22,11 @@ const KEEPALIVE_FRAME: &[u8] = b": quorate processing\n\n";
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
     let started = Instant::now();
-    let request = body
-        .map_err(body_error)
+    let request = read_body(request, state.body_timeout)
+        .await
         .and_then(|bytes| parse(&bytes))
         .and_then(|mut r| {
             r.fusion_depth = fusion_depth(&headers)?;
@@ -92,6 +92,18 @@ fn fusion_depth(headers: &HeaderMap) -> Result<u8, Error> {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| Error::BadRequest(format!("{FUSION_DEPTH_HEADER}: want a small integer")))
+}
+
+/// The whole body, within `server.body_timeout_s` of the headers: one deadline for all of it, not
+/// per read (tower-http's body timeout restarts at every frame, so a byte a second never trips it).
+async fn read_body(request: Request, limit: Duration) -> Result<Bytes, Error> {
+    match tokio::time::timeout(limit, Bytes::from_request(request, &())).await {
+        Ok(body) => body.map_err(body_error),
+        Err(_) => Err(Error::Timeout(format!(
+            "the request body did not arrive within server.body_timeout_s ({}s)",
+            limit.as_secs_f64()
+        ))),
+    }
 }
 
 fn body_error(rejection: BytesRejection) -> Error {

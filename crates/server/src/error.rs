@@ -56,6 +56,20 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
+/// The answer past `server.max_connections`.
+pub async fn over_connection_limit(max_connections: usize) -> Response {
+    let message = format!(
+        "the server is at its connection limit (server.max_connections = {max_connections}); \
+         retry shortly"
+    );
+    let body = ErrorBody::new(503, message);
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    response
+}
+
 pub async fn method_not_allowed() -> Response {
     let body = ErrorBody::new(405, "method not allowed on this route");
     (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
