@@ -163,6 +163,56 @@ async fn past_the_connection_limit_health_answers_and_the_rest_get_a_503() {
 }
 
 #[tokio::test]
+async fn rejections_by_the_http_layer_are_json() {
+    let gw = limited("max_header_bytes = 8192").await;
+    let cases = [
+        (
+            format!(
+                "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+                "a".repeat(9000)
+            ),
+            431,
+            "server.max_header_bytes",
+        ),
+        (
+            "GET /health HTTP/1.1\r\nno colon here\r\n\r\n".to_string(),
+            400,
+            "malformed HTTP request",
+        ),
+    ];
+    for (request, status, says) in cases {
+        let mut tcp = connect(&gw).await;
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let raw = read_to_close(&mut tcp, Duration::from_secs(5)).await;
+        let (got, body) = parse_response(&raw);
+        assert_eq!(got, status, "{raw}");
+        assert!(raw.contains("content-type: application/json"), "{raw}");
+        assert_eq!(body["error"]["code"], status);
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{raw}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_declared_oversized_body_gets_its_413_before_any_upload() {
+    let gw = limited("max_body_bytes = 1048576").await;
+    let mut tcp = connect(&gw).await;
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 20000000\r\nexpect: 100-continue\r\n\r\n";
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let raw = read_to_close(&mut tcp, Duration::from_secs(5)).await;
+    assert!(!raw.contains("100 Continue"), "{raw}");
+    let (status, body) = parse_response(&raw);
+    assert_eq!(status, 413, "{raw}");
+    assert_eq!(body["error"]["code"], 413);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("server.max_body_bytes"));
+}
+
+#[tokio::test]
 async fn http2_and_a_thousand_concurrent_streams_still_work_within_the_defaults() {
     let (_sim, addr) = sim(&[("a", json!({"reply": "one two three", "token_ms": 20}))]).await;
     let gw = start(&config(addr, ""), &[]).await;

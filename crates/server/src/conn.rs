@@ -26,6 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
+use crate::rejection::JsonRejections;
+
 /// Connections past `max_connections` get a lane of their own, this wide, that answers /health
 /// and refuses the rest with a 503. Each of its connections serves one request and must send it
 /// quickly, so a flood past the limit cannot hold the lane for long; past both, a connection is
@@ -44,6 +46,7 @@ struct Lane {
     permits: Arc<Semaphore>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    max_header_bytes: usize,
 }
 
 impl Lane {
@@ -65,6 +68,7 @@ impl Lane {
             permits: Arc::new(Semaphore::new(width)),
             header_timeout: header,
             idle_timeout: Duration::from_secs_f64(server.idle_timeout_s),
+            max_header_bytes: server.max_header_bytes,
         }
     }
 
@@ -82,7 +86,7 @@ impl Lane {
                 Ok::<_, Infallible>(response.map(|body| Counted { body, _busy: busy }))
             }
         });
-        let io = TokioIo::new(tcp);
+        let io = TokioIo::new(JsonRejections::new(tcp, self.max_header_bytes));
         let mut conn = pin!(self.builder.serve_connection(io, service));
         tokio::select! {
             result = conn.as_mut() => return log_end(result),

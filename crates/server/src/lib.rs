@@ -9,6 +9,7 @@ mod conn;
 mod error;
 mod fusion;
 mod models;
+mod rejection;
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -85,6 +86,10 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            error::refuse_declared_oversize,
+        ))
         .with_state(state)
 }
 
