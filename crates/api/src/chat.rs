@@ -176,7 +176,7 @@ impl Stop {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
@@ -184,6 +184,36 @@ pub enum Role {
     User,
     Assistant,
     Tool,
+}
+
+impl Role {
+    const NAMES: &'static [&'static str] = &["system", "developer", "user", "assistant", "tool"];
+}
+
+/// Read as a string rather than derived: serde_json answers a derived enum given a number or a
+/// bool with a syntax error ("expected value"), which loses the field's path; a string visitor
+/// turns it into a type error that names `messages[i].role`.
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Role;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "one of {}", Role::NAMES.join(", "))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Role, E> {
+                match s {
+                    "system" => Ok(Role::System),
+                    "developer" => Ok(Role::Developer),
+                    "user" => Ok(Role::User),
+                    "assistant" => Ok(Role::Assistant),
+                    "tool" => Ok(Role::Tool),
+                    _ => Err(E::unknown_variant(s, Role::NAMES)),
+                }
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -493,6 +523,15 @@ mod tests {
             req.validate().unwrap_err(),
             "messages[1].tool_call_id: required on a tool message"
         );
+    }
+
+    #[test]
+    fn a_role_of_the_wrong_type_is_a_type_error() {
+        let e = serde_json::from_str::<Message>(r#"{"role": 1, "content": "x"}"#).unwrap_err();
+        assert!(e.is_data(), "{e}");
+        assert!(e.to_string().contains("expected one of system"), "{e}");
+        let m: Message = serde_json::from_value(json!({"role": "tool", "x": 1})).unwrap();
+        assert_eq!((m.role, &m.extra["x"]), (Role::Tool, &json!(1)));
     }
 
     #[test]

@@ -23,6 +23,27 @@ pub fn shutdown_grace_s() -> f64 {
     30.0
 }
 
+pub fn header_timeout_s() -> f64 {
+    10.0
+}
+
+pub fn body_timeout_s() -> f64 {
+    30.0
+}
+
+pub fn idle_timeout_s() -> f64 {
+    60.0
+}
+
+/// Lowered at start-up when the open-file limit leaves no room for this many.
+pub fn max_connections() -> usize {
+    4096
+}
+
+pub fn max_header_bytes() -> usize {
+    32 * 1024
+}
+
 pub fn timeout_s() -> f64 {
     120.0
 }

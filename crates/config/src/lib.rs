@@ -7,6 +7,7 @@
 mod defaults;
 mod presets;
 mod routing;
+mod secrets;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 pub use presets::{fusion_slug, FusionConfig, PresetConfig, Strategy, FUSION_SLUGS, MAX_PANEL};
 pub use routing::ResolvedModel;
+pub use secrets::Secrets;
 pub use tools::{SearchBackend, ToolsConfig, WebFetchConfig, WebSearchConfig, MAX_TOOL_CALLS};
 
 /// Quorate's data folder (models, the local search index): `$QUORATE_HOME`, else
@@ -91,6 +93,22 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after a shutdown signal.
     #[serde(default = "defaults::shutdown_grace_s")]
     pub shutdown_grace_s: f64,
+    /// A request's headers must arrive within this; so must a new connection's first request.
+    #[serde(default = "defaults::header_timeout_s")]
+    pub header_timeout_s: f64,
+    /// A request's whole body must arrive within this, counted from its headers.
+    #[serde(default = "defaults::body_timeout_s")]
+    pub body_timeout_s: f64,
+    /// A connection with no request in flight for this long is closed (HTTP/1 keep-alive
+    /// connections meet `header_timeout_s` first: hyper times the wait for the next headers).
+    #[serde(default = "defaults::idle_timeout_s")]
+    pub idle_timeout_s: f64,
+    /// Connections served at once; past it, /health still answers and the rest get a 503.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// The largest request line and headers, in bytes (431 beyond).
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +119,11 @@ impl Default for ServerConfig {
             max_body_bytes: defaults::max_body_bytes(),
             keepalive_s: defaults::keepalive_s(),
             shutdown_grace_s: defaults::shutdown_grace_s(),
+            header_timeout_s: defaults::header_timeout_s(),
+            body_timeout_s: defaults::body_timeout_s(),
+            idle_timeout_s: defaults::idle_timeout_s(),
+            max_connections: defaults::max_connections(),
+            max_header_bytes: defaults::max_header_bytes(),
         }
     }
 }
@@ -310,6 +333,7 @@ impl Config {
                 "must not be negative".into(),
             ));
         }
+        validate_limits(&self.server).map_err(|(k, m)| fail(format!("server.{k}"), m))?;
         for (name, p) in &self.providers {
             validate_provider(p).map_err(|(k, m)| fail(format!("providers.{name}.{k}"), m))?;
         }
@@ -400,6 +424,27 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn validate_limits(s: &ServerConfig) -> Result<(), (String, String)> {
+    let timeouts = [
+        ("header_timeout_s", s.header_timeout_s),
+        ("body_timeout_s", s.body_timeout_s),
+        ("idle_timeout_s", s.idle_timeout_s),
+    ];
+    for (key, value) in timeouts {
+        if !(value > 0.0 && value <= 3600.0) {
+            return Err((key.into(), "must be in (0, 3600]".into()));
+        }
+    }
+    if !(1..=1_000_000).contains(&s.max_connections) {
+        return Err(("max_connections".into(), "must be 1 to 1000000".into()));
+    }
+    // hyper's read buffer, which bounds the headers, cannot be smaller than 8 KiB.
+    if !(8192..=1 << 20).contains(&s.max_header_bytes) {
+        return Err(("max_header_bytes".into(), "must be 8192 to 1048576".into()));
+    }
+    Ok(())
 }
 
 fn validate_provider(p: &ProviderConfig) -> Result<(), (String, String)> {

@@ -177,3 +177,35 @@ fn readme_config_examples_are_valid() {
         }
     }
 }
+
+#[test]
+fn server_limits_have_safe_defaults_and_are_checked() {
+    let server = Config::builtin().server;
+    assert_eq!(
+        (
+            server.header_timeout_s,
+            server.body_timeout_s,
+            server.idle_timeout_s
+        ),
+        (10.0, 30.0, 60.0)
+    );
+    assert_eq!(
+        (server.max_connections, server.max_header_bytes),
+        (4096, 32768)
+    );
+    let c =
+        Config::from_toml("[server]\nmax_connections = 8\nbody_timeout_s = 1.5\n", "t").unwrap();
+    assert_eq!(
+        (c.server.max_connections, c.server.body_timeout_s),
+        (8, 1.5)
+    );
+    for (line, key) in [
+        ("header_timeout_s = 0", "server.header_timeout_s"),
+        ("idle_timeout_s = -1", "server.idle_timeout_s"),
+        ("max_connections = 0", "server.max_connections"),
+        ("max_header_bytes = 100", "server.max_header_bytes"),
+        ("body_timeout = 3", "server.body_timeout"),
+    ] {
+        assert_eq!(invalid(&format!("[server]\n{line}\n")).0, key, "{line}");
+    }
+}

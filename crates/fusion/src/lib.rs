@@ -20,6 +20,7 @@ mod tool;
 use std::sync::Arc;
 
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
+use quorate_config::Secrets;
 use quorate_providers::{Error, RequestCtx, Router};
 use quorate_tools::Toolbox;
 use serde_json::Value;
@@ -50,7 +51,8 @@ impl Fusion {
     /// the research tools `[tools]` configures.
     pub fn new(router: Router) -> Result<Self, String> {
         let prompts = Prompts::load(router.config().fusion.prompts_dir.as_deref())?;
-        let toolbox = Toolbox::from_config(&router.config().tools)?;
+        let secrets = Secrets::from_env(router.config());
+        let toolbox = Toolbox::from_config(&router.config().tools, &secrets)?;
         Ok(Self {
             router,
             prompts: Arc::new(prompts),

@@ -152,40 +152,57 @@ impl Error {
         }
     }
 
-    /// Prefixes the message with where it happened, keeping the kind.
+    /// Prefixes the message with where it happened, keeping the kind (and, for a chain of
+    /// attempts, prefixing the error that decides the response).
     pub fn context(self, prefix: &str) -> Self {
-        let add = |m: String| format!("{prefix}: {m}");
         match self {
-            Error::BadRequest(m) => Error::BadRequest(add(m)),
-            Error::Unauthorized(m) => Error::Unauthorized(add(m)),
-            Error::UnknownModel(m) => Error::UnknownModel(add(m)),
-            Error::PayloadTooLarge(m) => Error::PayloadTooLarge(add(m)),
-            Error::Timeout(m) => Error::Timeout(add(m)),
+            Error::Attempts { attempts, last } => Error::Attempts {
+                attempts,
+                last: Box::new(last.context(prefix)),
+            },
+            other => other.map_messages(&|m| format!("{prefix}: {m}")),
+        }
+    }
+
+    /// The same error with every message (each attempt's too) passed through `f`, the kind kept.
+    pub fn map_messages(self, f: &impl Fn(String) -> String) -> Self {
+        match self {
+            Error::BadRequest(m) => Error::BadRequest(f(m)),
+            Error::Unauthorized(m) => Error::Unauthorized(f(m)),
+            Error::UnknownModel(m) => Error::UnknownModel(f(m)),
+            Error::PayloadTooLarge(m) => Error::PayloadTooLarge(f(m)),
+            Error::Timeout(m) => Error::Timeout(f(m)),
             Error::RateLimited {
                 message,
                 retry_after,
             } => Error::RateLimited {
-                message: add(message),
+                message: f(message),
                 retry_after,
             },
-            Error::InsufficientCredits(m) => Error::InsufficientCredits(add(m)),
+            Error::InsufficientCredits(m) => Error::InsufficientCredits(f(m)),
             Error::Overloaded {
                 message,
                 retry_after,
             } => Error::Overloaded {
-                message: add(message),
+                message: f(message),
                 retry_after,
             },
             Error::Upstream { status, message } => Error::Upstream {
                 status,
-                message: add(message),
+                message: f(message),
             },
-            Error::InvalidResponse(m) => Error::InvalidResponse(add(m)),
-            Error::Unavailable(m) => Error::Unavailable(add(m)),
-            Error::Internal(m) => Error::Internal(add(m)),
+            Error::InvalidResponse(m) => Error::InvalidResponse(f(m)),
+            Error::Unavailable(m) => Error::Unavailable(f(m)),
+            Error::Internal(m) => Error::Internal(f(m)),
             Error::Attempts { attempts, last } => Error::Attempts {
-                attempts,
-                last: Box::new(last.context(prefix)),
+                attempts: attempts
+                    .into_iter()
+                    .map(|a| Attempt {
+                        message: f(a.message),
+                        ..a
+                    })
+                    .collect(),
+                last: Box::new(last.map_messages(f)),
             },
         }
     }

@@ -8,6 +8,7 @@ mod error;
 mod http;
 pub mod openai;
 mod router;
+mod scrub;
 pub mod sse;
 
 use std::pin::Pin;

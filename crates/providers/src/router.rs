@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use quorate_api::{ChatCompletion, ChatRequest};
-use quorate_config::{Config, ProviderConfig, ProviderKind, ResolvedModel};
+use quorate_config::{Config, ProviderConfig, ProviderKind, ResolvedModel, Secrets};
 use rand::Rng;
 use serde_json::Value;
 use tracing::Instrument;
@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::anthropic::Anthropic;
 use crate::error::Attempt;
 use crate::openai::OpenAi;
+use crate::scrub::Scrubbed;
 use crate::{cost, http, ChunkStream, Error, Provider, RequestCtx};
 
 /// A stream of chunks for the caller: model ids are the gateway's, usage carries cost.
@@ -86,6 +87,7 @@ impl Router {
 
     pub fn with_local(config: Config, local: Option<&ProviderFactory>) -> Result<Self, Error> {
         let client = http::client()?;
+        let secrets = Secrets::from_env(&config);
         let mut providers = HashMap::new();
         for (name, p) in &config.providers {
             let provider: Arc<dyn Provider> = match (p.kind, local) {
@@ -94,6 +96,7 @@ impl Router {
                 (ProviderKind::Local, Some(make)) => make(name, p, &config)?,
                 (ProviderKind::Local, None) => continue,
             };
+            let provider = Scrubbed::wrap(provider, &secrets);
             let policy = Policy::from_config(p);
             providers.insert(name.clone(), Entry { provider, policy });
         }

@@ -179,7 +179,7 @@ async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<()>
     tracing::info!("listening on http://{bound}");
     // Tests and scripts read this line to find a port chosen with :0.
     println!("quorate listening on http://{bound}");
-    quorate_server::serve(listener, Arc::new(state), shutdown_signal(), grace).await?;
+    quorate_server::serve(listener, Arc::new(state), shutdown_signal(), grace).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -23,11 +23,11 @@ pub async fn completions(
     State(state): State<Arc<AppState>>,
     Extension(mut ctx): Extension<RequestCtx>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
     let started = Instant::now();
-    let request = body
-        .map_err(body_error)
+    let request = read_body(request, state.body_timeout)
+        .await
         .and_then(|bytes| parse(&bytes))
         .and_then(|r| {
             ctx.fusion_depth = fusion_depth(&headers)?;
@@ -72,6 +72,18 @@ fn fusion_depth(headers: &HeaderMap) -> Result<u8, Error> {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| Error::BadRequest(format!("{FUSION_DEPTH_HEADER}: want a small integer")))
+}
+
+/// The whole body, within `server.body_timeout_s` of the headers: one deadline for all of it, not
+/// per read (tower-http's body timeout restarts at every frame, so a byte a second never trips it).
+async fn read_body(request: Request, limit: Duration) -> Result<Bytes, Error> {
+    match tokio::time::timeout(limit, Bytes::from_request(request, &())).await {
+        Ok(body) => body.map_err(body_error),
+        Err(_) => Err(Error::Timeout(format!(
+            "the request body did not arrive within server.body_timeout_s ({}s)",
+            limit.as_secs_f64()
+        ))),
+    }
 }
 
 fn body_error(rejection: BytesRejection) -> Error {
@@ -256,6 +268,14 @@ mod tests {
         let m =
             message("{\"model\": \"m\", \"messages\": [{\"role\": \"bot\", \"content\": \"x\"}]}");
         assert!(m.contains("messages[0]") && m.contains("bot"), "{m}");
+        let m = message(r#"{"model":"m","messages":[{"role":1,"content":"x"}]}"#);
+        assert!(m.starts_with("messages[0].role: invalid type"), "{m}");
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"x","cache":{}}]}"#;
+        let request = parse(body.as_bytes()).unwrap();
+        assert!(
+            request.messages[0].extra.contains_key("cache"),
+            "unknown fields still forwarded"
+        );
         let m = message("{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": \"many\"}");
         assert!(m.starts_with("max_tokens"), "{m}");
         let m = message("{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 9}");

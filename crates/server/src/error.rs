@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use quorate_api::ErrorBody;
 use quorate_fusion::FusionError;
@@ -54,6 +57,40 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
     );
     let body = ErrorBody::new(404, message);
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// Refuses a declared body larger than `server.max_body_bytes` before reading any of it: a client
+/// that sent `Expect: 100-continue` gets its 413 without uploading.
+pub async fn refuse_declared_oversize(
+    State(max_body): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max_body as u64 => ApiError(Error::PayloadTooLarge(format!(
+            "request body of {length} bytes is larger than server.max_body_bytes ({max_body})"
+        )))
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// The answer past `server.max_connections`.
+pub async fn over_connection_limit(max_connections: usize) -> Response {
+    let message = format!(
+        "the server is at its connection limit (server.max_connections = {max_connections}); \
+         retry shortly"
+    );
+    let body = ErrorBody::new(503, message);
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    response
 }
 
 pub async fn method_not_allowed() -> Response {

@@ -5,19 +5,20 @@
 
 mod auth;
 mod chat;
+mod conn;
 mod context;
 mod error;
 mod fusion;
 mod models;
+mod rejection;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use quorate_fusion::Fusion;
 use quorate_providers::Router;
 use tokio::net::TcpListener;
@@ -30,6 +31,8 @@ pub struct AppState {
     /// Gateway keys; `None` means the gateway is open.
     keys: Option<Vec<String>>,
     pub keepalive: Duration,
+    /// How long a request's whole body may take to arrive.
+    pub body_timeout: Duration,
     request_ids: AtomicU64,
 }
 
@@ -58,6 +61,7 @@ impl AppState {
         };
         Ok(Self {
             keepalive: Duration::from_secs_f64(server.keepalive_s),
+            body_timeout: Duration::from_secs_f64(server.body_timeout_s),
             fusion: Fusion::new(router.clone())?,
             router,
             keys,
@@ -84,10 +88,22 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            error::refuse_declared_oversize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::attach,
         ))
         .with_state(state)
+}
+
+/// What connections past `server.max_connections` get: /health, and a 503 for anything else.
+fn overflow_app(max_connections: usize) -> axum::Router {
+    let refuse = move || error::over_connection_limit(max_connections);
+    axum::Router::new()
+        .route("/health", get(health))
+        .fallback(refuse)
 }
 
 async fn health() -> axum::Json<serde_json::Value> {
@@ -95,34 +111,15 @@ async fn health() -> axum::Json<serde_json::Value> {
 }
 
 /// Serves until `shutdown` resolves; then stops accepting and lets in-flight requests finish for
-/// at most `grace`.
+/// at most `grace`. Slow clients are cut off and connections limited as `[server]` says.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
-) -> std::io::Result<()> {
-    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
-    // Without TCP_NODELAY a response written in two segments can wait on a delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = stopping_tx.send(true);
-    });
-    let deadline = async move {
-        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server.into_future() => result,
-        () = deadline => {
-            tracing::warn!(grace_s = grace.as_secs_f64(), "in-flight requests outlived the shutdown grace; dropping them");
-            Ok(())
-        }
-    }
+) {
+    let server = state.router.config().server.clone();
+    let overflow = overflow_app(server.max_connections);
+    let lanes = conn::Lanes::new(app(state), overflow, &server);
+    conn::serve(listener, lanes, shutdown, grace).await;
 }

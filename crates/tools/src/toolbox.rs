@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorate_config::ToolsConfig;
+use quorate_config::{Secrets, ToolsConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -170,10 +170,11 @@ pub struct Document {
 impl Toolbox {
     /// The tools the config describes. Search that cannot run (no backend, no key) is off with
     /// a reason rather than an error: the gateway still answers, and says why research was off.
-    pub fn from_config(config: &ToolsConfig) -> Result<Self, String> {
+    /// `secrets` are scrubbed from a search backend's errors.
+    pub fn from_config(config: &ToolsConfig, secrets: &Secrets) -> Result<Self, String> {
         let filter = DomainFilter::new(&config.excluded_domains, &config.allowed_domains)
             .map_err(|e| format!("tools: {e}"))?;
-        let opened = search::open(&config.web_search);
+        let opened = search::open(&config.web_search, secrets);
         if let Err(why) = &opened.search {
             tracing::info!("{why}");
         }
@@ -482,7 +483,7 @@ mod tests {
     async fn with_no_backend_search_is_off_with_a_reason_and_calls_fail_softly() {
         let mut config = ToolsConfig::default();
         config.web_search.index_dir = Some(std::env::temp_dir().join("quorate-no-index-here"));
-        let toolbox = Arc::new(Toolbox::from_config(&config).unwrap());
+        let toolbox = Arc::new(Toolbox::from_config(&config, &Secrets::default()).unwrap());
         let session = toolbox.session(&ToolSpec::defaults());
         assert!(!session.has_search());
         assert!(session.note().unwrap().contains("web_search is off"));

@@ -11,7 +11,7 @@ use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Json;
-use quorate_config::{SearchBackend, ToolsConfig};
+use quorate_config::{SearchBackend, Secrets, ToolsConfig};
 use quorate_tools::{ToolSpec, Toolbox};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -93,7 +93,7 @@ fn session(backend: SearchBackend, base: String, key_env: &str) -> quorate_tools
     config.web_search.base_url = Some(base);
     config.web_search.api_key_env = Some(key_env.into());
     config.web_search.max_results = Some(2);
-    let toolbox = Arc::new(Toolbox::from_config(&config).unwrap());
+    let toolbox = Arc::new(Toolbox::from_config(&config, &Secrets::default()).unwrap());
     toolbox.session(&ToolSpec::defaults())
 }
 

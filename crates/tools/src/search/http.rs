@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use quorate_config::Secrets;
 use serde_json::Value;
 
 use super::{Search, SearchError, SearchResult};
@@ -21,6 +22,8 @@ pub(crate) struct Backend {
 pub(crate) struct ApiSearch {
     pub api: Api,
     pub backend: &'static Backend,
+    /// Scrubbed from errors: where the backend's text enters the process.
+    pub secrets: Secrets,
 }
 
 #[async_trait::async_trait]
@@ -36,9 +39,15 @@ impl Search for ApiSearch {
     ) -> Result<Vec<SearchResult>, SearchError> {
         let request = (self.backend.request)(&self.api, query, max_results)?;
         let backend = self.backend;
-        self.api
-            .search(request, backend.list, backend.fields, max_results)
+        let results = self
+            .api
+            .search(request, backend.list, backend.fields, max_results);
+        results
             .await
+            .map_err(|SearchError::Backend { backend, message }| {
+                let message = self.secrets.scrub(message);
+                SearchError::Backend { backend, message }
+            })
     }
 }
 

@@ -10,7 +10,7 @@ mod tavily;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorate_config::{SearchBackend, WebSearchConfig};
+use quorate_config::{SearchBackend, Secrets, WebSearchConfig};
 use serde::Serialize;
 
 pub use local::LocalIndex;
@@ -49,7 +49,7 @@ pub struct Opened {
 }
 
 /// Opens the backend `config` names; with none named, the local index if one was built.
-pub fn open(config: &WebSearchConfig) -> Opened {
+pub fn open(config: &WebSearchConfig, secrets: &Secrets) -> Opened {
     let off = |why: String| Opened {
         search: Err(why),
         local: None,
@@ -80,7 +80,7 @@ pub fn open(config: &WebSearchConfig) -> Opened {
             Err(e) => off(format!("web_search is off: {e}")),
         };
     }
-    match api_backend(backend, config) {
+    match api_backend(backend, config, secrets) {
         Ok(search) => Opened {
             search: Ok(search),
             local: None,
@@ -92,6 +92,7 @@ pub fn open(config: &WebSearchConfig) -> Opened {
 fn api_backend(
     backend: SearchBackend,
     config: &WebSearchConfig,
+    secrets: &Secrets,
 ) -> Result<Arc<dyn Search>, String> {
     let name = backend.as_str();
     let base_url = config
@@ -115,5 +116,9 @@ fn api_backend(
         SearchBackend::Searxng => &searxng::SEARXNG,
         SearchBackend::Local | SearchBackend::Off => return Err(format!("{name} has no API")),
     };
-    Ok(Arc::new(http::ApiSearch { api, backend }))
+    Ok(Arc::new(http::ApiSearch {
+        api,
+        backend,
+        secrets: secrets.clone(),
+    }))
 }

@@ -1,0 +1,292 @@
+//! Connections: accepted within a limit, served over HTTP/1 or HTTP/2 (hyper-util's auto
+//! builder), and closed when a client is too slow to send a request, so that slow clients
+//! cannot hold the server's file descriptors.
+//!
+//! hyper times each HTTP/1 request's headers (`header_read_timeout`), including the wait for the
+//! next request on a kept-alive connection. What hyper leaves untimed is watched here: the bytes
+//! before hyper knows the protocol, the HTTP/2 handshake, and an HTTP/2 connection without
+//! streams. A connection with no request in flight is closed after `header_timeout` before its
+//! first request and after `idle_timeout` between requests.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use quorate_config::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tower::ServiceExt;
+
+use crate::rejection::JsonRejections;
+
+/// Connections past `max_connections` get a lane of their own, this wide, that answers /health
+/// and refuses the rest with a 503. Each of its connections serves one request and must send it
+/// quickly, so a flood past the limit cannot hold the lane for long; past both, a connection is
+/// closed as soon as it is accepted.
+const OVERFLOW_CONNECTIONS: usize = 64;
+const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// File descriptors kept back from connections: the overflow lane's, the listener, log and model
+/// files, the search index.
+const RESERVED_FILES: u64 = OVERFLOW_CONNECTIONS as u64 + 64;
+
+/// One kind of connection: the app it serves, how, and how many at once.
+struct Lane {
+    app: axum::Router,
+    builder: auto::Builder<TokioExecutor>,
+    permits: Arc<Semaphore>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+impl Lane {
+    fn new(app: axum::Router, server: &ServerConfig, width: usize, header: Duration) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header)
+            // hyper's read buffer bounds the request line and headers: 431 past it.
+            .max_buf_size(server.max_header_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
+        Self {
+            app,
+            builder,
+            permits: Arc::new(Semaphore::new(width)),
+            header_timeout: header,
+            idle_timeout: Duration::from_secs_f64(server.idle_timeout_s),
+            max_header_bytes: server.max_header_bytes,
+        }
+    }
+
+    /// Serves one connection until it ends, idles past its limit, or the server stops.
+    async fn serve(self: Arc<Self>, tcp: TcpStream, mut stopping: watch::Receiver<bool>) {
+        let (requests, in_flight) = watch::channel(0usize);
+        let requests = Arc::new(requests);
+        let app = self.app.clone();
+        // Each request counts as in flight until hyper is done with its response body.
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let busy = Busy::start(&requests);
+            let response = app.clone().oneshot(request.map(Body::new));
+            async move {
+                let response = response.await?;
+                Ok::<_, Infallible>(response.map(|body| Counted { body, _busy: busy }))
+            }
+        });
+        let io = TokioIo::new(JsonRejections::new(tcp, self.max_header_bytes));
+        let mut conn = pin!(self.builder.serve_connection(io, service));
+        tokio::select! {
+            result = conn.as_mut() => return log_end(result),
+            // Nothing is in flight: closing loses no answer.
+            () = idled(in_flight, self.header_timeout, self.idle_timeout) => return,
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        log_end(conn.await);
+    }
+}
+
+/// Resolves once the connection has had no request in flight for its limit: `first` before its
+/// first request, `idle` after.
+async fn idled(mut in_flight: watch::Receiver<usize>, first: Duration, idle: Duration) {
+    let mut limit = first;
+    while in_flight.wait_for(|n| *n == 0).await.is_ok() {
+        match tokio::time::timeout(limit, in_flight.changed()).await {
+            Err(_elapsed) => return,
+            Ok(_) => limit = idle,
+        }
+    }
+    // The connection is gone: nothing left to watch.
+    std::future::pending().await
+}
+
+/// A request in flight on its connection, until dropped.
+struct Busy(Arc<watch::Sender<usize>>);
+
+impl Busy {
+    fn start(requests: &Arc<watch::Sender<usize>>) -> Self {
+        requests.send_modify(|n| *n += 1);
+        Self(requests.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A response body that keeps its request in flight until hyper is done with it (an SSE stream
+/// is a request in flight for as long as it lasts).
+struct Counted {
+    body: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = result {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// The main lane and the overflow lane.
+pub struct Lanes {
+    main: Arc<Lane>,
+    overflow: Arc<Lane>,
+}
+
+impl Lanes {
+    /// `app` serves up to `server.max_connections` (fewer when the open-file limit is lower);
+    /// `overflow` the connections past it.
+    pub fn new(app: axum::Router, overflow: axum::Router, server: &ServerConfig) -> Self {
+        let header = Duration::from_secs_f64(server.header_timeout_s);
+        let width = connection_budget(server.max_connections);
+        let overflow_header = header.min(OVERFLOW_HEADER_TIMEOUT);
+        let mut overflow = Lane::new(overflow, server, OVERFLOW_CONNECTIONS, overflow_header);
+        overflow.builder.http1().keep_alive(false);
+        Self {
+            main: Arc::new(Lane::new(app, server, width, header)),
+            overflow: Arc::new(overflow),
+        }
+    }
+
+    /// Serves `tcp` on the first lane with room, or closes it.
+    fn dispatch(&self, tcp: TcpStream, stopping: &watch::Sender<bool>) {
+        // Without TCP_NODELAY a response written in two segments can wait on a delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+        let lanes = [&self.main, &self.overflow];
+        let Some((lane, permit)) = lanes.into_iter().find_map(|lane| {
+            let permit = lane.permits.clone().try_acquire_owned().ok()?;
+            Some((lane.clone(), permit))
+        }) else {
+            tracing::debug!("connection closed: both lanes are full");
+            return;
+        };
+        let stopping = stopping.subscribe();
+        tokio::spawn(async move {
+            let _permit = permit;
+            lane.serve(tcp, stopping).await;
+        });
+    }
+}
+
+/// Serves until `shutdown` resolves; then stops accepting (the listener closes) and lets
+/// in-flight requests finish for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    lanes: Lanes,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let (stopping, _) = watch::channel(false);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => lanes.dispatch(tcp, &stopping),
+                Err(e) => accept_failed(e).await,
+            },
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    stopping.send_replace(true);
+    // Each connection holds a receiver until it ends.
+    if tokio::time::timeout(grace, stopping.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_s = grace.as_secs_f64(),
+            "in-flight requests outlived the shutdown grace; dropping them"
+        );
+    }
+}
+
+/// A failed accept is the client's problem, or the process is out of file descriptors: then
+/// wait a moment for some to close rather than spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        tracing::warn!("accept failed: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `configured`, or fewer when the open-file limit leaves no room for that many: each connection
+/// may need an upstream connection too. The soft limit is raised to the hard one first.
+fn connection_budget(configured: usize) -> usize {
+    let Some(files) = raise_open_file_limit() else {
+        return configured;
+    };
+    let budget = usize::try_from(files.saturating_sub(RESERVED_FILES) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if budget < configured {
+        tracing::warn!(
+            "server.max_connections lowered from {configured} to {budget}: the open-file limit \
+             is {files} (raise it with ulimit -n)"
+        );
+    }
+    configured.min(budget)
+}
+
+/// The open-file limit after raising the soft limit to the hard one; `None` when unlimited.
+#[cfg(unix)]
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum) {
+        if current < maximum {
+            limit.current = Some(maximum);
+            if setrlimit(Resource::Nofile, limit).is_err() {
+                limit.current = Some(current);
+            }
+        }
+    }
+    limit.current
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() -> Option<u64> {
+    None
+}
