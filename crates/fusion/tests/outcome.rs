@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use quorate_api::{ChatRequest, Message, Role};
 use quorate_config::Config;
-use quorate_fusion::{FailureReason, Fusion, FusionEvent, MemberStatus, RunOutcome};
+use quorate_fusion::{FailureReason, Fusion, FusionError, FusionEvent, MemberStatus, RunOutcome};
 use quorate_providers::{RequestCtx, Router};
 use quorate_sim::Sim;
 use serde_json::json;
@@ -57,6 +57,16 @@ fn request() -> ChatRequest {
     )
 }
 
+/// Plans and reads one run of `req` to its end.
+async fn run(
+    fusion: &Fusion,
+    ctx: &RequestCtx,
+    req: ChatRequest,
+) -> Result<RunOutcome, FusionError> {
+    let plan = fusion.plan(ctx, &req).unwrap().unwrap();
+    RunOutcome::read(fusion.run(ctx, plan, req)).await
+}
+
 fn slot_of(event: &FusionEvent) -> Option<usize> {
     match event {
         FusionEvent::MemberStarted { slot, .. }
@@ -71,8 +81,7 @@ async fn a_run_yields_typed_events_in_order_and_ends_in_one_outcome() {
     let (sim, fusion) = fusion(&["sim/p1", "sim/p2", "sim/r500"]).await;
     let req = request();
     let ctx = RequestCtx::new("gen-test-1");
-    let plan = fusion.plan(&ctx, &req).unwrap().unwrap();
-    let outcome = RunOutcome::read(fusion.run(&ctx, plan, req)).await.unwrap();
+    let outcome = run(&fusion, &ctx, req).await.unwrap();
     let events = &outcome.events;
     let position = |wanted: &dyn Fn(&FusionEvent) -> bool| events.iter().position(wanted).unwrap();
 
@@ -161,10 +170,7 @@ async fn a_failed_run_is_a_typed_error_with_its_report() {
     let (_sim, fusion) = fusion(&["sim/r500", "sim/r500"]).await;
     let req = request();
     let ctx = RequestCtx::new("gen-test-2");
-    let plan = fusion.plan(&ctx, &req).unwrap().unwrap();
-    let error = RunOutcome::read(fusion.run(&ctx, plan, req))
-        .await
-        .unwrap_err();
+    let error = run(&fusion, &ctx, req).await.unwrap_err();
     assert_eq!(error.reason, Some(FailureReason::AllPanelsFailed));
     assert_eq!(error.report.unwrap().panel.len(), 2);
 }
@@ -181,10 +187,7 @@ async fn a_template_that_fails_to_render_is_an_internal_error() {
     let fusion = Fusion::new(Router::new(config).unwrap()).unwrap();
     let req = request();
     let ctx = RequestCtx::new("gen-test-2");
-    let plan = fusion.plan(&ctx, &req).unwrap().unwrap();
-    let error = RunOutcome::read(fusion.run(&ctx, plan, req))
-        .await
-        .unwrap_err();
+    let error = run(&fusion, &ctx, req).await.unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(error.status(), 500, "{error}");
     assert!(
@@ -209,16 +212,12 @@ async fn an_empty_synthesis_is_retried_then_a_typed_failure() {
     let (sim, fusion) = fusion(&["sim/p1"]).await;
     let ctx = RequestCtx::new("gen-test-3");
     let req = with_synthesizer("sim/once_empty");
-    let plan = fusion.plan(&ctx, &req).unwrap().unwrap();
-    let outcome = RunOutcome::read(fusion.run(&ctx, plan, req)).await.unwrap();
+    let outcome = run(&fusion, &ctx, req).await.unwrap();
     assert_eq!(outcome.text, "Paris, at last.");
     assert_eq!(sim.stats().requests["once_empty"], 2);
 
     let req = with_synthesizer("sim/empty");
-    let plan = fusion.plan(&ctx, &req).unwrap().unwrap();
-    let error = RunOutcome::read(fusion.run(&ctx, plan, req))
-        .await
-        .unwrap_err();
+    let error = run(&fusion, &ctx, req).await.unwrap_err();
     assert_eq!(error.reason, Some(FailureReason::EmptyCompletion));
     assert_eq!(error.status(), 502);
     let report = error.report.unwrap();
