@@ -38,11 +38,14 @@ pub enum Strategy {
     Vote,
 }
 
-impl Strategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Fuse => "fuse",
-            Strategy::Vote => "vote",
+impl std::str::FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "fuse" => Ok(Strategy::Fuse),
+            "vote" => Ok(Strategy::Vote),
+            other => Err(format!("unknown strategy {other:?} (fuse, vote)")),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use quorate_api::{ChatCompletion, ChatRequest, Message, Role, Usage};
 use quorate_config::{Config, Strategy};
-use quorate_fusion::{collect, Fusion, Plan, RunOutcome};
+use quorate_fusion::{collect, Fusion, Plan, PlanBuilder, RunOutcome};
 use quorate_providers::RequestCtx;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -158,24 +158,16 @@ impl System {
         let mut req = request(&model, messages, seed, settings);
         req.temperature = None;
         req.max_tokens = None;
-        let mut plugin =
-            json!({"id": "fusion", "tools": settings.tools.clone().unwrap_or(json!([]))});
-        if !panel.is_empty() {
-            plugin["analysis_models"] = json!(panel);
-        }
-        if let Some(s) = synthesizer {
-            plugin["model"] = json!(s);
-        }
-        if let Some(t) = settings.temperature {
-            plugin["temperature"] = json!(t);
-        }
-        if let Some(n) = settings.max_tokens {
-            plugin["max_completion_tokens"] = json!(n);
-        }
-        if let Some(strategy) = strategy {
-            plugin["strategy"] = json!(strategy);
-        }
-        req.plugins = Some(vec![plugin]);
+        let plan = PlanBuilder {
+            tools: Some(settings.tools.clone().unwrap_or(json!([]))),
+            analysis_models: (!panel.is_empty()).then(|| panel.clone()),
+            model: synthesizer.clone(),
+            temperature: settings.temperature,
+            max_completion_tokens: settings.max_tokens,
+            strategy: *strategy,
+            ..PlanBuilder::default()
+        };
+        req.plugins = Some(vec![plan.to_plugin()]);
         Some((model, req))
     }
 
@@ -206,8 +198,8 @@ impl System {
 }
 
 fn parse_strategy(name: &str, text: &str) -> anyhow::Result<Strategy> {
-    serde_json::from_value(json!(text))
-        .map_err(|_| anyhow::anyhow!("system {name}: unknown strategy {text:?} (fuse, vote)"))
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("system {name}: {e}"))
 }
 
 /// `(name, spec)` of each system, for the run manifest.

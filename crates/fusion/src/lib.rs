@@ -29,7 +29,7 @@ pub use analysis::Analysis;
 pub use citations::Numbered;
 pub use event::FusionEvent;
 pub use outcome::RunOutcome;
-pub use plan::{Plan, FUSION_TOOL_TYPES};
+pub use plan::{Plan, PlanBuilder, FUSION_TOOL_TYPES};
 pub use prompts::Prompts;
 pub use report::{
     add as add_usage, EarlyExit, FailureReason, FusionError, FusionReport, MemberReport,

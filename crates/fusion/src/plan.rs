@@ -10,44 +10,58 @@ use quorate_providers::Error;
 use quorate_tools::ToolSpec;
 
 use crate::server_tools::is_research_tool;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-/// The plugin object, OpenRouter-compatible: `{"id": "fusion", "model", "analysis_models", ...}`.
-#[derive(Debug, Default, Deserialize)]
+/// What a caller may set on a fusion run; what it leaves unset comes from the preset. The
+/// OpenRouter-compatible plugin object (`{"id": "fusion", "model", "analysis_models", ...}`) and
+/// the fusion tool's `parameters` are its JSON form; in-process callers (`quorate ask`, eval) fill
+/// it as a type and send `to_plugin()`, so every way in is checked by the same code.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Plugin {
-    #[serde(default)]
-    enabled: Option<bool>,
+pub struct PlanBuilder {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     /// The synthesizer, and the judge unless `judge` is given.
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    analysis_models: Option<Vec<String>>,
-    #[serde(default)]
-    judge: Option<String>,
-    #[serde(default)]
-    preset: Option<String>,
-    #[serde(default)]
-    max_completion_tokens: Option<u32>,
-    #[serde(default)]
-    temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_models: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
     /// Progress chunks (`fusion_event`) in the stream; off unless asked for.
-    #[serde(default)]
-    stream_progress: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_progress: Option<bool>,
     /// Research tools for the panel: names or `{"type", "parameters"}` objects; `[]` is none.
-    #[serde(default)]
-    tools: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Value>,
     /// Tool calls each agentic member may make (0 to 16).
-    #[serde(default)]
-    max_tool_calls: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_calls: Option<u32>,
     /// `"strict"` removes citations of URLs no member retrieved; `"report"` (the default) only
     /// lists them in `fusion.unverified_citations`.
-    #[serde(default)]
-    citations: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citations: Option<String>,
     /// How the answer is made from the panel's (`fuse`, `vote`); default: the preset's.
-    #[serde(default)]
-    strategy: Option<Strategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+}
+
+impl PlanBuilder {
+    /// The plugin object a request carries: `{"id": "fusion", ...the fields set}`.
+    pub fn to_plugin(&self) -> Value {
+        let mut plugin = serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Map::new()));
+        if let Some(object) = plugin.as_object_mut() {
+            object.insert("id".into(), Value::from("fusion"));
+        }
+        plugin
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +96,7 @@ impl Plan {
     pub fn from_request(config: &Config, req: &ChatRequest) -> Result<Option<Plan>, Error> {
         let plugin = find_plugin(req)?;
         let slug = fusion_slug(&req.model);
-        let Some((index, plugin)) = plugin.or(slug.map(|_| (0, Plugin::default()))) else {
+        let Some((index, plugin)) = plugin.or(slug.map(|_| (0, PlanBuilder::default()))) else {
             return Ok(None);
         };
         Self::build(config, req, &format!("plugins[{index}]"), plugin, slug).map(Some)
@@ -104,8 +118,8 @@ impl Plan {
         }
         let prefix = format!("tools[{index}].parameters");
         let parameters = tool.get("parameters").cloned().unwrap_or(Value::Null);
-        let mut plugin: Plugin = match parameters {
-            Value::Null => Plugin::default(),
+        let mut plugin: PlanBuilder = match parameters {
+            Value::Null => PlanBuilder::default(),
             value => serde_json::from_value(value)
                 .map_err(|e| Error::BadRequest(format!("{prefix}: {e}")))?,
         };
@@ -126,7 +140,7 @@ impl Plan {
         config: &Config,
         req: &ChatRequest,
         prefix: &str,
-        plugin: Plugin,
+        plugin: PlanBuilder,
         slug: Option<Option<&str>>,
     ) -> Result<Plan, Error> {
         let field = |name: &str| format!("{prefix}.{name}");
@@ -210,7 +224,7 @@ impl Research {
     fn from_plugin(
         config: &Config,
         req: &ChatRequest,
-        plugin: &Plugin,
+        plugin: &PlanBuilder,
         field: &impl Fn(&str) -> String,
     ) -> Result<Self, Error> {
         let server_tools = crate::server_tools::ResearchPlan::from_request(config, req)?;
@@ -286,7 +300,7 @@ fn find_tool(req: &ChatRequest) -> Option<(usize, &Value)> {
 }
 
 /// The first enabled `fusion` entry of `plugins`, with its index.
-fn find_plugin(req: &ChatRequest) -> Result<Option<(usize, Plugin)>, Error> {
+fn find_plugin(req: &ChatRequest) -> Result<Option<(usize, PlanBuilder)>, Error> {
     let Some(plugins) = &req.plugins else {
         return Ok(None);
     };
@@ -298,7 +312,7 @@ fn find_plugin(req: &ChatRequest) -> Result<Option<(usize, Plugin)>, Error> {
         if let Some(object) = fields.as_object_mut() {
             object.remove("id");
         }
-        let plugin: Plugin = serde_json::from_value(fields)
+        let plugin: PlanBuilder = serde_json::from_value(fields)
             .map_err(|e| Error::BadRequest(format!("plugins[{i}]: {e}")))?;
         if plugin.enabled != Some(false) {
             return Ok(Some((i, plugin)));
@@ -309,7 +323,7 @@ fn find_plugin(req: &ChatRequest) -> Result<Option<(usize, Plugin)>, Error> {
 
 fn pick_preset<'c>(
     config: &'c Config,
-    plugin: &Plugin,
+    plugin: &PlanBuilder,
     slug: Option<Option<&str>>,
     field: &impl Fn(&str) -> String,
 ) -> Result<(String, &'c PresetConfig), Error> {
@@ -570,6 +584,27 @@ mod tests {
         assert!(Plan::for_tool(&config, &req(json!([]), "openai/a"))
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn a_plan_builder_is_the_plugin_object_as_a_type() {
+        let builder = PlanBuilder {
+            analysis_models: Some(vec!["openai/a".into(); 2]),
+            max_tool_calls: Some(2),
+            strategy: Some(Strategy::Vote),
+            ..PlanBuilder::default()
+        };
+        let plugin = builder.to_plugin();
+        assert_eq!(
+            plugin,
+            json!({"id": "fusion", "analysis_models": ["openai/a", "openai/a"],
+                   "max_tool_calls": 2, "strategy": "vote"})
+        );
+        let plan = plan(json!({"model": "quorate/fusion", "plugins": [plugin]}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.panel, ["openai/a", "openai/a"]);
+        assert_eq!((plan.max_tool_calls, plan.strategy), (2, Strategy::Vote));
     }
 
     #[test]

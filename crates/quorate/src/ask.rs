@@ -9,7 +9,7 @@ use clap::Args;
 use futures::StreamExt;
 use quorate_api::{ChatRequest, Message, Role};
 use quorate_config::Config;
-use quorate_fusion::{Fusion, Item, Plan, RunOutcome};
+use quorate_fusion::{Fusion, Item, Plan, PlanBuilder, RunOutcome, Strategy};
 use quorate_providers::RequestCtx;
 use serde_json::{json, Value};
 
@@ -37,8 +37,8 @@ pub struct AskArgs {
     synth: Option<String>,
     /// How fusion makes the answer: `fuse` (judge, then synthesis) or `vote` (the majority
     /// member's answer; ties go to `fuse`). Default: the preset's.
-    #[arg(long, value_parser = ["fuse", "vote"])]
-    strategy: Option<String>,
+    #[arg(long)]
+    strategy: Option<Strategy>,
     /// Print each panel member's answer and the judge's analysis after the answer.
     #[arg(long)]
     show_panel: bool,
@@ -84,35 +84,26 @@ impl AskArgs {
         let mut request = ChatRequest::new(model, messages);
         request.temperature = self.temperature;
         request.max_tokens = self.max_tokens;
-        if let Some(plugin) = self.plugin() {
-            request.plugins = Some(vec![plugin]);
+        if let Some(plan) = self.plan() {
+            request.plugins = Some(vec![plan.to_plugin()]);
         }
         request
     }
 
-    /// The fusion flags as the plugin object the API takes, so both paths validate alike.
-    fn plugin(&self) -> Option<Value> {
-        let fields = [
-            ("preset", self.preset.as_ref().map(|p| json!(p))),
-            ("analysis_models", self.panel.as_ref().map(|p| json!(p))),
-            ("judge", self.judge.as_ref().map(|j| json!(j))),
-            ("model", self.synth.as_ref().map(|s| json!(s))),
-            ("tools", self.tools()),
-            ("max_tool_calls", self.max_tool_calls.map(|n| json!(n))),
-            ("citations", self.strict_citations.then(|| json!("strict"))),
-            ("strategy", self.strategy.as_ref().map(|s| json!(s))),
-        ];
-        let mut plugin = serde_json::Map::new();
-        for (key, value) in fields {
-            if let Some(value) = value {
-                plugin.insert(key.into(), value);
-            }
-        }
-        if plugin.is_empty() {
-            return None;
-        }
-        plugin.insert("id".into(), json!("fusion"));
-        Some(Value::Object(plugin))
+    /// The fusion flags, sent as the plugin object the API takes, so both paths validate alike.
+    fn plan(&self) -> Option<PlanBuilder> {
+        let plan = PlanBuilder {
+            preset: self.preset.clone(),
+            analysis_models: self.panel.clone(),
+            judge: self.judge.clone(),
+            model: self.synth.clone(),
+            tools: self.tools(),
+            max_tool_calls: self.max_tool_calls,
+            citations: self.strict_citations.then(|| "strict".to_string()),
+            strategy: self.strategy,
+            ..PlanBuilder::default()
+        };
+        (plan != PlanBuilder::default()).then_some(plan)
     }
 }
 
