@@ -258,7 +258,7 @@ async fn upstream_error_text_is_scrubbed_of_every_configured_secret() {
         ("k400", fault(400, 0)),
         ("k429", fault(429, 0)),
         ("k500", fault(500, 0)),
-        ("slow400", fault(400, 600)),
+        ("slow400", fault(400, 1000)),
         ("p1", json!({"reply": "Paris."})),
         ("judge", json!({"json": {"consensus": ["Paris"]}})),
         ("synth", json!({"reply": "Paris."})),
@@ -305,7 +305,8 @@ synthesizer = "sim/synth"
         assert_scrubbed(&r.text().await.unwrap());
     }
 
-    // Past one keep-alive interval the SSE response has started: the error comes in-stream.
+    // Past one keep-alive interval (0.3 s) the SSE response has started: the error comes
+    // in-stream, after a keep-alive comment (the upstream answers at 1 s, well past the first).
     let mut streaming = common::ask("keyed/slow400", "x");
     streaming["stream"] = json!(true);
     let (data, raw) = sse(post_with_key(&gw, &streaming).await).await;

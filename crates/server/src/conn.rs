@@ -11,9 +11,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use http_body::{Frame, SizeHint};
@@ -74,8 +75,8 @@ impl Lane {
 
     /// Serves one connection until it ends, idles past its limit, or the server stops.
     async fn serve(self: Arc<Self>, tcp: TcpStream, mut stopping: watch::Receiver<bool>) {
-        let (requests, in_flight) = watch::channel(0usize);
-        let requests = Arc::new(requests);
+        let activity = Arc::new(Activity::new());
+        let requests = activity.clone();
         let app = self.app.clone();
         // Each request counts as in flight until hyper is done with its response body.
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -91,7 +92,7 @@ impl Lane {
         tokio::select! {
             result = conn.as_mut() => return log_end(result),
             // Nothing is in flight: closing loses no answer.
-            () = idled(in_flight, self.header_timeout, self.idle_timeout) => return,
+            () = idled(&activity, self.header_timeout, self.idle_timeout) => return,
             _ = stopping.wait_for(|stop| *stop) => {}
         }
         conn.as_mut().graceful_shutdown();
@@ -100,32 +101,73 @@ impl Lane {
 }
 
 /// Resolves once the connection has had no request in flight for its limit: `first` before its
-/// first request, `idle` after.
-async fn idled(mut in_flight: watch::Receiver<usize>, first: Duration, idle: Duration) {
-    let mut limit = first;
-    while in_flight.wait_for(|n| *n == 0).await.is_ok() {
-        match tokio::time::timeout(limit, in_flight.changed()).await {
-            Err(_elapsed) => return,
-            Ok(_) => limit = idle,
+/// first request, `idle` after. It looks once per limit rather than on every request, so a busy
+/// connection's requests pay two atomic updates and no timer.
+async fn idled(activity: &Activity, first: Duration, idle: Duration) {
+    loop {
+        let limit = if activity.served() == 0 { first } else { idle };
+        match activity.quiet_for() {
+            Some(quiet) if quiet >= limit => return,
+            Some(quiet) => tokio::time::sleep(limit - quiet).await,
+            None => tokio::time::sleep(limit).await,
         }
     }
-    // The connection is gone: nothing left to watch.
-    std::future::pending().await
+}
+
+/// The requests of one connection: how many are in flight, how many began, and when the count
+/// last changed (in nanoseconds since the connection began).
+struct Activity {
+    began: Instant,
+    in_flight: AtomicUsize,
+    served: AtomicUsize,
+    changed_ns: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            began: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
+            changed_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn served(&self) -> usize {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.changed_ns.store(now, Ordering::Relaxed);
+    }
+
+    /// How long nothing has been in flight; `None` while a request is.
+    fn quiet_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let changed = Duration::from_nanos(self.changed_ns.load(Ordering::Relaxed));
+        Some(self.began.elapsed().saturating_sub(changed))
+    }
 }
 
 /// A request in flight on its connection, until dropped.
-struct Busy(Arc<watch::Sender<usize>>);
+struct Busy(Arc<Activity>);
 
 impl Busy {
-    fn start(requests: &Arc<watch::Sender<usize>>) -> Self {
-        requests.send_modify(|n| *n += 1);
-        Self(requests.clone())
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.served.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        Self(activity.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -1,7 +1,9 @@
 //! Every request's context, made once at the edge: its id, a `request` span that holds it (so
 //! every log line of the request names it, and every upstream attempt and fusion stage nests
 //! under it), and on the response the `x-request-id` and `Server-Timing` headers, whatever path
-//! answered (JSON, SSE, fusion, errors).
+//! answered (JSON, SSE, fusion, errors). A declared body over the limit is refused here, before
+//! anything reads it. One middleware for all of it: each layer costs every request a boxed
+//! future.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,7 +36,11 @@ pub async fn attach(State(state): State<Arc<AppState>>, mut req: Request, next: 
         span.record("client_request_id", tracing::field::debug(client));
     }
     req.extensions_mut().insert(ctx.clone());
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let max_body = state.router.config().server.max_body_bytes;
+    let mut response = match crate::error::declared_oversize(req.headers(), max_body) {
+        Some(refused) => refused,
+        None => next.run(req).instrument(span.clone()).await,
+    };
     span.record("status", response.status().as_u16());
     let headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&ctx.id) {

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::header::CONTENT_LENGTH;
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use quorate_api::ErrorBody;
 use quorate_fusion::FusionError;
@@ -59,24 +57,18 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
-/// Refuses a declared body larger than `server.max_body_bytes` before reading any of it: a client
-/// that sent `Expect: 100-continue` gets its 413 without uploading.
-pub async fn refuse_declared_oversize(
-    State(max_body): State<usize>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let declared = request
-        .headers()
+/// The 413 for a declared body larger than `server.max_body_bytes`, given before reading any of
+/// it: a client that sent `Expect: 100-continue` gets it without uploading.
+pub fn declared_oversize(headers: &HeaderMap, max_body: usize) -> Option<Response> {
+    let declared = headers
         .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    match declared {
-        Some(length) if length > max_body as u64 => ApiError(Error::PayloadTooLarge(format!(
-            "request body of {length} bytes is larger than server.max_body_bytes ({max_body})"
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())?;
+    (declared > max_body as u64).then(|| {
+        ApiError(Error::PayloadTooLarge(format!(
+            "request body of {declared} bytes is larger than server.max_body_bytes ({max_body})"
         )))
-        .into_response(),
-        _ => next.run(request).await,
-    }
+        .into_response()
+    })
 }
 
 /// The answer past `server.max_connections`.

@@ -88,10 +88,6 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
-            max_body,
-            error::refuse_declared_oversize,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::attach,
         ))
