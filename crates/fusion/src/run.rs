@@ -139,21 +139,23 @@ impl Run {
                 Ok(request) => request,
                 Err(e) => { yield Err(e); return; }
             };
-            let mut answer = std::pin::pin!(self.final_answer(request, report, started));
+            let ctx = self.ctx.nested();
+            let mut answer = std::pin::pin!(self.final_answer(&ctx, request, report, started));
             while let Some(item) = answer.next().await {
                 yield item;
             }
         })
     }
 
-    /// The final answer streamed (the synthesis, or the outer model's answer with the fusion
-    /// tool), its citations checked, then the report.
-    pub(crate) fn final_answer(
-        &self,
+    /// The final answer streamed (the synthesis, one stage deeper; or the outer model's answer
+    /// with the fusion tool, at the caller's depth), its citations checked, then the report.
+    pub(crate) fn final_answer<'a>(
+        &'a self,
+        ctx: &'a RequestCtx,
         request: ChatRequest,
         mut report: FusionReport,
         started: Instant,
-    ) -> impl Stream<Item = Result<Item, FusionError>> + Send + '_ {
+    ) -> impl Stream<Item = Result<Item, FusionError>> + Send + 'a {
         async_stream::stream! {
             yield Ok(Item::Event(FusionEvent::SynthesisStarted { model: request.model.clone() }));
             let synthesis_started = Instant::now();
@@ -162,27 +164,30 @@ impl Run {
             let (text, finish) = loop {
                 tries += 1;
                 let (mut text, mut finish) = (String::new(), None);
-                // Chunks wait until the answer has text, so an empty answer is retried unseen.
+                // Chunks wait until the answer says something (text, or a call of a client's
+                // tool), so an empty answer is retried unseen.
                 let mut held = Vec::new();
+                let mut calls_tools = false;
                 let mut request = request.clone();
                 if tries > 1 {
                     request.seed = Some(self.plan.seed.wrapping_add(tries) as i64);
                 }
                 let span = tracing::info_span!("synthesis", model = %request.model, try_ = tries);
-                let mut answer = std::pin::pin!(in_span(span, self.streamed(request)));
+                let mut answer = std::pin::pin!(in_span(span, self.streamed(ctx, request)));
                 while let Some(step) = answer.next().await {
                     match step {
                         Ok(Streamed::Chunk(chunk)) => {
                             for choice in &chunk.choices {
                                 text.push_str(choice.delta.content.as_deref().unwrap_or_default());
                                 finish = choice.finish_reason.clone().or(finish);
+                                calls_tools |= choice.delta.tool_calls.as_ref().is_some_and(|c| !c.is_empty());
                             }
                             // Strict citations hold the text back until it is checked.
                             if strict {
                                 continue;
                             }
                             held.push(chunk);
-                            if !text.trim().is_empty() {
+                            if calls_tools || !text.trim().is_empty() {
                                 for chunk in held.drain(..) {
                                     yield Ok(Item::Chunk(chunk));
                                 }
@@ -192,7 +197,7 @@ impl Run {
                         Err(e) => { yield Err(self.synthesis_failure(report, e)); return; }
                     }
                 }
-                if !text.trim().is_empty() {
+                if calls_tools || !text.trim().is_empty() {
                     break (text, finish);
                 }
                 if tries == 2 {
@@ -336,6 +341,10 @@ impl Run {
         let mut stopped = None;
         while let Some(report) = running.next().await {
             reports.push(report);
+            // Never stop short of the quorum: the run would then fail for want of answers.
+            if answers(&reports).len() < self.plan.quorum {
+                continue;
+            }
             let finished: Vec<&MemberReport> = reports.iter().collect();
             stopped = variant.stop_early(&finished, self.plan.panel.len());
             if stopped.is_some() {
@@ -785,12 +794,13 @@ impl Run {
     }
 
     /// A final answer streamed under the run's deadline: its content chunks, then its usage.
-    pub(crate) fn streamed(
-        &self,
+    pub(crate) fn streamed<'a>(
+        &'a self,
+        ctx: &'a RequestCtx,
         req: ChatRequest,
-    ) -> impl Stream<Item = Result<Streamed, Error>> + Send + '_ {
+    ) -> impl Stream<Item = Result<Streamed, Error>> + Send + 'a {
         async_stream::stream! {
-            let opened = tokio::time::timeout_at(self.deadline, self.router.stream(&self.ctx.nested(), req)).await;
+            let opened = tokio::time::timeout_at(self.deadline, self.router.stream(ctx, req)).await;
             let mut chunks = match opened.unwrap_or_else(|_| Err(self.timeout())) {
                 Ok(s) => s,
                 Err(e) => { yield Err(e); return; }
@@ -993,7 +1003,7 @@ fn panel_failure(mut report: FusionReport, quorum: usize) -> FusionError {
         .iter()
         .filter_map(|m| m.error.as_ref())
         .collect();
-    let all = |reason: &str| errors.iter().all(|e| e.reason == reason);
+    let all = |reason: &str| !errors.is_empty() && errors.iter().all(|e| e.reason == reason);
     let reason = if all("rate_limited") {
         FailureReason::RateLimited
     } else if all("insufficient_credits") {
@@ -1011,7 +1021,7 @@ fn panel_failure(mut report: FusionReport, quorum: usize) -> FusionError {
             Some(format!("#{} {}: {}", m.slot + 1, m.model, e.message))
         })
         .collect();
-    let answered = report.panel.len() - errors.len();
+    let answered = report.panel.iter().filter(|m| m.content.is_some()).count();
     report.failure_reason = Some(reason);
     FusionError {
         error: Error::Upstream {

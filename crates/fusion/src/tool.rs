@@ -71,7 +71,7 @@ impl Run {
             report.sources = citations::number(&all_sources(&report.panel));
             let follow = self.after_tool(first_request, &first, call, &report, &answers);
             if self.request.stream == Some(true) {
-                let mut answer = std::pin::pin!(self.final_answer(follow, report, started));
+                let mut answer = std::pin::pin!(self.final_answer(&self.ctx, follow, report, started));
                 while let Some(item) = answer.next().await {
                     yield item;
                 }

@@ -67,6 +67,13 @@ fn scripts() -> Vec<(&'static str, Value)> {
         ),
         ("outer", outer()),
         ("outer_stream", outer()),
+        (
+            "outer_weather",
+            json!({"sequence": [
+                {"tool_call": {"name": "fusion", "arguments": {}}},
+                {"tool_call": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+            ]}),
+        ),
         ("plain", json!({"reply": "No panel needed.", "cost": 0.01})),
         (
             "weather",
@@ -792,6 +799,32 @@ async fn tool_choice_forces_the_call_and_the_answer_streams() {
     assert_eq!(
         requests_for(&sim, "plain")[0].body["tool_choice"],
         "required"
+    );
+}
+
+/// A streamed answer after the fusion tool that calls a client's tool is an answer, not an empty
+/// one: the call reaches the client.
+#[tokio::test]
+async fn a_streamed_follow_up_may_call_a_client_tool() {
+    let (_sim, gw) = setup("").await;
+    let mut request = tool_request("sim/outer_weather", fusion_tool());
+    request["stream"] = json!(true);
+    let (data, raw) = sse(gw.post(&request).await).await;
+    let chunks: Vec<Value> = data
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert!(chunks.iter().all(|c| c.get("error").is_none()), "{raw}");
+    let called: Vec<Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert!(
+        called
+            .iter()
+            .any(|c| c["function"]["name"] == "get_weather"),
+        "{raw}"
     );
 }
 

@@ -21,7 +21,7 @@ const MARKERS: &[&str] = &["final answer:", "answer:", "answer is", "####"];
 pub enum VoteOutcome {
     /// One final answer has more votes than any other: that member's answer was returned.
     Majority,
-    /// Two or more final answers have the most votes: the judge and the synthesis decided.
+    /// No final answer has more than half the votes: the judge and the synthesis decided.
     Tie,
     /// Fewer than two answers had a closed form: the judge and the synthesis decided.
     NoClosedForm,
@@ -41,14 +41,14 @@ pub struct VoteTally {
 pub(crate) struct Vote;
 
 impl Variant for Vote {
+    /// Stops once one answer has a strict majority of the whole panel (no later member can
+    /// change it) and members are still running.
     fn stop_early(&self, finished: &[&MemberReport], panel_size: usize) -> Option<String> {
         let counts = count(finished.iter().filter_map(|m| ballot(m)));
-        let mut tallies: Vec<usize> = counts.values().copied().collect();
-        tallies.sort_unstable_by(|a, b| b.cmp(a));
-        let (first, second) = (tallies.first()?, tallies.get(1).unwrap_or(&0));
-        let running = panel_size - finished.len();
-        (*first > second + running).then(|| {
-            format!("{first} of {panel_size} members agree; the others cannot change the majority")
+        let votes = counts.values().copied().max()?;
+        let running = panel_size.saturating_sub(finished.len());
+        (running > 0 && votes * 2 > panel_size).then(|| {
+            format!("{votes} of {panel_size} members agree; the others cannot change the majority")
         })
     }
 
@@ -64,7 +64,7 @@ impl Variant for Vote {
         let cast: usize = counts.values().sum();
         let (outcome, winner) = match leaders.as_slice() {
             _ if cast < 2 => (VoteOutcome::NoClosedForm, None),
-            [one] => (VoteOutcome::Majority, Some((*one).clone())),
+            [one] if votes * 2 > cast => (VoteOutcome::Majority, Some((*one).clone())),
             _ => (VoteOutcome::Tie, None),
         };
         let text = winner.as_ref().and_then(|w| {
@@ -97,7 +97,8 @@ fn count(ballots: impl Iterator<Item = String>) -> HashMap<String, usize> {
 /// equal: an option letter (`B`), a number (`1234.5`), or a short entity in lower case without
 /// articles or punctuation (`paris`). `None` for prose.
 pub fn final_answer(text: &str) -> Option<String> {
-    let lower = text.to_lowercase();
+    // ASCII lower case keeps byte offsets (`İ` grows when lower-cased); the markers are ASCII.
+    let lower = text.to_ascii_lowercase();
     let stated = MARKERS
         .iter()
         .filter_map(|m| lower.rfind(m).map(|at| at + m.len()))
@@ -191,6 +192,8 @@ mod tests {
             ),
             ("A", Some("A")),
             ("A cat.", Some("cat")),
+            ("İİ Answer:", None),
+            ("İstanbul? Answer: 7", Some("7")),
         ];
         for (text, want) in cases {
             assert_eq!(final_answer(text).as_deref(), want, "{text:?}");
@@ -231,6 +234,11 @@ mod tests {
             None,
             "3 more could outvote them"
         );
+        assert_eq!(
+            Vote.stop_early(&[&a, &c, &b], 3),
+            None,
+            "nobody left to cancel"
+        );
     }
 
     #[test]
@@ -254,6 +262,14 @@ mod tests {
             ..FusionReport::default()
         };
         assert_eq!(Vote.answer(&mut report), None);
+        assert_eq!(report.vote.unwrap().outcome, VoteOutcome::Tie);
+
+        let ballots = ["18", "18", "20", "21", "22"].map(|b| format!("Answer: {b}"));
+        let mut report = FusionReport {
+            panel: (0..5).map(|i| member(i, Some(&ballots[i]))).collect(),
+            ..FusionReport::default()
+        };
+        assert_eq!(Vote.answer(&mut report), None, "2 of 5 is no majority");
         assert_eq!(report.vote.unwrap().outcome, VoteOutcome::Tie);
 
         let mut report = FusionReport {
