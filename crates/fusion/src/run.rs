@@ -127,8 +127,16 @@ impl Run {
             let (mut report, answers) = match analysed {
                 Some(Ok(Analysed::Judged(report, answers))) => (report, answers),
                 Some(Ok(Analysed::Decided(mut report, text))) => {
+                    // The member's own answer, its citations checked as a synthesis's are.
+                    let sources = all_sources(&report.panel);
+                    report.sources = citations::number(&sources);
+                    let cited = citations::check(&text, &report.sources, &sources, self.plan.strict_citations);
+                    report.unverified_citations = cited.unverified;
                     report.timings.total_ms = millis(started);
-                    yield Ok(Item::Chunk(Box::new(whole_chunk(&self.request.model, text, None))));
+                    yield Ok(Item::Chunk(Box::new(whole_chunk(&self.request.model, cited.text, None))));
+                    if !cited.annotations.is_empty() {
+                        yield Ok(Item::Annotations(cited.annotations));
+                    }
                     yield Ok(Item::Done(Box::new(report)));
                     return;
                 }

@@ -187,6 +187,7 @@ impl Router {
             let mut index = index;
             let mut current = first;
             let mut started = false;
+            let mut opened = Instant::now();
             loop {
                 let model = &candidates[index];
                 match current.next().await {
@@ -200,9 +201,9 @@ impl Router {
                     }
                     Some(Err(e)) if !started => {
                         tracing::warn!(model = %model.id, error = %e, "stream failed before content; falling back");
-                        tried.push(model, 0, e, Instant::now());
+                        tried.push(model, tried.retries_of(model), e.context(&model.id), opened);
                         match router.open_from(&ctx, &req, &candidates, index + 1, &mut tried).await {
-                            Ok((next, stream)) => { index = next; current = stream; }
+                            Ok((next, stream)) => { index = next; current = stream; opened = Instant::now(); }
                             Err(e) => { yield Err(e); return; }
                         }
                     }
@@ -352,6 +353,12 @@ impl Tried {
             elapsed_ms: started.elapsed().as_millis() as u64,
         });
         self.last = Some(error);
+    }
+
+    /// How many tries of `model` failed before: the retry number of its next one.
+    fn retries_of(&self, model: &ResolvedModel) -> u32 {
+        let earlier = self.attempts.iter().filter(|a| a.model == model.id).count();
+        u32::try_from(earlier).unwrap_or(u32::MAX)
     }
 
     /// One error for the call: a single try's own, or the chain with every attempt, whose last

@@ -407,6 +407,34 @@ async fn every_response_path_carries_the_request_id_and_server_timing() {
     }
 }
 
+/// A stream that breaks before its first token is an attempt too: named, with its own time.
+#[tokio::test]
+async fn a_stream_broken_before_content_is_listed_as_an_attempt() {
+    let (_sim, addr) = sim(&[
+        ("early", json!({"fault": "malformed"})),
+        ("down", json!({"fault": "status", "status": 400})),
+    ])
+    .await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let mut body = ask("sim/early", "x");
+    body["stream"] = json!(true);
+    body["models"] = json!(["sim/down"]);
+    let (data, _) = sse(gw.post(&body).await).await;
+    let error: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    let attempts = error["error"]["metadata"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{error}");
+    assert_eq!(attempts[0]["model"], "sim/early");
+    assert_eq!(attempts[0]["retry"], 0);
+    assert!(
+        attempts[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("sim/early"),
+        "{error}"
+    );
+    assert_eq!(attempts[1]["model"], "sim/down");
+}
+
 /// A chain that fails everywhere answers with the last attempt's kind and lists every try:
 /// the retries of the first model, then the fallback.
 #[tokio::test]

@@ -22,6 +22,10 @@ async fn setup() -> (Sim, Gateway) {
         ("b18", json!({"reply": "18 dollars.\nAnswer: $18.00"})),
         ("slow7", json!({"reply": "Answer: 7", "ttft_ms": 5000})),
         ("c7", json!({"reply": "Answer: 7"})),
+        (
+            "cited18",
+            json!({"reply": "See https://nowhere.example/eggs for prices.\nAnswer: 18"}),
+        ),
         ("judge", json!({"json": analysis})),
         ("synth", json!({"reply": "Fused: 18 or 7."})),
     ])
@@ -34,7 +38,7 @@ async fn setup() -> (Sim, Gateway) {
          [presets.f]\npanel = [\"sim/a18\", \"sim/c7\"]\njudge = \"sim/judge\"\n\
          synthesizer = \"sim/synth\"\n",
     );
-    for model in ["a18", "b18", "slow7", "c7", "judge", "synth"] {
+    for model in ["a18", "b18", "slow7", "c7", "cited18", "judge", "synth"] {
         extra.push_str(&format!(
             "[models.\"sim/{model}\"]\nprovider = \"sim\"\nupstream = \"{model}\"\n"
         ));
@@ -118,6 +122,29 @@ async fn a_tie_goes_to_the_judge_and_the_synthesis() {
     assert_eq!(body["fusion"]["vote"]["outcome"], "tie");
     assert_eq!(body["fusion"]["vote"]["ballots"], json!(["18", "7"]));
     assert_eq!(sim.stats().requests["judge"], 1);
+}
+
+/// The majority member's answer goes out as written, but its citations are checked like a
+/// synthesis's: with `strict`, a URL no member retrieved is removed and reported.
+#[tokio::test]
+async fn a_vote_answer_has_its_citations_checked() {
+    let (_sim, gw) = setup().await;
+    let mut body = ask("quorate/fusion:f");
+    body["plugins"] = json!([{"id": "fusion", "strategy": "vote", "citations": "strict",
+        "analysis_models": ["sim/cited18", "sim/b18"]}]);
+    let response = gw.post(&body).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        !text.contains("nowhere.example") && text.ends_with("Answer: 18"),
+        "{text}"
+    );
+    assert_eq!(body["fusion"]["vote"]["outcome"], "majority");
+    assert_eq!(
+        body["fusion"]["unverified_citations"],
+        json!(["https://nowhere.example/eggs"])
+    );
 }
 
 #[tokio::test]
