@@ -191,12 +191,15 @@ async fn fused(
             }
             None => anyhow::bail!("the fusion run ended without a result"),
         };
-        match &item {
-            Item::Event(event) => screen.event(event),
-            Item::Chunk(_) | Item::Answer(_) if !args.json => write_out(&answer_text(&item))?,
-            _ => {}
+        if let Item::Event(event) = &item {
+            screen.event(event);
         }
+        // The outcome gathers the answer's text; the screen shows what this item added to it.
+        let shown = outcome.text.len();
         outcome.record(&item);
+        if !args.json && outcome.text.len() > shown {
+            write_out(&outcome.text[shown..])?;
+        }
     }
     if args.json {
         let completion = outcome.into_completion(model)?;
@@ -213,23 +216,6 @@ async fn fused(
     display::show_sources(&report);
     eprintln!("{}", display::cost_line(&report));
     Ok(())
-}
-
-/// The text an answer item adds on screen.
-fn answer_text(item: &Item) -> String {
-    match item {
-        Item::Chunk(chunk) => chunk
-            .choices
-            .iter()
-            .filter_map(|c| c.delta.content.as_deref())
-            .collect(),
-        Item::Answer(completion) => completion
-            .choices
-            .first()
-            .map(|c| c.message.text())
-            .unwrap_or_default(),
-        _ => String::new(),
-    }
 }
 
 async fn solo(
