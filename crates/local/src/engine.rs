@@ -1,28 +1,24 @@
-//! One loaded GGUF model and the generation loop on llama.cpp.
-//!
-//! A model is loaded once and shared. Each generation gets a context sized to what it needs
-//! (prompt plus output cap, within the model's context length), so memory grows with the work in
-//! flight rather than with the configured maximum, and is freed when the generation ends.
+//! One loaded GGUF model: its chat template, and the scheduler thread that generates for every
+//! request on it (see `scheduler.rs`).
 
-use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{mpsc, Arc, OnceLock};
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use quorate_api::Message;
 use quorate_providers::Error;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use crate::sampler::Sampler;
+use crate::scheduler;
 use crate::template::ChatTemplate;
 
-/// Tokens decoded per llama.cpp batch. Prompts are fed in chunks of this size: a batch larger
-/// than the context's batch size makes llama.cpp abort the process.
-const BATCH: usize = 512;
+/// Tokens the model holds at once (all sequences together) when the config does not say: enough
+/// for a panel and a judge on a small model, without a large model's full context in memory.
+const DEFAULT_CONTEXT: usize = 8192;
 
 /// The process-wide llama.cpp backend (initialised once, logs silenced).
 pub fn backend() -> Result<&'static LlamaBackend, Error> {
@@ -37,14 +33,48 @@ pub fn backend() -> Result<&'static LlamaBackend, Error> {
         .map_err(|e| Error::Unavailable(format!("cannot start llama.cpp: {e}")))
 }
 
+/// What the scheduler thread shares with the request side.
+pub struct Model {
+    pub name: String,
+    pub llama: LlamaModel,
+    pub template: ChatTemplate,
+    /// Tokens of KV cache, shared by all sequences; one request may use all of it.
+    pub context_length: usize,
+    pub threads: i32,
+    /// Sequences generating at once (the provider's slots).
+    pub slots: usize,
+}
+
 pub struct Engine {
-    name: String,
-    model: LlamaModel,
-    template: ChatTemplate,
-    threads: i32,
-    context_length: usize,
-    /// llama.cpp may touch the model while creating a context: never two at once.
-    create: Mutex<()>,
+    model: Arc<Model>,
+    jobs: mpsc::Sender<scheduler::Job>,
+}
+
+/// Repetition control; the neutral values turn it off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Penalties {
+    /// Multiplicative, as in llama.cpp and OpenRouter's `repetition_penalty` (1 = off).
+    pub repetition: f32,
+    /// OpenAI's `frequency_penalty` (0 = off).
+    pub frequency: f32,
+    /// OpenAI's `presence_penalty` (0 = off).
+    pub presence: f32,
+}
+
+impl Default for Penalties {
+    fn default() -> Self {
+        Self {
+            repetition: 1.0,
+            frequency: 0.0,
+            presence: 0.0,
+        }
+    }
+}
+
+impl Penalties {
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
 }
 
 /// Sampling and stopping rules of one generation.
@@ -55,6 +85,7 @@ pub struct Params {
     pub top_p: f32,
     pub top_k: i32,
     pub seed: u32,
+    pub penalties: Penalties,
     pub stop: Vec<String>,
     /// A GBNF grammar the output must match (JSON modes).
     pub grammar: Option<String>,
@@ -64,14 +95,12 @@ pub struct Params {
 pub enum Finish {
     Stop,
     Length,
-    /// The consumer went away; generation stopped early.
-    Abandoned,
 }
 
 impl Finish {
     pub fn reason(self) -> &'static str {
         match self {
-            Finish::Stop | Finish::Abandoned => "stop",
+            Finish::Stop => "stop",
             Finish::Length => "length",
         }
     }
@@ -80,11 +109,21 @@ impl Finish {
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
     pub prompt_tokens: u64,
+    /// Prompt tokens whose cache came from an earlier or a sibling sequence (not decoded again).
+    pub cached_tokens: u64,
     pub completion_tokens: u64,
     pub finish: Finish,
 }
 
-fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+/// What a generation reports, in order: text pieces, then one `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    Text(String),
+    Done(Outcome),
+    Failed(Error),
+}
+
+pub fn failed(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Upstream {
         status: Some(500),
         message: format!("local model: {what}: {e}"),
@@ -92,33 +131,37 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Engine {
+    /// Loads the GGUF and starts its scheduler, which owns the model's one llama.cpp context.
     pub fn load(
         name: &str,
         path: &Path,
         threads: u32,
         context_length: Option<u64>,
+        slots: usize,
     ) -> Result<Self, Error> {
         let backend = backend()?;
-        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+        let llama = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .map_err(|e| Error::Unavailable(format!("cannot load {}: {e}", path.display())))?;
-        let template = ChatTemplate::from_model(&model)?;
-        let trained = model.n_ctx_train() as usize;
-        let context_length = context_length.map_or(trained, |c| (c as usize).min(trained));
-        Ok(Self {
+        let template = ChatTemplate::from_model(&llama)?;
+        let trained = llama.n_ctx_train() as usize;
+        let context_length = context_length.map_or(DEFAULT_CONTEXT, |c| c as usize);
+        let model = Arc::new(Model {
             name: name.to_string(),
-            model,
+            llama,
             template,
+            context_length: context_length.min(trained),
             threads: i32::try_from(threads).unwrap_or(1),
-            context_length,
-            create: Mutex::new(()),
-        })
+            slots: slots.max(1),
+        });
+        let jobs = scheduler::start(model.clone())?;
+        Ok(Self { model, jobs })
     }
 
     /// The conversation as the model's chat template lays it out, tokenized.
     pub fn prompt(&self, messages: &[Message]) -> Result<Vec<LlamaToken>, Error> {
-        let text = self.template.render(messages)?;
-        let vocab = self.model.vocab();
-        let add_bos = vocab.should_add_bos() && !self.template.starts_with_bos(&text);
+        let text = self.model.template.render(messages)?;
+        let vocab = self.model.llama.vocab();
+        let add_bos = vocab.should_add_bos() && !self.model.template.starts_with_bos(&text);
         Ok(vocab.tokenize(text.as_bytes(), add_bos, true))
     }
 
@@ -127,204 +170,35 @@ impl Engine {
         if prompt == 0 {
             return Err(Error::BadRequest("messages: the prompt is empty".into()));
         }
-        if prompt >= self.context_length {
+        if prompt >= self.model.context_length {
             return Err(Error::BadRequest(format!(
                 "messages: the prompt is {prompt} tokens but {} holds {} tokens of context",
-                self.name, self.context_length
+                self.model.name, self.model.context_length
             )));
         }
         Ok(())
     }
 
-    /// Generates from `prompt`, handing text to `emit` as it comes; `emit` returns false when
-    /// nobody is listening any more, which ends the generation at once.
-    pub fn generate(
+    /// Queues a generation. Its events arrive on the receiver; dropping the receiver cancels it
+    /// (the scheduler notices within one step and frees the sequence's cache).
+    pub fn submit(
         &self,
-        prompt: &[LlamaToken],
-        params: &Params,
-        mut emit: impl FnMut(&str) -> bool,
-    ) -> Result<Outcome, Error> {
+        prompt: Vec<LlamaToken>,
+        params: Params,
+    ) -> Result<UnboundedReceiver<Event>, Error> {
         self.check_fits(prompt.len())?;
-        let room = self.context_length - prompt.len();
-        let max_new = params.max_tokens.min(room);
-        let n_ctx = (prompt.len() + max_new + 1).min(self.context_length);
-        let n_batch = BATCH.min(n_ctx);
-        let context_params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx as u32))
-            .with_n_batch(n_batch as u32)
-            .with_n_ubatch(n_batch as u32)
-            .with_n_threads(self.threads)
-            .with_n_threads_batch(self.threads);
-        let mut ctx = {
-            let _guard = self.create.lock().unwrap_or_else(PoisonError::into_inner);
-            self.model
-                .new_context(backend()?, context_params)
-                .map_err(|e| failed("cannot create a context", e))?
-        };
-        let mut batch = LlamaBatch::new(n_batch, 1);
-        for (i, chunk) in prompt.chunks(n_batch).enumerate() {
-            batch.clear();
-            for (j, token) in chunk.iter().enumerate() {
-                let pos = i * n_batch + j;
-                batch
-                    .add(*token, pos as i32, &[0], pos + 1 == prompt.len())
-                    .map_err(|e| failed("batch", e))?;
-            }
-            ctx.decode(&mut batch)
-                .map_err(|e| failed("prompt decoding", e))?;
-        }
-        let mut sampler = self.sampler(params)?;
-        let vocab = self.model.vocab();
-        let mut text = TextOut::new(&params.stop);
-        let mut generated = 0;
-        let finish = loop {
-            if generated >= max_new {
-                break Finish::Length;
-            }
-            let token = sampler.sample(&ctx, batch.n_tokens() - 1);
-            if vocab.is_eog(token) {
-                break Finish::Stop;
-            }
-            generated += 1;
-            let bytes = vocab.token_to_piece(token, false, None);
-            let (piece, stopped) = text.push(&bytes);
-            if !piece.is_empty() && !emit(&piece) {
-                break Finish::Abandoned;
-            }
-            if stopped {
-                break Finish::Stop;
-            }
-            batch.clear();
-            let pos = (prompt.len() + generated - 1) as i32;
-            batch
-                .add(token, pos, &[0], true)
-                .map_err(|e| failed("batch", e))?;
-            ctx.decode(&mut batch).map_err(|e| failed("decoding", e))?;
-        };
-        if finish != Finish::Abandoned {
-            let rest = text.finish();
-            if !rest.is_empty() {
-                emit(&rest);
-            }
-        }
-        Ok(Outcome {
-            prompt_tokens: prompt.len() as u64,
-            completion_tokens: generated as u64,
-            finish,
-        })
-    }
-
-    fn sampler(&self, p: &Params) -> Result<LlamaSampler, Error> {
-        let mut chain = Vec::new();
-        if let Some(grammar) = &p.grammar {
-            let g = LlamaSampler::grammar(&self.model, grammar, "root").map_err(|e| {
-                Error::BadRequest(format!("response_format: the grammar did not compile: {e}"))
-            })?;
-            chain.push(g);
-        }
-        if p.temperature <= 0.0 {
-            chain.push(LlamaSampler::greedy());
-        } else {
-            chain.push(LlamaSampler::top_k(p.top_k));
-            chain.push(LlamaSampler::top_p(p.top_p, 1));
-            chain.push(LlamaSampler::temp(p.temperature));
-            chain.push(LlamaSampler::dist(p.seed));
-        }
-        Ok(LlamaSampler::chain_simple(chain))
-    }
-}
-
-/// Turns token bytes into text: holds back incomplete UTF-8 sequences and anything that may be
-/// the start of a stop string, and cuts the text at a stop string.
-struct TextOut<'a> {
-    pending: Vec<u8>,
-    held: String,
-    stop: &'a [String],
-}
-
-impl<'a> TextOut<'a> {
-    fn new(stop: &'a [String]) -> Self {
-        Self {
-            pending: Vec::new(),
-            held: String::new(),
-            stop,
-        }
-    }
-
-    /// Returns the text that is safe to emit, and whether a stop string was reached.
-    fn push(&mut self, bytes: &[u8]) -> (String, bool) {
-        self.pending.extend_from_slice(bytes);
-        let valid = match std::str::from_utf8(&self.pending) {
-            Ok(s) => s.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            // Not UTF-8 at all: pass it on replaced rather than stall.
-            Err(_) => self.pending.len(),
-        };
-        let decoded: Vec<u8> = self.pending.drain(..valid).collect();
-        self.held.push_str(&String::from_utf8_lossy(&decoded));
-        if let Some(at) = self
-            .stop
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
-            let out = self.held[..at].to_string();
-            self.held.clear();
-            return (out, true);
-        }
-        let keep = self.partial_stop_len();
-        let cut = self.held.len() - keep;
-        let out = self.held[..cut].to_string();
-        self.held.drain(..cut);
-        (out, false)
-    }
-
-    /// Length of the longest suffix of the held text that begins some stop string.
-    fn partial_stop_len(&self) -> usize {
-        let mut best = 0;
-        for stop in self.stop {
-            for (i, _) in stop.char_indices().skip(1) {
-                if self.held.ends_with(&stop[..i]) {
-                    best = best.max(i);
-                }
-            }
-        }
-        best
-    }
-
-    fn finish(&mut self) -> String {
-        let mut rest = std::mem::take(&mut self.held);
-        rest.push_str(&String::from_utf8_lossy(&std::mem::take(&mut self.pending)));
-        rest
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_out_joins_split_utf8_and_cuts_at_stop() {
-        let stop = vec!["END".to_string()];
-        let mut out = TextOut::new(&stop);
-        let e_acute = "é".as_bytes();
-        assert_eq!(out.push(&e_acute[..1]), (String::new(), false));
-        assert_eq!(out.push(&e_acute[1..]), ("é".to_string(), false));
-        assert_eq!(
-            out.push(b" fin E"),
-            (" fin ".to_string(), false),
-            "a possible stop start is held"
-        );
-        assert_eq!(out.push(b"N"), (String::new(), false));
-        assert_eq!(out.push(b"D and more"), (String::new(), true));
-        let mut out = TextOut::new(&stop);
-        assert_eq!(out.push(b"E"), (String::new(), false));
-        assert_eq!(
-            out.push(b"x"),
-            ("Ex".to_string(), false),
-            "released once it cannot be a stop"
-        );
-        assert_eq!(out.push(b"E"), (String::new(), false));
-        assert_eq!(out.finish(), "E");
+        // Built here so a grammar that does not compile is the caller's 400 before any output.
+        let sampler = Sampler::new(&self.model.llama, &params)?;
+        let (events, receiver): (UnboundedSender<Event>, _) = unbounded_channel();
+        self.jobs
+            .send(scheduler::Job {
+                prompt,
+                sampler,
+                max_tokens: params.max_tokens,
+                stop: params.stop,
+                events,
+            })
+            .map_err(|_| failed("scheduler", "it has stopped"))?;
+        Ok(receiver)
     }
 }

@@ -1,12 +1,16 @@
 //! The `local` provider: GGUF models run in-process on llama.cpp (the zero-config default).
 //!
 //! Each model is loaded once, on first use (fetched first if it is a known name), and shared by
-//! every request. At most `slots` generations run at once, each on a blocking thread with a
-//! context of its own; up to `queue` more wait, and beyond that requests get a 503 at once.
+//! every request: its scheduler decodes all of its generations together, batched (see
+//! `scheduler.rs`). At most `slots` generations run at once; up to `queue` more wait, and beyond
+//! that requests get a 503 at once.
 
 mod engine;
 pub mod pull;
+mod sampler;
+mod scheduler;
 mod template;
+mod text;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// What a full queue tells a client to wait (`Retry-After`): about one short answer's time.
 const BUSY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub use engine::{backend, Engine, Finish, Params};
+pub use engine::{backend, Engine, Event, Finish, Outcome, Params, Penalties};
 
 /// Output cap when neither the request nor the model config gives one.
 const DEFAULT_MAX_TOKENS: usize = 512;
@@ -39,6 +43,8 @@ pub struct LocalProvider {
     name: String,
     models: HashMap<String, Spec>,
     threads: u32,
+    /// Generations at once, per provider (each model's scheduler is sized for all of them).
+    concurrency: usize,
     slots: Arc<Semaphore>,
     queue: usize,
     waiting: Arc<AtomicUsize>,
@@ -72,6 +78,7 @@ pub fn provider(
         name: name.to_string(),
         models,
         threads: p.threads.unwrap_or(cores),
+        concurrency: p.slots as usize,
         slots: Arc::new(Semaphore::new(p.slots as usize)),
         queue: p.queue as usize,
         waiting: Arc::new(AtomicUsize::new(0)),
@@ -105,16 +112,18 @@ impl LocalProvider {
                 let path = pull::resolve(&spec.gguf, &log_progress)
                     .await
                     .map_err(Error::Unavailable)?;
-                let (name, threads, ctx) = (
+                let (name, threads, ctx, slots) = (
                     format!("{}/{upstream}", self.name),
                     self.threads,
                     spec.context_length,
+                    self.concurrency,
                 );
                 tracing::info!(model = %name, path = %path.display(), "loading local model");
-                let engine =
-                    tokio::task::spawn_blocking(move || Engine::load(&name, &path, threads, ctx))
-                        .await
-                        .map_err(|e| Error::Unavailable(format!("model loading failed: {e}")))??;
+                let engine = tokio::task::spawn_blocking(move || {
+                    Engine::load(&name, &path, threads, ctx, slots)
+                })
+                .await
+                .map_err(|e| Error::Unavailable(format!("model loading failed: {e}")))??;
                 Ok::<_, Error>(Arc::new(engine))
             })
             .await?;
@@ -179,56 +188,68 @@ impl Provider for LocalProvider {
         let prompt = engine.prompt(&req.messages)?;
         engine.check_fits(prompt.len())?;
         let permit = self.slot().await?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<ChatChunk, Error>>(64);
-        let model = req.model.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let send = |chunk| tx.blocking_send(Ok(chunk)).is_ok();
-            if !send(chunk(
-                &model,
-                Delta {
-                    role: Some(Role::Assistant),
-                    ..Delta::default()
-                },
-                None,
-            )) {
-                return;
-            }
-            let result = engine.generate(&prompt, &params, |text| {
-                send(chunk(
-                    &model,
-                    Delta {
-                        content: Some(text.to_string()),
-                        ..Delta::default()
-                    },
-                    None,
+        let events = engine.submit(prompt, params)?;
+        let model = req.model;
+        let role = chunk(
+            &model,
+            Delta {
+                role: Some(Role::Assistant),
+                ..Delta::default()
+            },
+            None,
+        );
+        // The permit travels with the stream: the slot is free again when the stream ends or
+        // is dropped (which also cancels the generation).
+        let rest = futures::stream::unfold(Some((events, permit)), move |state| {
+            let model = model.clone();
+            async move {
+                let (mut events, permit) = state?;
+                let event = events.recv().await?;
+                let (chunks, more) = chunks_of(&model, event);
+                Some((
+                    futures::stream::iter(chunks),
+                    more.then_some((events, permit)),
                 ))
-            });
-            match result {
-                Ok(outcome) if outcome.finish == Finish::Abandoned => {}
-                Ok(outcome) => {
-                    send(chunk(
-                        &model,
-                        Delta::default(),
-                        Some(outcome.finish.reason()),
-                    ));
-                    let mut last = chunk(&model, Delta::default(), None);
-                    last.choices.clear();
-                    let mut usage = Usage::new(outcome.prompt_tokens, outcome.completion_tokens);
-                    usage.cost = Some(Default::default());
-                    last.usage = Some(usage);
-                    send(last);
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                }
             }
-        });
-        let chunks = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(Box::pin(chunks))
+        })
+        .flatten();
+        Ok(Box::pin(
+            futures::stream::once(async { Ok(role) }).chain(rest),
+        ))
     }
+}
+
+/// The chunks one scheduler event becomes, and whether more events follow.
+fn chunks_of(model: &str, event: Event) -> (Vec<Result<ChatChunk, Error>>, bool) {
+    match event {
+        Event::Text(text) => {
+            let delta = Delta {
+                content: Some(text),
+                ..Delta::default()
+            };
+            (vec![Ok(chunk(model, delta, None))], true)
+        }
+        Event::Done(outcome) => {
+            let finish = chunk(model, Delta::default(), Some(outcome.finish.reason()));
+            let mut last = chunk(model, Delta::default(), None);
+            last.choices.clear();
+            last.usage = Some(usage(&outcome));
+            (vec![Ok(finish), Ok(last)], false)
+        }
+        Event::Failed(e) => (vec![Err(e)], false),
+    }
+}
+
+fn usage(outcome: &engine::Outcome) -> Usage {
+    let mut usage = Usage::new(outcome.prompt_tokens, outcome.completion_tokens);
+    usage.cost = Some(Default::default());
+    if outcome.cached_tokens > 0 {
+        usage.extra.insert(
+            "prompt_tokens_details".into(),
+            serde_json::json!({"cached_tokens": outcome.cached_tokens}),
+        );
+    }
+    usage
 }
 
 fn chunk(model: &str, delta: Delta, finish: Option<&str>) -> ChatChunk {
@@ -265,8 +286,27 @@ pub fn params(req: &ChatRequest) -> Result<Params, Error> {
                 .ok_or_else(|| bad(format!("{key}: must be an integer"))),
         }
     };
+    let float = |key: &str, range: std::ops::RangeInclusive<f64>| -> Result<Option<f32>, Error> {
+        match req.extra.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) if range.contains(&x) => Ok(Some(x as f32)),
+                _ => Err(bad(format!(
+                    "{key}: must be a number from {} to {}",
+                    range.start(),
+                    range.end()
+                ))),
+            },
+        }
+    };
     let seed = req.seed.map_or_else(rand_seed, |s| s as u32);
     let top_k = int("top_k")?.map_or(40, |k| k.clamp(1, 1000) as i32);
+    let defaults = Penalties::default();
+    let penalties = Penalties {
+        repetition: float("repetition_penalty", 0.01..=2.0)?.unwrap_or(defaults.repetition),
+        frequency: float("frequency_penalty", -2.0..=2.0)?.unwrap_or(defaults.frequency),
+        presence: float("presence_penalty", -2.0..=2.0)?.unwrap_or(defaults.presence),
+    };
     Ok(Params {
         max_tokens: req
             .max_output_tokens()
@@ -276,6 +316,7 @@ pub fn params(req: &ChatRequest) -> Result<Params, Error> {
         top_p: req.top_p.unwrap_or(0.95) as f32,
         top_k,
         seed,
+        penalties,
         stop: req.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
         grammar: grammar(req.response_format.as_ref())?,
     })

@@ -27,7 +27,14 @@ const OPENAI_PARAMETERS: &[&str] = &[
     "presence_penalty",
 ];
 const ANTHROPIC_PARAMETERS: &[&str] = &["top_k"];
-const LOCAL_PARAMETERS: &[&str] = &["seed", "response_format", "top_k"];
+const LOCAL_PARAMETERS: &[&str] = &[
+    "seed",
+    "response_format",
+    "top_k",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+];
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(model_list(state.router.config()))

@@ -152,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         &Default::default(),
     )?);
     // The raw loop gets the exact prompt tokens the provider builds, via the same chat template.
-    let engine = quorate_local::Engine::load("smollm2-135m", &path, threads, None)?;
+    let engine = quorate_local::Engine::load("smollm2-135m", &path, threads, None, 1)?;
     let prompt = engine.prompt(&request(1)?.messages)?;
     drop(engine);
     let _ = warm;
