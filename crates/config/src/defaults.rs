@@ -86,7 +86,7 @@ fn provider(kind: ProviderKind, base_url: Option<&str>, key_env: Option<&str>) -
 
 /// The well-known APIs, usable as soon as their key is in the environment (a model id
 /// `openrouter/<slug>` routes to OpenRouter with `<slug>` upstream, and so on), and the local
-/// provider with its default model.
+/// provider with its known models.
 pub fn add_builtins(
     providers: &mut BTreeMap<String, ProviderConfig>,
     models: &mut BTreeMap<String, ModelConfig>,
@@ -122,19 +122,44 @@ pub fn add_builtins(
     local.timeout_s = 600.0;
     local.max_retries = 0;
     providers.insert("local".to_string(), local);
-    models.insert(
-        LOCAL_MODEL.to_string(),
-        ModelConfig {
-            provider: "local".to_string(),
-            upstream: None,
-            name: Some("SmolLM2 135M Instruct (Q4_1, in-process)".to_string()),
-            context_length: Some(4096),
-            input_usd_per_mtok: Some(Price(Default::default())),
-            output_usd_per_mtok: Some(Price(Default::default())),
-            fallbacks: Vec::new(),
-            max_output_tokens: Some(512),
-            gguf: Some("smollm2-135m".to_string()),
-            supports_tools: None,
-        },
-    );
+    let local_models = [
+        (
+            LOCAL_MODEL,
+            "smollm2-135m",
+            "SmolLM2 135M Instruct (Q4_1, in-process)",
+            Some(4096),
+        ),
+        // Context left at what each model was trained with.
+        (
+            "local/qwen2.5-coder-0.5b",
+            "qwen2.5-coder-0.5b",
+            "Qwen2.5-Coder 0.5B Instruct (Q4_K_M, in-process)",
+            None,
+        ),
+        (
+            "local/qwen2.5-coder-1.5b",
+            "qwen2.5-coder-1.5b",
+            "Qwen2.5-Coder 1.5B Instruct (Q4_K_M, in-process)",
+            None,
+        ),
+    ];
+    for (id, gguf, name, context_length) in local_models {
+        models.insert(id.to_string(), local_model(gguf, name, context_length));
+    }
+}
+
+/// A model of the `local` provider: free, no function calling of its own.
+fn local_model(gguf: &str, name: &str, context_length: Option<u64>) -> ModelConfig {
+    ModelConfig {
+        provider: "local".to_string(),
+        upstream: None,
+        name: Some(name.to_string()),
+        context_length,
+        input_usd_per_mtok: Some(Price(Default::default())),
+        output_usd_per_mtok: Some(Price(Default::default())),
+        fallbacks: Vec::new(),
+        max_output_tokens: Some(512),
+        gguf: Some(gguf.to_string()),
+        supports_tools: None,
+    }
 }

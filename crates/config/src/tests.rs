@@ -163,6 +163,18 @@ fn fusion_on_the_embedded_model_is_the_default() {
 }
 
 #[test]
+fn the_known_qwen_coder_models_are_configured_local_models() {
+    let c = Config::builtin();
+    for size in ["0.5b", "1.5b"] {
+        let m = c.resolve(&format!("local/qwen2.5-coder-{size}")).unwrap();
+        assert_eq!(m.provider, "local");
+        assert_eq!(m.gguf, Some(format!("qwen2.5-coder-{size}")));
+        assert_eq!(m.context_length, None, "the model's trained context");
+    }
+    assert_eq!(crate::defaults::LOCAL_MODEL, "local/smollm2-135m");
+}
+
+#[test]
 fn readme_config_examples_are_valid() {
     let readme = include_str!("../../../README.md");
     let blocks: Vec<&str> = readme

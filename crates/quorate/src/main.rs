@@ -70,7 +70,8 @@ enum Command {
 enum ModelsCommand {
     /// List the configured models (the default).
     List,
-    /// Fetch a known GGUF model into the cache (default: the embedded SmolLM2-135M).
+    /// Fetch a known GGUF model into the cache: smollm2-135m (the default, embedded),
+    /// qwen2.5-coder-0.5b or qwen2.5-coder-1.5b.
     Pull {
         #[arg(default_value = "smollm2-135m")]
         name: String,

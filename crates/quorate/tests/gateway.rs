@@ -69,7 +69,17 @@ async fn models_and_health() {
             .map(|m| m["id"].as_str().unwrap())
             .filter(|id| !id.starts_with("quorate/fusion"))
             .collect();
-        assert_eq!(ids, ["local/smollm2-135m", "sim/a", "sim/b", "simant/c"]);
+        assert_eq!(
+            ids,
+            [
+                "local/qwen2.5-coder-0.5b",
+                "local/qwen2.5-coder-1.5b",
+                "local/smollm2-135m",
+                "sim/a",
+                "sim/b",
+                "simant/c"
+            ]
+        );
         let a = list["data"]
             .as_array()
             .unwrap()
