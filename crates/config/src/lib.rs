@@ -197,7 +197,9 @@ pub struct ModelConfig {
     #[serde(default)]
     pub gguf: Option<String>,
     /// Whether the model can call functions (agentic research). Default: true for API
-    /// providers, false for local models (they get prefetched sources instead).
+    /// providers, false for local models (they get prefetched sources instead) except the
+    /// built-in ones whose chat template renders tools. A local model given tools whose
+    /// template has none answers 400.
     #[serde(default)]
     pub supports_tools: Option<bool>,
 }
@@ -392,12 +394,6 @@ impl Config {
                 ))
             }
             _ => {}
-        }
-        if local && m.supports_tools == Some(true) {
-            return Err((
-                "supports_tools".into(),
-                "local models cannot call tools; they get prefetched sources".into(),
-            ));
         }
         if m.upstream.is_none() && !id.starts_with(&format!("{}/", m.provider)) {
             return Err((

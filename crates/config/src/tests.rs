@@ -169,7 +169,8 @@ fn the_known_qwen_coder_models_are_configured_local_models() {
         let m = c.resolve(&format!("local/qwen2.5-coder-{size}")).unwrap();
         assert_eq!(m.provider, "local");
         assert_eq!(m.gguf, Some(format!("qwen2.5-coder-{size}")));
-        assert_eq!(m.context_length, None, "the model's trained context");
+        assert_eq!(m.context_length, Some(8192), "all sequences' cache, shared");
+        assert!(m.supports_tools, "Qwen2.5's chat template renders tools");
     }
     assert_eq!(crate::defaults::LOCAL_MODEL, "local/smollm2-135m");
 }

@@ -10,6 +10,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use quorate_api::Message;
 use quorate_providers::Error;
+use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::sampler::Sampler;
@@ -157,9 +158,21 @@ impl Engine {
         Ok(Self { model, jobs })
     }
 
-    /// The conversation as the model's chat template lays it out, tokenized.
-    pub fn prompt(&self, messages: &[Message]) -> Result<Vec<LlamaToken>, Error> {
-        let text = self.model.template.render(messages)?;
+    /// Whether the model's chat template shows it tools (so it can call them).
+    pub fn supports_tools(&self) -> bool {
+        self.model.template.supports_tools()
+    }
+
+    /// The conversation as the model's chat template lays it out, followed by `prefill` (the
+    /// start of the answer, when the answer must begin a certain way), tokenized.
+    pub fn prompt(
+        &self,
+        messages: &[Message],
+        tools: Option<&[Value]>,
+        prefill: &str,
+    ) -> Result<Vec<LlamaToken>, Error> {
+        let mut text = self.model.template.render(messages, tools)?;
+        text.push_str(prefill);
         let vocab = self.model.llama.vocab();
         let add_bos = vocab.should_add_bos() && !self.model.template.starts_with_bos(&text);
         Ok(vocab.tokenize(text.as_bytes(), add_bos, true))

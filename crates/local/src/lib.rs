@@ -6,11 +6,13 @@
 //! that requests get a 503 at once.
 
 mod engine;
+mod output;
 pub mod pull;
 mod sampler;
 mod scheduler;
 mod template;
 mod text;
+mod tool_calls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,12 +20,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use quorate_api::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, ResponseFormat, Role, Usage,
-};
+use quorate_api::{ChatCompletion, ChatRequest, ResponseFormat};
 use quorate_config::{Config, ProviderConfig};
 use quorate_providers::{ChunkStream, Error, Provider, RequestCtx};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::output::Output;
+use crate::tool_calls::ToolUse;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What a full queue tells a client to wait (`Retry-After`): about one short answer's time.
@@ -166,51 +169,33 @@ impl Provider for LocalProvider {
     async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error> {
         let model = req.model.clone();
         let mut stream = self.stream(ctx, req).await?;
-        let mut text = String::new();
-        let mut finish = None;
-        let mut usage = None;
+        let mut whole = output::Whole::default();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            for choice in &chunk.choices {
-                text.push_str(choice.delta.content.as_deref().unwrap_or_default());
-                finish = choice.finish_reason.clone().or(finish);
-            }
-            usage = chunk.usage.or(usage);
+            whole.add(chunk?);
         }
-        let mut completion = ChatCompletion::assistant(model, text, finish);
-        completion.usage = usage;
-        Ok(completion)
+        Ok(whole.completion(model))
     }
 
     async fn stream(&self, _ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error> {
         let params = params(&req)?;
         let engine = self.engine(&req.model).await?;
-        let prompt = engine.prompt(&req.messages)?;
+        let tool_use = ToolUse::of(&req, &req.model, engine.supports_tools())?;
+        let prompt = engine.prompt(&req.messages, tool_use.tools, &tool_use.prefill)?;
         engine.check_fits(prompt.len())?;
         let permit = self.slot().await?;
         let events = engine.submit(prompt, params)?;
-        let model = req.model;
-        let role = chunk(
-            &model,
-            Delta {
-                role: Some(Role::Assistant),
-                ..Delta::default()
-            },
-            None,
-        );
+        let output = Output::new(&req.model, tool_use.parser());
+        let role = output.role();
         // The permit travels with the stream: the slot is free again when the stream ends or
         // is dropped (which also cancels the generation).
-        let rest = futures::stream::unfold(Some((events, permit)), move |state| {
-            let model = model.clone();
-            async move {
-                let (mut events, permit) = state?;
-                let event = events.recv().await?;
-                let (chunks, more) = chunks_of(&model, event);
-                Some((
-                    futures::stream::iter(chunks),
-                    more.then_some((events, permit)),
-                ))
-            }
+        let rest = futures::stream::unfold(Some((events, permit, output)), |state| async move {
+            let (mut events, permit, mut output) = state?;
+            let event = events.recv().await?;
+            let (chunks, more) = output.chunks(event);
+            Some((
+                futures::stream::iter(chunks),
+                more.then_some((events, permit, output)),
+            ))
         })
         .flatten();
         Ok(Box::pin(
@@ -219,64 +204,9 @@ impl Provider for LocalProvider {
     }
 }
 
-/// The chunks one scheduler event becomes, and whether more events follow.
-fn chunks_of(model: &str, event: Event) -> (Vec<Result<ChatChunk, Error>>, bool) {
-    match event {
-        Event::Text(text) => {
-            let delta = Delta {
-                content: Some(text),
-                ..Delta::default()
-            };
-            (vec![Ok(chunk(model, delta, None))], true)
-        }
-        Event::Done(outcome) => {
-            let finish = chunk(model, Delta::default(), Some(outcome.finish.reason()));
-            let mut last = chunk(model, Delta::default(), None);
-            last.choices.clear();
-            last.usage = Some(usage(&outcome));
-            (vec![Ok(finish), Ok(last)], false)
-        }
-        Event::Failed(e) => (vec![Err(e)], false),
-    }
-}
-
-fn usage(outcome: &engine::Outcome) -> Usage {
-    let mut usage = Usage::new(outcome.prompt_tokens, outcome.completion_tokens);
-    usage.cost = Some(Default::default());
-    if outcome.cached_tokens > 0 {
-        usage.extra.insert(
-            "prompt_tokens_details".into(),
-            serde_json::json!({"cached_tokens": outcome.cached_tokens}),
-        );
-    }
-    usage
-}
-
-fn chunk(model: &str, delta: Delta, finish: Option<&str>) -> ChatChunk {
-    ChatChunk {
-        id: "local".into(),
-        object: "chat.completion.chunk".into(),
-        created: 0,
-        model: model.to_string(),
-        choices: vec![ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish.map(str::to_string),
-            extra: Map::new(),
-        }],
-        usage: None,
-        extra: Map::new(),
-    }
-}
-
 /// Sampling parameters from the request; the errors name the field.
 pub fn params(req: &ChatRequest) -> Result<Params, Error> {
     let bad = |m: String| Error::BadRequest(m);
-    let tools_wanted = req.tools.as_ref().is_some_and(|t| !t.is_empty())
-        && req.tool_choice.as_ref().and_then(Value::as_str) != Some("none");
-    if tools_wanted {
-        return Err(bad("tools: local models cannot call tools".into()));
-    }
     let int = |key: &str| -> Result<Option<i64>, Error> {
         match req.extra.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -367,8 +297,12 @@ mod tests {
         );
         assert_eq!(p.stop, ["x"]);
         assert!(p.grammar.is_none());
-        let e = params(&req(json!({"model": "m", "messages": [], "tools": [{"type": "function", "function": {"name": "f"}}]}))).unwrap_err();
+        let e = params(&req(
+            json!({"model": "m", "messages": [], "frequency_penalty": "x"}),
+        ))
+        .unwrap_err();
         assert_eq!(e.status(), 400);
+        assert!(e.to_string().starts_with("frequency_penalty"), "{e}");
     }
 
     #[test]

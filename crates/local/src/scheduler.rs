@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -120,6 +121,9 @@ struct Run {
     logits: Option<i32>,
     /// Admission order: earlier sequences decode a shared prefix, later ones copy it.
     admitted: u64,
+    started: Instant,
+    /// When the first output token was sampled (the prompt was read).
+    first_token: Option<Instant>,
 }
 
 impl Run {
@@ -289,6 +293,8 @@ impl<'m> Scheduler<'m> {
                 next: None,
                 logits: None,
                 admitted,
+                started: Instant::now(),
+                first_token: None,
             }),
         });
     }
@@ -536,6 +542,7 @@ impl<'m> Scheduler<'m> {
             return;
         };
         run.logits = None;
+        run.first_token.get_or_insert_with(Instant::now);
         if run.generated >= run.max_new {
             return self.finish(id, Finish::Length);
         }
@@ -574,6 +581,16 @@ impl<'m> Scheduler<'m> {
             return;
         };
         seq.used = used;
+        tracing::debug!(
+            model = %self.model.name,
+            prompt = run.prompt.len(),
+            reused = run.reused,
+            generated = run.generated,
+            grammar_resampled = run.sampler.resampled,
+            prompt_ms = run.first_token.map(|t| (t - run.started).as_millis()),
+            total_ms = run.started.elapsed().as_millis(),
+            "generation finished"
+        );
         let rest = run.text.finish();
         if !rest.is_empty() {
             let _ = run.events.send(Event::Text(rest));

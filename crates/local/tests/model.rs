@@ -178,6 +178,24 @@ async fn a_dropped_stream_frees_its_slot_and_a_full_queue_is_503() {
 }
 
 #[tokio::test]
+async fn tools_for_a_template_without_tools_are_a_400() {
+    let mut req = ask("Search for rivers.");
+    req["tools"] = json!([{"type": "function", "function": {"name": "web_search"}}]);
+    let e = provider("")
+        .complete(&RequestCtx::new("test"), request(req.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), 400);
+    assert!(e.to_string().contains("has no tools"), "{e}");
+    req["tool_choice"] = json!("none");
+    let c = provider("")
+        .complete(&RequestCtx::new("test"), request(req))
+        .await
+        .unwrap();
+    assert!(!c.choices[0].message.text().is_empty());
+}
+
+#[tokio::test]
 async fn an_over_long_prompt_is_a_400_naming_both_counts() {
     let p = provider("[models.\"local/smollm2-135m\"]\nprovider = \"local\"\ngguf = \"smollm2-135m\"\ncontext_length = 64\n");
     let e = p
