@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::{ModelConfig, Price, ProviderConfig, ProviderKind};
 
 /// The embedded default: a real model that runs in-process with no key and no network.
-pub const LOCAL_MODEL: &str = "local/smollm2-135m";
+pub const LOCAL_MODEL: &str = "local/qwen2.5-coder-0.5b";
 
 pub fn listen() -> String {
     "127.0.0.1:8787".to_string()
@@ -124,7 +124,7 @@ pub fn add_builtins(
     providers.insert("local".to_string(), local);
     let local_models = [
         (
-            LOCAL_MODEL,
+            "local/smollm2-135m",
             "smollm2-135m",
             "SmolLM2 135M Instruct (Q4_1, in-process)",
             4096,

@@ -129,10 +129,10 @@ pub fn add_builtins(presets: &mut BTreeMap<String, PresetConfig>) {
         &[local_model; 3],
         local_model,
         local_model,
-        "SmolLM2-135M fused with itself three times, in-process: no key, no network",
+        "Qwen2.5-Coder 0.5B fused with itself three times, in-process: no key, no network",
     );
-    // Sampled a little warmer than the model's default (0.2) so the three slots differ, not so
-    // warm that a 135M model drifts off; short answers keep a CPU-only run under a minute.
+    // Sampled a little warmer than the local default (0.2) so the three slots differ, not so
+    // warm that a small model drifts off; short answers keep a CPU-only run within seconds.
     local.temperature = Some(0.4);
     local.max_completion_tokens = Some(200);
     local.total_timeout_s = 900.0;

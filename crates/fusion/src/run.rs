@@ -327,7 +327,7 @@ impl Run {
                 req.max_completion_tokens = self.plan.max_completion_tokens;
                 let seed = self.plan.seed.wrapping_add(slot as u64);
                 req.seed = Some(seed as i64);
-                let prefetched = if self.supports_tools(model) {
+                let prefetched = if self.agentic(model) {
                     None
                 } else {
                     prefetch
@@ -408,7 +408,7 @@ impl Run {
             .plan
             .panel
             .iter()
-            .filter(|m| !self.supports_tools(m))
+            .filter(|m| !self.agentic(m))
             .collect();
         if without_tools.is_empty() || !self.tools.has_search() || self.plan.tools.is_empty() {
             return None;
@@ -447,7 +447,7 @@ impl Run {
         if self.plan.tools.is_empty() || self.tools.is_empty() {
             return Approach::Plain;
         }
-        if self.supports_tools(&req.model) {
+        if self.agentic(&req.model) {
             let tools: Vec<Value> = self
                 .tools
                 .functions()
@@ -875,6 +875,12 @@ impl Run {
             .config()
             .resolve(model)
             .is_some_and(|m| m.supports_tools)
+    }
+
+    /// Whether a member researches by calling the tools itself. A local model does so only
+    /// when it can search: given nothing but `web_fetch`, a small model invents URLs to fetch.
+    fn agentic(&self, model: &str) -> bool {
+        self.supports_tools(model) && (!self.is_local(model) || self.tools.has_search())
     }
 
     fn is_local(&self, model: &str) -> bool {
