@@ -36,6 +36,10 @@ pub enum Strategy {
     /// the majority member's answer is returned as it is; the panel stops as soon as the majority
     /// is certain. A tie, or answers with no closed form, go on to `fuse`.
     Vote,
+    /// Stops as soon as a majority of the panel agrees (the same final answer, or prose whose
+    /// word overlap reaches the preset's `agreement`), returns the most central of those answers
+    /// and skips the judge and the synthesis; else goes on to `fuse`.
+    Auto,
 }
 
 impl std::str::FromStr for Strategy {
@@ -45,7 +49,8 @@ impl std::str::FromStr for Strategy {
         match text {
             "fuse" => Ok(Strategy::Fuse),
             "vote" => Ok(Strategy::Vote),
-            other => Err(format!("unknown strategy {other:?} (fuse, vote)")),
+            "auto" => Ok(Strategy::Auto),
+            other => Err(format!("unknown strategy {other:?} (fuse, vote, auto)")),
         }
     }
 }
@@ -91,6 +96,15 @@ pub struct PresetConfig {
     pub description: Option<String>,
     #[serde(default)]
     pub strategy: Strategy,
+    /// `auto`: the word overlap (0 to 1) at which two prose answers count as agreeing.
+    #[serde(default = "agreement")]
+    pub agreement: f64,
+}
+
+/// High: short answers that differ in their one key word ("Lyon is the capital of France")
+/// still overlap in most of their words.
+fn agreement() -> f64 {
+    0.8
 }
 
 fn member_timeout_s() -> f64 {
@@ -118,6 +132,7 @@ fn preset(panel: &[&str], judge: &str, synthesizer: &str, description: &str) -> 
         quorum: quorum(),
         description: Some(description.to_string()),
         strategy: Strategy::Fuse,
+        agreement: agreement(),
     }
 }
 
@@ -233,6 +248,9 @@ impl Config {
                 "quorum".into(),
                 format!("must be 1 to the panel size ({})", p.panel.len()),
             ));
+        }
+        if !(p.agreement > 0.0 && p.agreement <= 1.0) {
+            return Err(("agreement".into(), "must be in (0, 1]".into()));
         }
         if !(p.total_timeout_s > 0.0 && p.total_timeout_s <= 3600.0) {
             return Err(("total_timeout_s".into(), "must be in (0, 3600]".into()));

@@ -88,6 +88,8 @@ pub struct Plan {
     /// Unverified citations are removed from the answer, not only reported.
     pub strict_citations: bool,
     pub strategy: Strategy,
+    /// `auto`: word overlap at which prose answers agree.
+    pub agreement: f64,
 }
 
 impl Plan {
@@ -207,6 +209,7 @@ impl Plan {
             max_tool_calls: research.max_tool_calls,
             strict_citations: research.strict_citations,
             strategy: plugin.strategy.unwrap_or(preset.strategy),
+            agreement: preset.agreement,
         })
     }
 }

@@ -281,7 +281,7 @@ impl Run {
         if answers.len() < self.plan.quorum {
             return Err(panel_failure(report, self.plan.quorum));
         }
-        if let Some(text) = strategy::variant(self.plan.strategy).answer(&mut report) {
+        if let Some(text) = strategy::variant(&self.plan).answer(&mut report) {
             return Ok(Analysed::Decided(report, text));
         }
         let judge_started = Instant::now();
@@ -344,7 +344,7 @@ impl Run {
             }
         });
         let mut running: FuturesUnordered<_> = members.collect();
-        let variant = strategy::variant(self.plan.strategy);
+        let variant = strategy::variant(&self.plan);
         let mut reports = Vec::new();
         let mut stopped = None;
         while let Some(report) = running.next().await {

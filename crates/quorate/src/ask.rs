@@ -35,8 +35,9 @@ pub struct AskArgs {
     /// Fusion synthesizer.
     #[arg(long)]
     synth: Option<String>,
-    /// How fusion makes the answer: `fuse` (judge, then synthesis) or `vote` (the majority
-    /// member's answer; ties go to `fuse`). Default: the preset's.
+    /// How fusion makes the answer: `fuse` (judge, then synthesis), `vote` (the majority
+    /// member's answer; ties go to `fuse`) or `auto` (stop once a majority agrees, else `fuse`).
+    /// Default: the preset's.
     #[arg(long)]
     strategy: Option<Strategy>,
     /// Print each panel member's answer and the judge's analysis after the answer.

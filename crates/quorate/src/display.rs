@@ -225,7 +225,15 @@ pub fn cost_line(report: &FusionReport) -> String {
     let cancelled = report.early_exit.as_ref().map_or(String::new(), |e| {
         format!(" ({} cancelled)", e.cancelled.len())
     });
+    let agreed = report.agreement.as_ref().filter(|a| a.agreed);
     let decided = match (&report.vote, report.failure_reason) {
+        _ if agreed.is_some() => agreed.map_or(String::new(), |a| {
+            format!(
+                "{} agree, judge and synthesis skipped (~{} tokens saved)",
+                a.group.len(),
+                a.saved.prompt_tokens + a.saved.completion_tokens
+            )
+        }),
         (Some(vote), _) if vote.outcome == VoteOutcome::Majority => {
             format!(
                 "vote: {} for {}",

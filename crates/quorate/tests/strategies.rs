@@ -26,6 +26,13 @@ async fn setup() -> (Sim, Gateway) {
             "cited18",
             json!({"reply": "See https://nowhere.example/eggs for prices.\nAnswer: 18"}),
         ),
+        ("p1", json!({"reply": "Paris is the capital of France."})),
+        ("p2", json!({"reply": "The capital of France is Paris."})),
+        ("slowp", json!({"reply": "Paris.", "ttft_ms": 5000})),
+        (
+            "lyon",
+            json!({"reply": "Lyon, on the Rhone, is the largest city of the south."}),
+        ),
         ("judge", json!({"json": analysis})),
         ("synth", json!({"reply": "Fused: 18 or 7."})),
     ])
@@ -36,9 +43,14 @@ async fn setup() -> (Sim, Gateway) {
          synthesizer = \"sim/synth\"\nstrategy = \"vote\"\ntotal_timeout_s = 20\n\
          member_timeout_s = 10\n\
          [presets.f]\npanel = [\"sim/a18\", \"sim/c7\"]\njudge = \"sim/judge\"\n\
-         synthesizer = \"sim/synth\"\n",
+         synthesizer = \"sim/synth\"\n\
+         [presets.auto]\npanel = [\"sim/p1\", \"sim/p2\", \"sim/slowp\"]\njudge = \"sim/judge\"\n\
+         synthesizer = \"sim/synth\"\nstrategy = \"auto\"\nagreement = 0.7\n\
+         total_timeout_s = 20\nmember_timeout_s = 10\n",
     );
-    for model in ["a18", "b18", "slow7", "c7", "cited18", "judge", "synth"] {
+    for model in [
+        "a18", "b18", "slow7", "c7", "cited18", "p1", "p2", "slowp", "lyon", "judge", "synth",
+    ] {
         extra.push_str(&format!(
             "[models.\"sim/{model}\"]\nprovider = \"sim\"\nupstream = \"{model}\"\n"
         ));
@@ -171,4 +183,56 @@ async fn strategies_are_checked_where_they_are_asked_for() {
         message.starts_with("tools[0].parameters.strategy"),
         "{message}"
     );
+}
+
+/// `auto`: two of three prose answers say the same in other words, so the panel stops there,
+/// the slow member is cancelled, the judge and the synthesis never run, and the report says what
+/// that saved.
+#[tokio::test]
+async fn auto_stops_when_a_majority_agrees_and_skips_the_judge() {
+    let (sim, gw) = setup().await;
+    let started = Instant::now();
+    let body: Value = gw
+        .post(&ask("quorate/fusion:auto"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(4), "{body}");
+    let answer = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        [
+            "Paris is the capital of France.",
+            "The capital of France is Paris."
+        ]
+        .contains(&answer),
+        "a member's answer, verbatim: {answer}"
+    );
+    let fusion = &body["fusion"];
+    assert_eq!(fusion["strategy"], "auto");
+    assert_eq!(fusion["agreement"]["agreed"], true);
+    assert_eq!(fusion["agreement"]["group"], json!([0, 1]));
+    assert_eq!(fusion["early_exit"]["cancelled"], json!([2]));
+    let saved = &fusion["agreement"]["saved"];
+    assert_eq!(saved["cancelled_members"], 1);
+    assert!(saved["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(fusion["analysis"].is_null());
+    assert_eq!(sim.stats().requests.get("judge"), None);
+    assert_eq!(sim.stats().requests.get("synth"), None);
+}
+
+/// `auto` without agreement is `fuse`: the judge and the synthesis run as usual.
+#[tokio::test]
+async fn auto_without_agreement_fuses() {
+    let (sim, gw) = setup().await;
+    let mut body = ask("quorate/fusion:f");
+    body["plugins"] = json!([{"id": "fusion", "strategy": "auto",
+        "analysis_models": ["sim/p1", "sim/lyon"]}]);
+    let body: Value = gw.post(&body).await.json().await.unwrap();
+    let fusion = &body["fusion"];
+    assert_eq!(fusion["strategy"], "auto", "{body}");
+    assert_eq!(fusion["agreement"]["agreed"], false);
+    assert!(fusion["early_exit"].is_null());
+    assert_eq!(body["choices"][0]["message"]["content"], "Fused: 18 or 7.");
+    assert_eq!(sim.stats().requests.get("judge"), Some(&1));
 }

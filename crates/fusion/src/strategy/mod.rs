@@ -2,12 +2,15 @@
 //! its own; the run asks it as members finish whether the panel may stop, and after the panel
 //! whether it answers alone or hands over to the judge and the synthesis (`fuse`).
 
+mod auto;
 mod fuse;
 mod vote;
 
+pub use auto::{Agreement, Saved};
 pub use quorate_config::Strategy;
 pub use vote::{final_answer, VoteOutcome, VoteTally};
 
+use crate::plan::Plan;
 use crate::report::{FusionReport, MemberReport};
 
 pub(crate) trait Variant: Send + Sync {
@@ -20,9 +23,12 @@ pub(crate) trait Variant: Send + Sync {
     fn answer(&self, report: &mut FusionReport) -> Option<String>;
 }
 
-pub(crate) fn variant(strategy: Strategy) -> &'static dyn Variant {
-    match strategy {
-        Strategy::Fuse => &fuse::Fuse,
-        Strategy::Vote => &vote::Vote,
+pub(crate) fn variant(plan: &Plan) -> Box<dyn Variant> {
+    match plan.strategy {
+        Strategy::Fuse => Box::new(fuse::Fuse),
+        Strategy::Vote => Box::new(vote::Vote),
+        Strategy::Auto => Box::new(auto::Auto {
+            threshold: plan.agreement,
+        }),
     }
 }
