@@ -40,6 +40,9 @@ pub enum Strategy {
     /// word overlap reaches the preset's `agreement`), returns the most central of those answers
     /// and skips the judge and the synthesis; else goes on to `fuse`.
     Auto,
+    /// The synthesizer writes the answer from the raw answers, with no judge
+    /// (Mixture-of-Agents): what the judge's analysis adds is `fuse` against this.
+    Mixture,
 }
 
 impl std::str::FromStr for Strategy {
@@ -50,7 +53,10 @@ impl std::str::FromStr for Strategy {
             "fuse" => Ok(Strategy::Fuse),
             "vote" => Ok(Strategy::Vote),
             "auto" => Ok(Strategy::Auto),
-            other => Err(format!("unknown strategy {other:?} (fuse, vote, auto)")),
+            "mixture" => Ok(Strategy::Mixture),
+            other => Err(format!(
+                "unknown strategy {other:?} (fuse, vote, auto, mixture)"
+            )),
         }
     }
 }

@@ -281,8 +281,12 @@ impl Run {
         if answers.len() < self.plan.quorum {
             return Err(panel_failure(report, self.plan.quorum));
         }
-        if let Some(text) = strategy::variant(&self.plan).answer(&mut report) {
+        let variant = strategy::variant(&self.plan);
+        if let Some(text) = variant.answer(&mut report) {
             return Ok(Analysed::Decided(report, text));
+        }
+        if !variant.judges() {
+            return Ok(Analysed::Judged(report, answers));
         }
         let judge_started = Instant::now();
         let verdict = self

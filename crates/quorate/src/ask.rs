@@ -36,7 +36,8 @@ pub struct AskArgs {
     #[arg(long)]
     synth: Option<String>,
     /// How fusion makes the answer: `fuse` (judge, then synthesis), `vote` (the majority
-    /// member's answer; ties go to `fuse`) or `auto` (stop once a majority agrees, else `fuse`).
+    /// member's answer; ties go to `fuse`), `auto` (stop once a majority agrees, else `fuse`) or
+    /// `mixture` (synthesis from the raw answers, no judge).
     /// Default: the preset's.
     #[arg(long)]
     strategy: Option<Strategy>,

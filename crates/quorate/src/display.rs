@@ -6,7 +6,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use quorate_fusion::{FusionEvent, FusionReport, MemberStatus, Plan, VoteOutcome};
+use quorate_fusion::{FusionEvent, FusionReport, MemberStatus, Plan, Strategy, VoteOutcome};
 
 enum State {
     Waiting,
@@ -242,6 +242,7 @@ pub fn cost_line(report: &FusionReport) -> String {
             )
         }
         (_, Some(reason)) => format!("judge failed ({})", reason.as_str()),
+        (_, None) if report.strategy == Strategy::Mixture => "no judge (mixture)".to_string(),
         (_, None) => "judge ok".to_string(),
     };
     format!(

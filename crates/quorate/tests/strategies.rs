@@ -236,3 +236,33 @@ async fn auto_without_agreement_fuses() {
     assert_eq!(body["choices"][0]["message"]["content"], "Fused: 18 or 7.");
     assert_eq!(sim.stats().requests.get("judge"), Some(&1));
 }
+
+/// `mixture`: no judge; the synthesizer gets the raw answers.
+#[tokio::test]
+async fn mixture_synthesizes_from_the_raw_answers_without_a_judge() {
+    let (sim, gw) = setup().await;
+    let mut body = ask("quorate/fusion:f");
+    body["plugins"] = json!([{"id": "fusion", "strategy": "mixture"}]);
+    let body: Value = gw.post(&body).await.json().await.unwrap();
+    let fusion = &body["fusion"];
+    assert_eq!(fusion["strategy"], "mixture", "{body}");
+    assert!(fusion["analysis"].is_null());
+    assert_eq!(
+        fusion["failure_reason"],
+        Value::Null,
+        "no judge is no failure"
+    );
+    assert_eq!(body["choices"][0]["message"]["content"], "Fused: 18 or 7.");
+    assert_eq!(sim.stats().requests.get("judge"), None);
+    assert_eq!(sim.stats().requests.get("synth"), Some(&1));
+    let synth = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.body["model"] == "synth")
+        .unwrap();
+    let text = synth.body["messages"].to_string();
+    assert!(
+        text.contains(MAJORITY.split('\n').next().unwrap()),
+        "{text}"
+    );
+}

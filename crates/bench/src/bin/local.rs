@@ -167,11 +167,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn start_quorate(args: &Args, threads: u32) -> anyhow::Result<Engine> {
+/// `quorate serve` with the model by its file path (so an older build without the name works).
+async fn start_quorate(args: &Args, gguf: &Path, threads: u32) -> anyhow::Result<Engine> {
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[providers.local]\nkind = \"local\"\nthreads = {threads}\nslots = 3\n\
-         [models.\"local/{m}\"]\nprovider = \"local\"\ngguf = \"{m}\"\ncontext_length = {c}\n",
+         [models.\"local/{m}\"]\nprovider = \"local\"\ngguf = {path:?}\ncontext_length = {c}\n",
         m = args.model,
+        path = gguf.display().to_string(),
         c = args.context
     );
     let path =
@@ -208,6 +210,8 @@ async fn start_llama_server(args: &Args, gguf: &Path, threads: u32) -> anyhow::R
             &threads.to_string(),
         ])
         .args(["-tb", &threads.to_string(), "--kv-unified"])
+        // Its HTTP threads default to the core count: fewer than the streams in flight.
+        .args(["--threads-http", "8"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -250,7 +254,10 @@ async fn main() -> anyhow::Result<()> {
     let gguf = quorate_local::pull::resolve(&args.model, &|_| {})
         .await
         .map_err(anyhow::Error::msg)?;
-    let client = reqwest::Client::new();
+    // No pooled connections: llama-server closes idle ones, and reusing a closed one fails.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
     println!(
         "model: {} | {threads} threads | greedy, {} tokens | KV cache {} tokens | median of {} runs",
         gguf.display(),
@@ -265,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
     // One engine at a time: they would share the two cores otherwise.
     for which in ["quorate", "llama-server"] {
         let engine = match which {
-            "quorate" => start_quorate(&args, threads).await?,
+            "quorate" => start_quorate(&args, &gguf, threads).await?,
             _ => start_llama_server(&args, &gguf, threads).await?,
         };
         // Warm-up: the first request loads and pages in the model.

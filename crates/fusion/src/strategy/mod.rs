@@ -4,6 +4,7 @@
 
 mod auto;
 mod fuse;
+mod mixture;
 mod vote;
 
 pub use auto::{Agreement, Saved};
@@ -21,12 +22,19 @@ pub(crate) trait Variant: Send + Sync {
     /// After the panel: the answer when this strategy makes it from the panel alone (recording
     /// how in the report), else `None` to go on to the judge and the synthesis.
     fn answer(&self, report: &mut FusionReport) -> Option<String>;
+
+    /// Whether the judge analyses the answers before the synthesis (`mixture` synthesizes
+    /// from the raw answers).
+    fn judges(&self) -> bool {
+        true
+    }
 }
 
 pub(crate) fn variant(plan: &Plan) -> Box<dyn Variant> {
     match plan.strategy {
         Strategy::Fuse => Box::new(fuse::Fuse),
         Strategy::Vote => Box::new(vote::Vote),
+        Strategy::Mixture => Box::new(mixture::Mixture),
         Strategy::Auto => Box::new(auto::Auto {
             threshold: plan.agreement,
         }),
