@@ -43,6 +43,9 @@ pub enum Strategy {
     /// The synthesizer writes the answer from the raw answers, with no judge
     /// (Mixture-of-Agents): what the judge's analysis adds is `fuse` against this.
     Mixture,
+    /// The judge names the best answer (schema-enforced), returned verbatim (best-of-n); when
+    /// no judge names one, `fuse`.
+    Select,
 }
 
 impl std::str::FromStr for Strategy {
@@ -54,8 +57,9 @@ impl std::str::FromStr for Strategy {
             "vote" => Ok(Strategy::Vote),
             "auto" => Ok(Strategy::Auto),
             "mixture" => Ok(Strategy::Mixture),
+            "select" => Ok(Strategy::Select),
             other => Err(format!(
-                "unknown strategy {other:?} (fuse, vote, auto, mixture)"
+                "unknown strategy {other:?} (fuse, vote, auto, mixture, select)"
             )),
         }
     }

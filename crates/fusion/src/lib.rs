@@ -37,7 +37,7 @@ pub use report::{
 };
 pub use run::{FusionStream, Item};
 pub use server_tools::ResearchPlan;
-pub use strategy::{final_answer, Agreement, Saved, Strategy, VoteOutcome, VoteTally};
+pub use strategy::{final_answer, Agreement, Saved, Selection, Strategy, VoteOutcome, VoteTally};
 
 #[derive(Clone)]
 pub struct Fusion {

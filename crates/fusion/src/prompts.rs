@@ -8,6 +8,7 @@ use quorate_providers::Error;
 use serde::Serialize;
 
 pub const JUDGE: &str = "judge.j2";
+pub const SELECT: &str = "select.j2";
 pub const JUDGE_REPAIR: &str = "judge_repair.j2";
 pub const SYNTHESIS: &str = "synthesis.j2";
 pub const FUSION_TOOL: &str = "fusion_tool.j2";
@@ -17,6 +18,7 @@ pub const TOOLS_SPENT: &str = "tools_spent.j2";
 
 const BUILTIN: &[(&str, &str)] = &[
     (JUDGE, include_str!("../prompts/judge.j2")),
+    (SELECT, include_str!("../prompts/select.j2")),
     (JUDGE_REPAIR, include_str!("../prompts/judge_repair.j2")),
     (SYNTHESIS, include_str!("../prompts/synthesis.j2")),
     (FUSION_TOOL, include_str!("../prompts/fusion_tool.j2")),
@@ -78,6 +80,16 @@ mod tests {
             .unwrap();
         assert!(judge.contains("[user] Capital?") && judge.contains("### Answer #2 (m)\nLyon."));
         assert!(judge.contains("(#1, #2)"), "{judge}");
+        let select = prompts
+            .render(
+                SELECT,
+                json!({"conversation": [], "question": "Capital?", "answers": answers, "compact": true}),
+            )
+            .unwrap();
+        assert!(
+            select.contains("#2: Lyon.") && select.contains("(#1, #2)"),
+            "{select}"
+        );
         let analysis = json!({"consensus": ["c1"], "contradictions": [{"topic": "city",
             "stances": [{"model": "#1", "stance": "Paris"}, {"model": "#2", "stance": "Lyon"}]}],
             "partial_coverage": [], "unique_insights": [], "blind_spots": ["b1"]});

@@ -11,7 +11,7 @@ use quorate_tools::Source;
 
 use crate::analysis::Analysis;
 use crate::citations::Numbered;
-use crate::strategy::{Agreement, Strategy, VoteTally};
+use crate::strategy::{Agreement, Selection, Strategy, VoteTally};
 
 /// Why a run (or its judge) did not go as planned. The names are part of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +142,9 @@ pub struct FusionReport {
     pub strategy: Strategy,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vote: Option<VoteTally>,
+    /// `select`: the answer the judge chose, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
     /// `auto`: whether the panel agreed, and what skipping the rest saved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agreement: Option<Agreement>,

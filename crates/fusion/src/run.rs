@@ -29,7 +29,7 @@ use crate::report::{
     MemberReport, MemberStatus,
 };
 use crate::research::{self, Prefetched, PREFETCH_CHARS};
-use crate::strategy;
+use crate::strategy::{self, select, Selection};
 
 /// What a run yields: progress events, the final answer (streamed as chunks, or whole), then the
 /// report. A fusion tool the model chose not to call yields only the answer.
@@ -52,6 +52,9 @@ const TOKEN_EVENT_EVERY: Duration = Duration::from_millis(250);
 
 /// The judge's output cap where the model's context does not lower it.
 const JUDGE_MAX_TOKENS: u32 = 4096;
+
+/// `select`'s reply: a label and a sentence.
+const SELECT_MAX_TOKENS: usize = 256;
 
 /// Rough characters per token, to keep prompts inside a model's context.
 const CHARS_PER_TOKEN: usize = 3;
@@ -288,6 +291,17 @@ impl Run {
         if !variant.judges() {
             return Ok(Analysed::Judged(report, answers));
         }
+        if variant.selects() {
+            let started = Instant::now();
+            let chosen = self
+                .select(&answers, &mut report)
+                .instrument(tracing::info_span!("select"))
+                .await;
+            report.timings.judge_ms = millis(started);
+            if let Some(text) = chosen {
+                return Ok(Analysed::Decided(report, text));
+            }
+        }
         let judge_started = Instant::now();
         let verdict = self
             .judge(&answers, &events)
@@ -296,7 +310,7 @@ impl Run {
         report.timings.judge_ms = millis(judge_started);
         report.analysis = verdict.analysis;
         report.judge = verdict.judge;
-        report.judge_attempts = verdict.attempts;
+        report.judge_attempts.extend(verdict.attempts);
         report.usage.judge = verdict.usage;
         report.failure_reason = verdict.failure;
         for attempt in report.judge_attempts.iter().filter(|a| !a.ok) {
@@ -652,6 +666,72 @@ impl Run {
             }
         }
         verdict
+    }
+
+    /// `select`: each judge in turn names the best answer until one does; that answer's text.
+    /// The calls' usage counts as the judge's; failed ones are judge attempts.
+    async fn select(&self, answers: &[AnswerView], report: &mut FusionReport) -> Option<String> {
+        let labels: Vec<String> = answers.iter().map(|a| a.label.clone()).collect();
+        for model in &self.plan.judges {
+            let conversation = conversation(&self.request.messages);
+            let budget = self.answer_budget(model, answers.len(), SELECT_MAX_TOKENS, &conversation);
+            let prompt = self.prompts.render(
+                prompts::SELECT,
+                json!({"conversation": conversation, "question": question(&self.request.messages),
+                   "answers": clipped(answers, budget), "compact": self.is_local(model)}),
+            );
+            let outcome = match prompt {
+                Ok(prompt) => self.select_with(model, prompt, &labels, report).await,
+                Err(e) => Err(e.to_string()),
+            };
+            report.judge_attempts.push(JudgeAttempt {
+                model: model.clone(),
+                repair: false,
+                ok: outcome.is_ok(),
+                error: outcome.as_ref().err().cloned(),
+            });
+            if let Ok((label, reason)) = outcome {
+                let slot = label.trim_start_matches('#').parse::<usize>().ok()? - 1;
+                let text = answers.iter().find(|a| a.label == label)?.content.clone();
+                report.judge.clone_from(model);
+                report.selection = Some(Selection {
+                    label,
+                    slot,
+                    reason,
+                    judge: model.clone(),
+                });
+                return Some(text);
+            }
+        }
+        None
+    }
+
+    async fn select_with(
+        &self,
+        model: &str,
+        prompt: String,
+        labels: &[String],
+        report: &mut FusionReport,
+    ) -> Result<(String, String), String> {
+        let mut req = ChatRequest::new(model, vec![Message::new(Role::User, prompt)]);
+        req.temperature = Some(0.0);
+        req.max_tokens = Some(SELECT_MAX_TOKENS as u32);
+        req.response_format = Some(select::response_format(labels));
+        let completion =
+            tokio::time::timeout_at(self.deadline, self.router.complete(&self.ctx.nested(), req))
+                .await
+                .map_err(|_| "judge timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+        add(
+            &mut report.usage.judge,
+            &completion.usage.unwrap_or_default(),
+        );
+        let reply = completion
+            .choices
+            .first()
+            .map(|c| c.message.text())
+            .unwrap_or_default();
+        select::parse(&reply, labels).ok_or_else(|| format!("no answer named in {reply:?}"))
     }
 
     /// One judge model: a call, and one repair call if the reply is not a valid analysis.

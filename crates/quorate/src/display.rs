@@ -234,6 +234,10 @@ pub fn cost_line(report: &FusionReport) -> String {
                 a.saved.prompt_tokens + a.saved.completion_tokens
             )
         }),
+        _ if report.selection.is_some() => report
+            .selection
+            .as_ref()
+            .map_or(String::new(), |s| format!("judge chose {}", s.label)),
         (Some(vote), _) if vote.outcome == VoteOutcome::Majority => {
             format!(
                 "vote: {} for {}",

@@ -34,6 +34,10 @@ async fn setup() -> (Sim, Gateway) {
             json!({"reply": "Lyon, on the Rhone, is the largest city of the south."}),
         ),
         ("judge", json!({"json": analysis})),
+        (
+            "picker",
+            json!({"json": {"best": "#2", "reason": "It states its answer."}}),
+        ),
         ("synth", json!({"reply": "Fused: 18 or 7."})),
     ])
     .await;
@@ -46,10 +50,13 @@ async fn setup() -> (Sim, Gateway) {
          synthesizer = \"sim/synth\"\n\
          [presets.auto]\npanel = [\"sim/p1\", \"sim/p2\", \"sim/slowp\"]\njudge = \"sim/judge\"\n\
          synthesizer = \"sim/synth\"\nstrategy = \"auto\"\nagreement = 0.7\n\
-         total_timeout_s = 20\nmember_timeout_s = 10\n",
+         total_timeout_s = 20\nmember_timeout_s = 10\n\
+         [presets.select]\npanel = [\"sim/a18\", \"sim/c7\"]\njudge = \"sim/picker\"\n\
+         synthesizer = \"sim/synth\"\nstrategy = \"select\"\n",
     );
     for model in [
-        "a18", "b18", "slow7", "c7", "cited18", "p1", "p2", "slowp", "lyon", "judge", "synth",
+        "a18", "b18", "slow7", "c7", "cited18", "p1", "p2", "slowp", "lyon", "judge", "picker",
+        "synth",
     ] {
         extra.push_str(&format!(
             "[models.\"sim/{model}\"]\nprovider = \"sim\"\nupstream = \"{model}\"\n"
@@ -265,4 +272,52 @@ async fn mixture_synthesizes_from_the_raw_answers_without_a_judge() {
         text.contains(MAJORITY.split('\n').next().unwrap()),
         "{text}"
     );
+}
+
+/// `select`: the judge names an answer, and that answer is returned verbatim; no synthesis.
+#[tokio::test]
+async fn select_returns_the_answer_the_judge_names() {
+    let (sim, gw) = setup().await;
+    let body: Value = gw
+        .post(&ask("quorate/fusion:select"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"], "Answer: 7",
+        "{body}"
+    );
+    let fusion = &body["fusion"];
+    assert_eq!(fusion["strategy"], "select");
+    assert_eq!(
+        fusion["selection"],
+        json!({"label": "#2", "slot": 1, "reason": "It states its answer.", "judge": "sim/picker"})
+    );
+    assert!(fusion["usage"]["judge"]["total_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(sim.stats().requests.get("synth"), None);
+    let picker = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.body["model"] == "picker")
+        .unwrap();
+    assert_eq!(
+        picker.body["response_format"]["json_schema"]["schema"]["properties"]["best"]["enum"],
+        json!(["#1", "#2"]),
+        "the choice is held to the labels"
+    );
+}
+
+/// `select` whose judge names no answer falls back to `fuse`.
+#[tokio::test]
+async fn select_without_a_choice_fuses() {
+    let (sim, gw) = setup().await;
+    let mut body = ask("quorate/fusion:f");
+    body["plugins"] = json!([{"id": "fusion", "strategy": "select"}]);
+    let body: Value = gw.post(&body).await.json().await.unwrap();
+    let fusion = &body["fusion"];
+    assert!(fusion["selection"].is_null(), "{body}");
+    assert_eq!(fusion["judge_attempts"][0]["ok"], false);
+    assert_eq!(body["choices"][0]["message"]["content"], "Fused: 18 or 7.");
+    assert_eq!(sim.stats().requests.get("synth"), Some(&1));
 }

@@ -5,10 +5,12 @@
 mod auto;
 mod fuse;
 mod mixture;
+pub(crate) mod select;
 mod vote;
 
 pub use auto::{Agreement, Saved};
 pub use quorate_config::Strategy;
+pub use select::Selection;
 pub use vote::{final_answer, VoteOutcome, VoteTally};
 
 use crate::plan::Plan;
@@ -28,6 +30,11 @@ pub(crate) trait Variant: Send + Sync {
     fn judges(&self) -> bool {
         true
     }
+
+    /// Whether the judge picks one answer to return verbatim instead of analysing them all.
+    fn selects(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) fn variant(plan: &Plan) -> Box<dyn Variant> {
@@ -35,6 +42,7 @@ pub(crate) fn variant(plan: &Plan) -> Box<dyn Variant> {
         Strategy::Fuse => Box::new(fuse::Fuse),
         Strategy::Vote => Box::new(vote::Vote),
         Strategy::Mixture => Box::new(mixture::Mixture),
+        Strategy::Select => Box::new(select::Select),
         Strategy::Auto => Box::new(auto::Auto {
             threshold: plan.agreement,
         }),
