@@ -418,6 +418,29 @@ fn chunk_object() -> String {
 }
 
 impl ChatChunk {
+    /// A chunk of one choice: `delta`, and the finish reason on the last one.
+    pub fn single(
+        id: impl Into<String>,
+        model: impl Into<String>,
+        delta: Delta,
+        finish_reason: Option<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            object: chunk_object(),
+            created: 0,
+            model: model.into(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason,
+                extra: Map::new(),
+            }],
+            usage: None,
+            extra: Map::new(),
+        }
+    }
+
     /// A chunk with no choices (usage, progress and report chunks); id and timestamp are the
     /// server's to set.
     pub fn empty(model: impl Into<String>) -> Self {

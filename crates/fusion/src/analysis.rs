@@ -55,7 +55,7 @@ impl Analysis {
     /// Parses a judge's reply. Code fences around the JSON are tolerated (models without
     /// enforced output like to add them); anything else invalid is reported by kind.
     pub fn parse(reply: &str) -> Result<Self, Invalid> {
-        let text = strip_fences(reply.trim());
+        let text = quorate_api::text::unfenced(reply.trim());
         if text.is_empty() {
             return Err(Invalid::Empty);
         }
@@ -84,14 +84,6 @@ impl Analysis {
             && self.unique_insights.is_empty()
             && self.blind_spots.is_empty()
     }
-}
-
-fn strip_fences(text: &str) -> &str {
-    let Some(rest) = text.strip_prefix("```") else {
-        return text;
-    };
-    let rest = rest.strip_prefix("json").unwrap_or(rest);
-    rest.strip_suffix("```").unwrap_or(rest).trim()
 }
 
 /// The analysis schema. With `labels` (for local models, which enforce it as a grammar) lists and

@@ -2,8 +2,8 @@
 //! one completion.
 
 use quorate_api::{
-    ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCall, FunctionDelta, Role, ToolCall,
-    ToolCallDelta, Usage,
+    ChatChunk, ChatCompletion, Delta, FunctionCall, FunctionDelta, Role, ToolCall, ToolCallDelta,
+    Usage,
 };
 use quorate_providers::Error;
 use serde_json::Map;
@@ -100,20 +100,7 @@ impl Output {
     }
 
     fn chunk(&self, delta: Delta, finish: Option<&str>) -> ChatChunk {
-        ChatChunk {
-            id: "local".into(),
-            object: "chat.completion.chunk".into(),
-            created: 0,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish.map(str::to_string),
-                extra: Map::new(),
-            }],
-            usage: None,
-            extra: Map::new(),
-        }
+        ChatChunk::single("local", &self.model, delta, finish.map(str::to_string))
     }
 }
 

@@ -176,13 +176,8 @@ fn parse(body: &str) -> Option<Piece> {
 /// A whole answer that is only a call's JSON, untagged: both keys must be there, so a JSON
 /// answer of another shape stays text.
 fn bare_call(text: &str) -> Option<Piece> {
-    let text = text.trim();
-    let json = text
-        .strip_prefix("```json")
-        .or_else(|| text.strip_prefix("```"))
-        .and_then(|t| t.strip_suffix("```"))
-        .unwrap_or(text);
-    let value: Value = serde_json::from_str(json.trim()).ok()?;
+    let json = quorate_api::text::unfenced(text);
+    let value: Value = serde_json::from_str(json).ok()?;
     value.get("arguments")?;
     parse(json)
 }

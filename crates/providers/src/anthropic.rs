@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use futures::StreamExt;
 use quorate_api::{
-    ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Content, Delta, FunctionCall,
-    FunctionDelta, Message, Role, ToolCall, ToolCallDelta, Usage,
+    ChatChunk, ChatCompletion, ChatRequest, Choice, Content, Delta, FunctionCall, FunctionDelta,
+    Message, Role, ToolCall, ToolCallDelta, Usage,
 };
 use quorate_config::ProviderConfig;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -415,20 +415,7 @@ struct StreamState {
 
 impl StreamState {
     fn chunk(&self, delta: Delta, finish_reason: Option<String>) -> ChatChunk {
-        ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: 0,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason,
-                extra: Map::new(),
-            }],
-            usage: None,
-            extra: Map::new(),
-        }
+        ChatChunk::single(&self.id, &self.model, delta, finish_reason)
     }
 
     fn on_event(&mut self, event: &Value) -> Result<Step, Error> {

@@ -475,6 +475,17 @@ fn lighthouse_index(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     (root, index_dir)
 }
 
+/// The lighthouse question through `quorate/fusion` on a gateway with `config`.
+async fn ask_lighthouse(config: &str) -> Value {
+    let gw = start(config, &[]).await;
+    gw.post(&json!({"model": "quorate/fusion", "seed": 3,
+        "messages": [{"role": "user", "content": "When was Lindesnes lighthouse first lit?"}]}))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A panel of the embedded model that cannot call tools (SmolLM2-135M, whose template has
 /// none), with a local index: the gateway searches the question, reads the matching document and
 /// puts its passage in the prompt.
@@ -488,14 +499,7 @@ async fn a_local_panel_without_tools_gets_passages_from_the_local_index_on_the_r
          temperature = 0.4\nmax_completion_tokens = 200\n",
         index_dir.display().to_string()
     );
-    let gw = start(&config, &[]).await;
-    let body: Value = gw
-        .post(&json!({"model": "quorate/fusion", "seed": 3,
-            "messages": [{"role": "user", "content": "When was Lindesnes lighthouse first lit?"}]}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = ask_lighthouse(&config).await;
     let fusion = &body["fusion"];
     let panel = fusion["panel"]
         .as_array()
@@ -530,14 +534,7 @@ async fn the_local_preset_searches_the_local_index_itself_on_the_real_model() {
         "[fusion]\ndefault_preset = \"local\"\n\n[tools.web_search]\nbackend = \"local\"\nindex_dir = {:?}\n",
         index_dir.display().to_string()
     );
-    let gw = start(&config, &[]).await;
-    let body: Value = gw
-        .post(&json!({"model": "quorate/fusion", "seed": 3,
-            "messages": [{"role": "user", "content": "When was Lindesnes lighthouse first lit?"}]}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = ask_lighthouse(&config).await;
     let fusion = &body["fusion"];
     let panel = fusion["panel"].as_array().unwrap();
     let searched: Vec<&Value> = panel

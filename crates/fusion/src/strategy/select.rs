@@ -55,13 +55,7 @@ struct Reply {
 
 /// The label and reason of a reply, when it names one of `labels` (`2` or `Answer #2` as well).
 pub(crate) fn parse(reply: &str, labels: &[String]) -> Option<(String, String)> {
-    let body = reply.trim();
-    let body = body
-        .strip_prefix("```json")
-        .or_else(|| body.strip_prefix("```"))
-        .and_then(|b| b.strip_suffix("```"))
-        .unwrap_or(body);
-    let reply: Reply = serde_json::from_str(body.trim()).ok()?;
+    let reply: Reply = serde_json::from_str(quorate_api::text::unfenced(reply)).ok()?;
     let named = reply.best.trim().trim_start_matches("Answer").trim();
     let label = labels
         .iter()
