@@ -133,9 +133,9 @@ impl ToolCalls {
                 }
                 None => out.push(Piece::Text(format!("{OPEN}{rest}"))),
             }
-        } else if let Some(call) = (!self.spoke).then(|| bare_call(&rest)).flatten() {
-            self.calls += 1;
-            out.push(call);
+        } else if let Some(calls) = (!self.spoke).then(|| bare_calls(&rest)).flatten() {
+            self.calls += calls.len();
+            out.extend(calls);
         } else {
             self.text(&rest, &mut out);
         }
@@ -173,13 +173,19 @@ fn parse(body: &str) -> Option<Piece> {
     Some(Piece::Call { name, arguments })
 }
 
-/// A whole answer that is only a call's JSON, untagged: both keys must be there, so a JSON
-/// answer of another shape stays text.
-fn bare_call(text: &str) -> Option<Piece> {
+/// A whole answer that is only calls' JSON objects, untagged (one after another, as small models
+/// write several): each must have both keys, so a JSON answer of another shape stays text.
+fn bare_calls(text: &str) -> Option<Vec<Piece>> {
     let json = quorate_api::text::unfenced(text);
-    let value: Value = serde_json::from_str(json).ok()?;
-    value.get("arguments")?;
-    parse(json)
+    let values = serde_json::Deserializer::from_str(json).into_iter::<Value>();
+    let calls = values
+        .map(|value| {
+            let value = value.ok()?;
+            value.get("arguments")?;
+            parse(&value.to_string())
+        })
+        .collect::<Option<Vec<Piece>>>()?;
+    (!calls.is_empty()).then_some(calls)
 }
 
 /// Whether the output so far may still turn out to be an untagged call.
@@ -254,6 +260,13 @@ mod tests {
             run(&["<tool_call>{\"name\": \"f\""]),
             [Piece::Text("<tool_call>{\"name\": \"f\"".into())]
         );
+    }
+
+    #[test]
+    fn several_untagged_calls_are_several_calls() {
+        let two =
+            "{\"name\": \"f\", \"arguments\": {}}\n{\"name\": \"g\", \"arguments\": {\"u\": 2}}";
+        assert_eq!(run(&[two]), [call("f", "{}"), call("g", r#"{"u":2}"#)]);
     }
 
     #[test]
