@@ -3,19 +3,10 @@
 //! analysis adds over `fuse`.
 
 use super::Variant;
-use crate::report::{FusionReport, MemberReport};
 
 pub(crate) struct Mixture;
 
 impl Variant for Mixture {
-    fn stop_early(&self, _finished: &[&MemberReport], _panel_size: usize) -> Option<String> {
-        None
-    }
-
-    fn answer(&self, _report: &mut FusionReport) -> Option<String> {
-        None
-    }
-
     fn judges(&self) -> bool {
         false
     }

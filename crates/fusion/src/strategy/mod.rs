@@ -19,11 +19,15 @@ use crate::report::{FusionReport, MemberReport};
 pub(crate) trait Variant: Send + Sync {
     /// Called each time a member finishes, with every member finished so far: a reason when the
     /// panel may stop now (the members still running are then cancelled).
-    fn stop_early(&self, finished: &[&MemberReport], panel_size: usize) -> Option<String>;
+    fn stop_early(&self, _finished: &[&MemberReport], _panel_size: usize) -> Option<String> {
+        None
+    }
 
     /// After the panel: the answer when this strategy makes it from the panel alone (recording
     /// how in the report), else `None` to go on to the judge and the synthesis.
-    fn answer(&self, report: &mut FusionReport) -> Option<String>;
+    fn answer(&self, _report: &mut FusionReport) -> Option<String> {
+        None
+    }
 
     /// Whether the judge analyses the answers before the synthesis (`mixture` synthesizes
     /// from the raw answers).

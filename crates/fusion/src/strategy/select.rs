@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Variant;
-use crate::report::{FusionReport, MemberReport};
 
 /// The `selection` object of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,14 +22,6 @@ pub struct Selection {
 pub(crate) struct Select;
 
 impl Variant for Select {
-    fn stop_early(&self, _finished: &[&MemberReport], _panel_size: usize) -> Option<String> {
-        None
-    }
-
-    fn answer(&self, _report: &mut FusionReport) -> Option<String> {
-        None
-    }
-
     fn selects(&self) -> bool {
         true
     }
