@@ -32,7 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// What a full queue tells a client to wait (`Retry-After`): about one short answer's time.
 const BUSY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub use engine::{backend, Engine, Event, Finish, Outcome, Params, Penalties};
+use engine::{Engine, Params, Penalties};
 
 /// Output cap when neither the request nor the model config gives one.
 const DEFAULT_MAX_TOKENS: usize = 512;
@@ -205,7 +205,7 @@ impl Provider for LocalProvider {
 }
 
 /// Sampling parameters from the request; the errors name the field.
-pub fn params(req: &ChatRequest) -> Result<Params, Error> {
+fn params(req: &ChatRequest) -> Result<Params, Error> {
     let bad = |m: String| Error::BadRequest(m);
     let int = |key: &str| -> Result<Option<i64>, Error> {
         match req.extra.get(key) {
