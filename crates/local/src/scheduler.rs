@@ -198,6 +198,14 @@ impl<'m> Scheduler<'m> {
             .filter_map(|(id, s)| s.run.as_ref().map(|r| (id, s, r)))
     }
 
+    /// The idle sequences: finished, their cache kept for a later prompt that extends it.
+    fn kept(&self) -> impl Iterator<Item = (usize, &Seq)> {
+        self.seqs
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| s.as_ref().filter(|s| s.run.is_none()).map(|s| (id, s)))
+    }
+
     fn tick(&mut self) -> u64 {
         self.clock += 1;
         self.clock
@@ -232,7 +240,8 @@ impl<'m> Scheduler<'m> {
                 .max_tokens
                 .min(capacity.saturating_sub(job.prompt.len()));
             let running: usize = self.runs().map(|(_, _, r)| r.reserved()).sum();
-            if running + job.prompt.len() + max_new > capacity {
+            let need = job.prompt.len() + max_new;
+            if running + need > capacity {
                 return;
             }
             let Some(id) = self.place(&job.prompt) else {
@@ -242,26 +251,21 @@ impl<'m> Scheduler<'m> {
                 return;
             };
             self.start(id, job, max_new);
-            self.make_room(running + self.seqs[id].as_ref().map_or(0, reserved));
+            self.make_room(running + need);
         }
     }
 
     /// The id for a new prompt: the idle sequence sharing the longest prefix with it, else a
     /// free id, else the least recently used idle sequence.
     fn place(&self, prompt: &[LlamaToken]) -> Option<usize> {
-        let idle = || {
-            self.seqs
-                .iter()
-                .enumerate()
-                .filter_map(|(id, s)| s.as_ref().filter(|s| s.run.is_none()).map(|s| (id, s)))
-        };
-        let best = idle()
+        let best = self
+            .kept()
             .map(|(id, s)| (common_prefix(&s.cached, prompt), id))
             .max()
             .filter(|(shared, _)| *shared > 0)
             .map(|(_, id)| id);
         best.or_else(|| self.seqs.iter().position(Option::is_none))
-            .or_else(|| idle().min_by_key(|(_, s)| s.used).map(|(id, _)| id))
+            .or_else(|| self.kept().min_by_key(|(_, s)| s.used).map(|(id, _)| id))
     }
 
     fn start(&mut self, id: usize, job: Job, max_new: usize) {
@@ -303,20 +307,12 @@ impl<'m> Scheduler<'m> {
     /// caches fit in the context.
     fn make_room(&mut self, running: usize) {
         loop {
-            let idle: Vec<(u64, usize, usize)> = self
-                .seqs
-                .iter()
-                .enumerate()
-                .filter_map(|(id, s)| s.as_ref().map(|s| (id, s)))
-                .filter(|(_, s)| s.run.is_none())
-                .map(|(id, s)| (s.used, id, s.cached.len()))
-                .collect();
-            let kept: usize = idle.iter().map(|(_, _, n)| n).sum();
+            let kept: usize = self.kept().map(|(_, s)| s.cached.len()).sum();
             if running + kept <= self.model.context_length {
                 return;
             }
-            match idle.iter().min() {
-                Some(&(_, id, _)) => self.free(id),
+            match self.kept().min_by_key(|(_, s)| s.used) {
+                Some((id, _)) => self.free(id),
                 None => return,
             }
         }
@@ -453,32 +449,16 @@ impl<'m> Scheduler<'m> {
     /// Gives each prefilling sequence the longest prefix of its prompt that any other sequence
     /// already has in the cache.
     fn share_prefixes(&mut self) {
-        let prefilling: Vec<usize> = self
+        let copies: Vec<(usize, usize, usize, usize)> = self
             .runs()
             .filter(|(_, s, r)| s.cached.len() + 1 < r.prompt.len())
-            .map(|(id, _, _)| id)
+            .filter_map(|(id, s, r)| {
+                let have = s.cached.len();
+                let (shared, donor) = self.best_donor(id, &r.prompt)?;
+                (shared > have).then_some((id, donor, have, shared))
+            })
             .collect();
-        for id in prefilling {
-            let Some((have, prompt)) = self.seqs[id]
-                .as_ref()
-                .and_then(|s| s.run.as_ref().map(|r| (s.cached.len(), r.prompt.clone())))
-            else {
-                continue;
-            };
-            let donor = self
-                .seqs
-                .iter()
-                .enumerate()
-                .filter(|(other, _)| *other != id)
-                .filter_map(|(other, s)| s.as_ref().map(|s| (other, s)))
-                .map(|(other, s)| {
-                    let shared = common_prefix(&s.cached, &prompt).min(prompt.len() - 1);
-                    (shared, other)
-                })
-                .max();
-            let Some((shared, donor)) = donor.filter(|(shared, _)| *shared > have) else {
-                continue;
-            };
+        for (id, donor, have, shared) in copies {
             let copied = self.ctx.copy_kv_cache_seq(
                 sid(donor),
                 sid(id),
@@ -494,10 +474,25 @@ impl<'m> Scheduler<'m> {
                 ..
             }) = &mut self.seqs[id]
             {
-                cached.extend_from_slice(&prompt[have..shared]);
+                cached.extend_from_slice(&run.prompt[have..shared]);
                 run.reused += shared - have;
             }
         }
+    }
+
+    /// The other sequence whose cache holds the longest prefix of `prompt` (all but its last
+    /// token at most: that one is decoded for its logits), and that prefix's length.
+    fn best_donor(&self, id: usize, prompt: &[LlamaToken]) -> Option<(usize, usize)> {
+        self.seqs
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != id)
+            .filter_map(|(other, s)| s.as_ref().map(|s| (other, s)))
+            .map(|(other, s)| {
+                let shared = common_prefix(&s.cached, prompt).min(prompt.len() - 1);
+                (shared, other)
+            })
+            .max()
     }
 
     /// Decodes the batch; when the cache has no room, drops the idle sequences' caches and
@@ -505,13 +500,7 @@ impl<'m> Scheduler<'m> {
     fn decode(&mut self) -> Result<(), Error> {
         match self.ctx.decode(&mut self.batch) {
             Err(DecodeError::NoKvCacheSlot) => {
-                let idle: Vec<usize> = self
-                    .seqs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.as_ref().is_some_and(|s| s.run.is_none()))
-                    .map(|(id, _)| id)
-                    .collect();
+                let idle: Vec<usize> = self.kept().map(|(id, _)| id).collect();
                 for id in idle {
                     self.free(id);
                 }
@@ -602,8 +591,4 @@ impl<'m> Scheduler<'m> {
             finish,
         }));
     }
-}
-
-fn reserved(seq: &Seq) -> usize {
-    seq.run.as_ref().map_or(0, Run::reserved)
 }
