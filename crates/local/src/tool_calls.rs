@@ -163,7 +163,11 @@ impl ToolCalls {
 }
 
 fn parse(body: &str) -> Option<Piece> {
-    let value: Value = serde_json::from_str(body.trim()).ok()?;
+    call(&serde_json::from_str(body.trim()).ok()?)
+}
+
+/// `{"name": ..., "arguments": ...}` as a call; arguments as JSON text.
+fn call(value: &Value) -> Option<Piece> {
     let name = value.get("name")?.as_str()?.to_string();
     let arguments = match value.get("arguments") {
         None | Some(Value::Null) => "{}".to_string(),
@@ -182,7 +186,7 @@ fn bare_calls(text: &str) -> Option<Vec<Piece>> {
         .map(|value| {
             let value = value.ok()?;
             value.get("arguments")?;
-            parse(&value.to_string())
+            call(&value)
         })
         .collect::<Option<Vec<Piece>>>()?;
     (!calls.is_empty()).then_some(calls)
