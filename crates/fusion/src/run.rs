@@ -102,6 +102,9 @@ pub(crate) enum Phase {
 /// An answer as the judge and the synthesizer see it.
 #[derive(Serialize)]
 pub(crate) struct AnswerView {
+    /// The panel slot that wrote it (`label` is its number as the prompts show it).
+    #[serde(skip)]
+    pub slot: usize,
     pub label: String,
     pub model: String,
     pub content: String,
@@ -672,8 +675,8 @@ impl Run {
     /// The calls' usage counts as the judge's; failed ones are judge attempts.
     async fn select(&self, answers: &[AnswerView], report: &mut FusionReport) -> Option<String> {
         let labels: Vec<String> = answers.iter().map(|a| a.label.clone()).collect();
+        let conversation = conversation(&self.request.messages);
         for model in &self.plan.judges {
-            let conversation = conversation(&self.request.messages);
             let budget = self.answer_budget(model, answers.len(), SELECT_MAX_TOKENS, &conversation);
             let prompt = self.prompts.render(
                 prompts::SELECT,
@@ -691,16 +694,15 @@ impl Run {
                 error: outcome.as_ref().err().cloned(),
             });
             if let Ok((label, reason)) = outcome {
-                let slot = label.trim_start_matches('#').parse::<usize>().ok()? - 1;
-                let text = answers.iter().find(|a| a.label == label)?.content.clone();
+                let chosen = answers.iter().find(|a| a.label == label)?;
                 report.judge.clone_from(model);
                 report.selection = Some(Selection {
                     label,
-                    slot,
+                    slot: chosen.slot,
                     reason,
                     judge: model.clone(),
                 });
-                return Some(text);
+                return Some(chosen.content.clone());
             }
         }
         None
@@ -1050,6 +1052,7 @@ fn answers(panel: &[MemberReport]) -> Vec<AnswerView> {
         .iter()
         .filter_map(|m| {
             Some(AnswerView {
+                slot: m.slot,
                 label: format!("#{}", m.slot + 1),
                 model: m.model.clone(),
                 content: m.content.clone()?,
@@ -1062,6 +1065,7 @@ pub(crate) fn clipped(answers: &[AnswerView], budget: Option<usize>) -> Vec<Answ
     answers
         .iter()
         .map(|a| AnswerView {
+            slot: a.slot,
             label: a.label.clone(),
             model: a.model.clone(),
             content: match budget {
