@@ -226,28 +226,28 @@ pub fn cost_line(report: &FusionReport) -> String {
         format!(" ({} cancelled)", e.cancelled.len())
     });
     let agreed = report.agreement.as_ref().filter(|a| a.agreed);
-    let decided = match (&report.vote, report.failure_reason) {
-        _ if agreed.is_some() => agreed.map_or(String::new(), |a| {
-            format!(
-                "{} agree, judge and synthesis skipped (~{} tokens saved)",
-                a.group.len(),
-                a.saved.prompt_tokens + a.saved.completion_tokens
-            )
-        }),
-        _ if report.selection.is_some() => report
-            .selection
-            .as_ref()
-            .map_or(String::new(), |s| format!("judge chose {}", s.label)),
-        (Some(vote), _) if vote.outcome == VoteOutcome::Majority => {
+    let decided = match (
+        agreed,
+        &report.selection,
+        &report.vote,
+        report.failure_reason,
+    ) {
+        (Some(a), ..) => format!(
+            "{} agree, judge and synthesis skipped (~{} tokens saved)",
+            a.group.len(),
+            a.saved.prompt_tokens + a.saved.completion_tokens
+        ),
+        (_, Some(chosen), ..) => format!("judge chose {}", chosen.label),
+        (_, _, Some(vote), _) if vote.outcome == VoteOutcome::Majority => {
             format!(
                 "vote: {} for {}",
                 vote.votes,
                 vote.winner.as_deref().unwrap_or_default()
             )
         }
-        (_, Some(reason)) => format!("judge failed ({})", reason.as_str()),
-        (_, None) if report.strategy == Strategy::Mixture => "no judge (mixture)".to_string(),
-        (_, None) => "judge ok".to_string(),
+        (.., Some(reason)) => format!("judge failed ({})", reason.as_str()),
+        _ if report.strategy == Strategy::Mixture => "no judge (mixture)".to_string(),
+        _ => "judge ok".to_string(),
     };
     format!(
         "cost ${} · {} prompt + {} completion tokens · panel {answered}/{} answered{cancelled} · {decided} · {:.1}s",

@@ -112,11 +112,13 @@ impl Auto {
 
     /// The slot whose answer is most similar to the rest of the group.
     fn medoid(&self, group: &[&MemberReport]) -> usize {
-        let text = |m: &MemberReport| m.content.clone().unwrap_or_default();
+        fn text(m: &MemberReport) -> &str {
+            m.content.as_deref().unwrap_or_default()
+        }
         group
             .iter()
             .map(|m| {
-                let total: f64 = group.iter().map(|o| similarity(&text(m), &text(o))).sum();
+                let total: f64 = group.iter().map(|o| similarity(text(m), text(o))).sum();
                 (total, std::cmp::Reverse(m.slot))
             })
             .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
