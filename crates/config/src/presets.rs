@@ -48,20 +48,38 @@ pub enum Strategy {
     Select,
 }
 
+impl Strategy {
+    pub const ALL: [Strategy; 5] = [
+        Strategy::Fuse,
+        Strategy::Vote,
+        Strategy::Auto,
+        Strategy::Mixture,
+        Strategy::Select,
+    ];
+
+    /// The name the API, presets and the CLI use (serde's as well).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Fuse => "fuse",
+            Strategy::Vote => "vote",
+            Strategy::Auto => "auto",
+            Strategy::Mixture => "mixture",
+            Strategy::Select => "select",
+        }
+    }
+}
+
 impl std::str::FromStr for Strategy {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "fuse" => Ok(Strategy::Fuse),
-            "vote" => Ok(Strategy::Vote),
-            "auto" => Ok(Strategy::Auto),
-            "mixture" => Ok(Strategy::Mixture),
-            "select" => Ok(Strategy::Select),
-            other => Err(format!(
-                "unknown strategy {other:?} (fuse, vote, auto, mixture, select)"
-            )),
-        }
+        Strategy::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown strategy {text:?} ({})", names.join(", "))
+            })
     }
 }
 
@@ -313,6 +331,22 @@ mod tests {
         let config = Config::builtin();
         assert!(config.validate_fusion().is_ok());
         assert_eq!(config.presets["local"].panel.len(), 3);
+    }
+
+    #[test]
+    fn strategy_names_are_serdes_and_parse_back() {
+        for s in Strategy::ALL {
+            assert_eq!(
+                toml::Value::try_from(s).unwrap(),
+                toml::Value::String(s.as_str().into())
+            );
+            assert_eq!(s.as_str().parse::<Strategy>(), Ok(s));
+        }
+        let e = "guess".parse::<Strategy>().unwrap_err();
+        assert!(
+            e.contains("\"guess\"") && e.contains("mixture, select"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! append JSONL records under the output folder, so a run resumes where it stopped.
 
 pub mod draco;
+mod panel;
 pub mod progress;
 mod prompts;
 pub mod qa;
@@ -11,6 +12,7 @@ pub mod stats;
 pub mod store;
 pub mod system;
 
+pub use panel::PanelStore;
 pub use qa::{Dataset, QaRun};
 pub use report::Summary;
 pub use system::{Settings, System};

@@ -2,7 +2,7 @@
 //! (exact numeric match). Every system answers every question; answers are appended to
 //! `qa.jsonl` as they come, and a rerun skips those already there.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::prompts;
-use crate::report::{self, Row, Summary};
+use crate::report::{self, Paired, Row, Summary};
 use crate::store;
 use crate::system::{self, Answer, Settings, System};
 
@@ -284,6 +284,37 @@ impl QaRun {
         }
     }
 
+    /// Every system against the first solo and the first vote system, on the questions both
+    /// answered without an error.
+    fn paired(&self, records: &[Record], ids: &HashSet<&str>) -> Vec<Paired> {
+        // In id order: the bootstrap is seeded, so the order of the pairs must be fixed too.
+        let outcomes = |system: &System| -> BTreeMap<&str, bool> {
+            records
+                .iter()
+                .filter(|r| r.system == system.name && ids.contains(r.id.as_str()))
+                .filter(|r| r.answer.error.is_none())
+                .map(|r| (r.id.as_str(), r.correct))
+                .collect()
+        };
+        let baselines = ["solo", "vote"]
+            .iter()
+            .filter_map(|kind| self.systems.iter().find(|s| s.kind_label() == *kind));
+        let mut paired = Vec::new();
+        for baseline in baselines {
+            let theirs = outcomes(baseline);
+            for system in self.systems.iter().filter(|s| s.name != baseline.name) {
+                let pairs: Vec<(bool, bool)> = outcomes(system)
+                    .iter()
+                    .filter_map(|(id, &mine)| Some((mine, *theirs.get(id)?)))
+                    .collect();
+                if !pairs.is_empty() {
+                    paired.push(Paired::new(&system.name, &baseline.name, &pairs));
+                }
+            }
+        }
+        paired
+    }
+
     fn report(&self, records: &[Record]) -> anyhow::Result<Summary> {
         let ids: HashSet<&str> = self.questions.iter().map(|q| q.id.as_str()).collect();
         let rows = self
@@ -313,6 +344,7 @@ impl QaRun {
             questions: self.questions.len(),
             rows,
             notes: Vec::new(),
+            paired: self.paired(records, &ids),
         };
         report::write(&self.out, &summary)?;
         Ok(summary)

@@ -44,6 +44,52 @@ pub struct Row {
     pub latency: Latency,
     /// What grading this system's answers cost (DRACO).
     pub grading_cost_usd: Option<f64>,
+    /// `auto`: the share of answers where the panel agreed early, and the tokens that saved
+    /// (estimated from each run's own counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_exits: Option<f64>,
+    #[serde(default)]
+    pub saved_tokens: u64,
+}
+
+/// One system against a baseline on the questions both answered: the difference of their
+/// scores with a paired bootstrap interval, and McNemar's exact test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Paired {
+    pub system: String,
+    pub baseline: String,
+    pub n: usize,
+    /// Mean of (system − baseline), as a fraction.
+    pub diff: f64,
+    /// 95% bootstrap interval of `diff`, resampling questions (pairs stay together).
+    pub ci: [f64; 2],
+    /// Questions only the system got right, and only the baseline.
+    pub wins: usize,
+    pub losses: usize,
+    pub p_value: f64,
+}
+
+impl Paired {
+    /// `outcomes`: (system right, baseline right) per question.
+    pub fn new(system: &str, baseline: &str, outcomes: &[(bool, bool)]) -> Self {
+        let diffs: Vec<f64> = outcomes
+            .iter()
+            .map(|&(a, b)| f64::from(u8::from(a)) - f64::from(u8::from(b)))
+            .collect();
+        let (lo, hi) = stats::bootstrap_ci(&diffs);
+        let wins = outcomes.iter().filter(|&&(a, b)| a && !b).count();
+        let losses = outcomes.iter().filter(|&&(a, b)| !a && b).count();
+        Self {
+            system: system.to_string(),
+            baseline: baseline.to_string(),
+            n: outcomes.len(),
+            diff: stats::mean(&diffs),
+            ci: [lo, hi],
+            wins,
+            losses,
+            p_value: stats::mcnemar_exact(wins, losses),
+        }
+    }
 }
 
 impl Row {
@@ -70,13 +116,20 @@ impl Row {
                 total_s: 0.0,
             },
             grading_cost_usd: None,
+            early_exits: None,
+            saved_tokens: 0,
         }
     }
 
     /// Tokens, cost, latency and failures from the system's answers.
     pub fn add_answers<'a>(&mut self, answers: impl Iterator<Item = (&'a String, &'a Answer)>) {
         let mut latencies = Vec::new();
+        let mut early = 0;
         for (id, answer) in answers {
+            if let Some(saved) = answer.saved_tokens {
+                early += 1;
+                self.saved_tokens += saved;
+            }
             self.prompt_tokens += answer.usage.prompt_tokens;
             self.completion_tokens += answer.usage.completion_tokens;
             self.cost_usd += answer
@@ -93,10 +146,14 @@ impl Row {
                 self.failed.push(id.clone());
             }
         }
+        if self.kind == "auto" && !latencies.is_empty() {
+            self.early_exits = Some(f64::from(early) / latencies.len() as f64);
+        }
         self.latency = Latency {
             p50_ms: stats::percentile(&latencies, 50.0),
             p90_ms: stats::percentile(&latencies, 90.0),
-            total_s: latencies.iter().sum::<f64>() / 1000.0,
+            // `+ 0.0`: an empty sum is -0.0, which would print as "-0".
+            total_s: latencies.iter().sum::<f64>() / 1000.0 + 0.0,
         };
     }
 }
@@ -111,6 +168,9 @@ pub struct Summary {
     pub rows: Vec<Row>,
     /// Findings worth a reader's eye (contamination flags, grading errors).
     pub notes: Vec<String>,
+    /// Each system against the solo and the vote baselines (QA).
+    #[serde(default)]
+    pub paired: Vec<Paired>,
 }
 
 pub fn write(out: &Path, summary: &Summary) -> anyhow::Result<()> {
@@ -162,6 +222,10 @@ fn table(summary: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
         ]
         .map(String::from),
     );
+    let with_exits = summary.rows.iter().any(|r| r.early_exits.is_some());
+    if with_exits {
+        header.push("Early exits % / tokens saved".into());
+    }
     let rows = summary
         .rows
         .iter()
@@ -190,6 +254,11 @@ fn table(summary: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
                 ),
                 format!("{:.0}", r.latency.total_s),
             ]);
+            if with_exits {
+                cells.push(r.early_exits.map_or("–".into(), |share| {
+                    format!("{} / {}", pct(share), r.saved_tokens)
+                }));
+            }
             cells
         })
         .collect();
@@ -225,8 +294,36 @@ pub fn markdown(summary: &Summary) -> String {
     for row in rows {
         let _ = writeln!(out, "| {} |", row.join(" | "));
     }
+    paired_markdown(summary, &mut out);
     failures_and_notes(summary, &mut out, |s| format!("- {s}\n"));
     out
+}
+
+/// The paired comparisons as a second table.
+fn paired_markdown(summary: &Summary, out: &mut String) {
+    if summary.paired.is_empty() {
+        return;
+    }
+    out.push_str(
+        "\nPaired on the same questions (Δ in points, 95% paired bootstrap interval; McNemar's \
+         exact test):\n\n| System | Against | n | Δ points (95% CI) | Wins / losses | p |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for p in &summary.paired {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:+.1} ({:+.1} to {:+.1}) | {} / {} | {:.3} |",
+            p.system,
+            p.baseline,
+            p.n,
+            p.diff * 100.0,
+            p.ci[0] * 100.0,
+            p.ci[1] * 100.0,
+            p.wins,
+            p.losses,
+            p.p_value
+        );
+    }
 }
 
 fn failures_and_notes(summary: &Summary, out: &mut String, item: impl Fn(&str) -> String) {
@@ -278,6 +375,11 @@ pub fn html(summary: &Summary) -> String {
         out.push_str("</tr>");
     }
     out.push_str("</table>");
+    let mut paired = String::new();
+    paired_markdown(summary, &mut paired);
+    if !paired.is_empty() {
+        let _ = write!(out, "<pre>{}</pre>", escape(paired.trim()));
+    }
     out.push_str(&bars(summary));
     out.push_str(&pareto(summary));
     let mut notes = String::new();
@@ -437,8 +539,17 @@ mod tests {
                 row("bad", 0.3, 2.0),
             ],
             notes: vec!["a <note>".into()],
+            paired: vec![Paired::new(
+                "dear",
+                "cheap",
+                &[(true, false), (true, true), (false, false)],
+            )],
         };
         let md = markdown(&summary);
+        assert!(
+            md.contains("| dear | cheap | 3 | +33.3 (") && md.contains("| 1 / 0 | 1.000 |"),
+            "{md}"
+        );
         assert!(
             md.contains("| cheap (`m/cheap`) | solo | 40.0 (40.0–40.0) |"),
             "{md}"

@@ -35,6 +35,24 @@ pub fn bootstrap_ci(values: &[f64]) -> (f64, f64) {
     )
 }
 
+/// McNemar's exact test on paired right/wrong outcomes: the two-sided p-value of `wins` (this
+/// system right, the other wrong) against `losses` if both were equally likely (a fair coin
+/// over the discordant pairs). Ties carry no information and are not passed in.
+pub fn mcnemar_exact(wins: usize, losses: usize) -> f64 {
+    let n = wins + losses;
+    if n == 0 {
+        return 1.0;
+    }
+    // Binomial(n, 1/2) probabilities summed up to the smaller count, in logs (n may be large).
+    let mut log_term = -(n as f64) * std::f64::consts::LN_2;
+    let mut tail = 0.0;
+    for k in 0..=wins.min(losses) {
+        tail += log_term.exp();
+        log_term += ((n - k) as f64).ln() - ((k + 1) as f64).ln();
+    }
+    (2.0 * tail).min(1.0)
+}
+
 /// The `p`th percentile (0 to 100) of `values`, nearest rank.
 pub fn percentile(values: &[f64], p: f64) -> f64 {
     let mut sorted = values.to_vec();
@@ -63,5 +81,18 @@ mod tests {
         assert_eq!(bootstrap_ci(&[0.7]), (0.7, 0.7));
         assert_eq!(percentile(&[3.0, 1.0, 2.0, 4.0], 50.0), 2.0);
         assert_eq!(percentile(&[3.0, 1.0, 2.0, 4.0], 90.0), 4.0);
+    }
+
+    #[test]
+    fn mcnemar_matches_the_binomial_by_hand() {
+        // 1 against 5: 2 × (1 + 6) / 64.
+        assert!((mcnemar_exact(1, 5) - 14.0 / 64.0).abs() < 1e-12);
+        assert_eq!(mcnemar_exact(5, 1), mcnemar_exact(1, 5));
+        assert_eq!(mcnemar_exact(3, 3), 1.0);
+        assert_eq!(mcnemar_exact(0, 0), 1.0);
+        // 0 against 10: 2 / 1024.
+        assert!((mcnemar_exact(0, 10) - 2.0 / 1024.0).abs() < 1e-12);
+        let p = mcnemar_exact(300, 500);
+        assert!(p > 0.0 && p < 1e-10, "{p}");
     }
 }

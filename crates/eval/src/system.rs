@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use quorate_api::{ChatCompletion, ChatRequest, Message, Role, Usage};
 use quorate_config::{Config, Strategy};
-use quorate_fusion::{collect, Fusion, Plan, PlanBuilder, RunOutcome};
+use quorate_fusion::{
+    collect, Fusion, KeptAnswer, MemberStatus, PanelCache, Plan, PlanBuilder, RunOutcome,
+};
 use quorate_providers::RequestCtx;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -92,13 +94,13 @@ impl System {
         Ok(Self { name, spec, kind })
     }
 
+    /// `solo`, the strategy a fusion system asks for, or `fusion` (its preset's).
     pub fn kind_label(&self) -> &'static str {
-        match self.kind {
+        match &self.kind {
             Kind::Solo(_) => "solo",
             Kind::Fusion {
-                strategy: Some(Strategy::Vote),
-                ..
-            } => "vote",
+                strategy: Some(s), ..
+            } => s.as_str(),
             Kind::Fusion { .. } => "fusion",
         }
     }
@@ -234,6 +236,10 @@ pub struct Answer {
     /// Fusion: the judge's analysis and why it failed, if it did (for reading transcripts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<Value>,
+    /// `auto` that stopped early: the tokens the cancelled members, the judge and the
+    /// synthesis would have cost (estimated from the run's own counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_tokens: Option<u64>,
 }
 
 /// Asks `system`. Slot `i` of a panel or vote samples with `seed + i`, and a solo answer with
@@ -255,7 +261,8 @@ pub async fn answer(
         error: Some(format!("{e:#}")),
         ..Answer::default()
     });
-    answer.latency_ms = started.elapsed().as_millis() as u64;
+    // A replayed panel answer set the time it took when it was made: added to this run's own.
+    answer.latency_ms += started.elapsed().as_millis() as u64;
     answer
 }
 
@@ -291,6 +298,9 @@ async fn solo(
             req.tools = Some(server);
         }
     }
+    if let (Some(cache), None) = (fusion.panel_cache(), &req.tools) {
+        return kept_solo(fusion, ctx, cache.as_ref(), req).await;
+    }
     let completion = match fusion.research_plan(&req)? {
         Some(plan) => collect(fusion.run_research(ctx, plan, req), model.to_string()).await?,
         None => fusion.router().complete(ctx, req).await?,
@@ -299,6 +309,52 @@ async fn solo(
     let mut answer = from_completion(&completion);
     answer.sources = urls(research.as_ref().map(|r| &r["sources"]));
     Ok(answer)
+}
+
+/// A solo answer from the panel cache: the same request as the first member's, so the same
+/// answer.
+async fn kept_solo(
+    fusion: &Fusion,
+    ctx: &RequestCtx,
+    cache: &dyn PanelCache,
+    req: ChatRequest,
+) -> anyhow::Result<Answer> {
+    let key = quorate_fusion::panel_key(&req);
+    // What a fresh answer gave when it is not kept (a failure, an empty answer).
+    let mut unkept = None;
+    let fresh = async {
+        let started = Instant::now();
+        match fusion
+            .router()
+            .complete(ctx, req)
+            .await
+            .map(|c| from_completion(&c))
+        {
+            Ok(Answer {
+                content: Some(content),
+                usage,
+                ..
+            }) if !content.trim().is_empty() => Some(KeptAnswer {
+                content,
+                usage,
+                latency_ms: started.elapsed().as_millis() as u64,
+            }),
+            other => {
+                unkept = Some(other);
+                None
+            }
+        }
+    };
+    match (cache.answer(key, Box::pin(fresh)).await, unkept) {
+        (Some(kept), _) => Ok(Answer {
+            content: Some(kept.content),
+            usage: kept.usage,
+            latency_ms: kept.latency_ms,
+            ..Answer::default()
+        }),
+        (None, Some(result)) => Ok(result?),
+        (None, None) => bail!("the panel cache gave no answer and asked for none"),
+    }
 }
 
 async fn fused(
@@ -330,6 +386,21 @@ async fn fused(
         .collect();
     answer.judge = Some(json!({"analysis": report.analysis,
         "failure_reason": report.failure_reason}));
+    answer.saved_tokens = report
+        .agreement
+        .as_ref()
+        .filter(|a| a.agreed)
+        .map(|a| a.saved.prompt_tokens + a.saved.completion_tokens);
+    // Replayed members finish at once but report when they first did: the panel took as long
+    // as the slowest member the run waited for.
+    let waited = report
+        .panel
+        .iter()
+        .filter(|m| m.status != MemberStatus::Cancelled)
+        .map(|m| m.latency_ms)
+        .max()
+        .unwrap_or_default();
+    answer.latency_ms = waited.saturating_sub(report.timings.panel_ms);
     Ok(answer)
 }
 

@@ -8,6 +8,7 @@ pub mod analysis;
 mod citations;
 mod event;
 mod outcome;
+mod panel_cache;
 mod plan;
 mod prompts;
 mod report;
@@ -29,6 +30,7 @@ pub use analysis::Analysis;
 pub use citations::Numbered;
 pub use event::FusionEvent;
 pub use outcome::RunOutcome;
+pub use panel_cache::{key as panel_key, KeptAnswer, PanelCache};
 pub use plan::{Plan, PlanBuilder, FUSION_TOOL_TYPES};
 pub use prompts::Prompts;
 pub use report::{
@@ -44,6 +46,7 @@ pub struct Fusion {
     router: Router,
     prompts: Arc<Prompts>,
     toolbox: Arc<Toolbox>,
+    panel_cache: Option<Arc<dyn PanelCache>>,
 }
 
 impl Fusion {
@@ -57,7 +60,18 @@ impl Fusion {
             router,
             prompts: Arc::new(prompts),
             toolbox: Arc::new(toolbox),
+            panel_cache: None,
         })
+    }
+
+    /// Runs keep their plain members' answers in `cache` and replay what it holds.
+    pub fn with_panel_cache(mut self, cache: Arc<dyn PanelCache>) -> Self {
+        self.panel_cache = Some(cache);
+        self
+    }
+
+    pub fn panel_cache(&self) -> Option<&Arc<dyn PanelCache>> {
+        self.panel_cache.as_ref()
     }
 
     pub fn router(&self) -> &Router {
@@ -118,6 +132,7 @@ impl Fusion {
             plan,
             request,
             deadline,
+            panel_cache: self.panel_cache.clone(),
         }
     }
 }

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::analysis::{self, Analysis, Invalid};
 use crate::citations;
 use crate::event::FusionEvent;
+use crate::panel_cache::{self, KeptAnswer, PanelCache};
 use crate::plan::Plan;
 use crate::prompts::{self, Prompts};
 use crate::report::{
@@ -69,6 +70,8 @@ pub struct Run {
     pub deadline: Instant,
     /// The research tools the panel may use.
     pub tools: Session,
+    /// Where plain members' answers are kept and replayed (the eval's `--reuse-panel`).
+    pub panel_cache: Option<Arc<dyn PanelCache>>,
 }
 
 /// How a panel member gets to its answer.
@@ -108,6 +111,28 @@ pub(crate) struct AnswerView {
     pub label: String,
     pub model: String,
     pub content: String,
+}
+
+/// A member's answer and what it took to get it.
+struct Answered {
+    text: String,
+    usage: Usage,
+    sources: Vec<Source>,
+    tool_calls: u32,
+    /// A replayed answer's latency when it was first given.
+    latency_ms: Option<u64>,
+}
+
+impl Answered {
+    fn plain(text: String, usage: Usage) -> Self {
+        Self {
+            text,
+            usage,
+            sources: Vec::new(),
+            tool_calls: 0,
+            latency_ms: None,
+        }
+    }
 }
 
 struct Verdict {
@@ -517,13 +542,14 @@ impl Run {
         let work = async {
             match approach {
                 Approach::Agent => self.agent(slot, req, &events).await,
-                Approach::Plain => answer(&self.router, &self.ctx.nested(), slot, req, &events)
-                    .await
-                    .map(|(text, usage)| (text, usage, Vec::new(), 0)),
+                Approach::Plain => self.plain(slot, req, &events).await,
                 Approach::Prefetched(sources) => {
                     answer(&self.router, &self.ctx.nested(), slot, req, &events)
                         .await
-                        .map(|(text, usage)| (text, usage, sources, 0))
+                        .map(|(text, usage)| Answered {
+                            sources,
+                            ..Answered::plain(text, usage)
+                        })
                 }
             }
         };
@@ -541,10 +567,17 @@ impl Run {
             tool_calls: 0,
         };
         match result {
-            Ok(Ok((content, usage, sources, tool_calls))) => {
+            Ok(Ok(Answered {
+                text: content,
+                usage,
+                sources,
+                tool_calls,
+                latency_ms,
+            })) => {
                 report.usage = usage;
                 report.sources = sources;
                 report.tool_calls = tool_calls;
+                report.latency_ms = latency_ms.unwrap_or(report.latency_ms);
                 if content.trim().is_empty() {
                     report.status = MemberStatus::Failed;
                     report.error = Some(MemberError::new(
@@ -591,13 +624,55 @@ impl Run {
         report
     }
 
+    /// A member without research: its answer, or the one the panel cache keeps for the same
+    /// request.
+    async fn plain(
+        &self,
+        slot: usize,
+        req: ChatRequest,
+        events: &Events,
+    ) -> Result<Answered, Error> {
+        let ctx = self.ctx.nested();
+        let Some(cache) = &self.panel_cache else {
+            let (text, usage) = answer(&self.router, &ctx, slot, req, events).await?;
+            return Ok(Answered::plain(text, usage));
+        };
+        let key = panel_cache::key(&req);
+        // What a fresh answer gave when it is not kept (a failure, an empty answer).
+        let mut unkept = None;
+        let fresh = async {
+            let started = Instant::now();
+            match answer(&self.router, &ctx, slot, req, events).await {
+                Ok((content, usage)) if !content.trim().is_empty() => Some(KeptAnswer {
+                    content,
+                    usage,
+                    latency_ms: millis(started),
+                }),
+                other => {
+                    unkept = Some(other);
+                    None
+                }
+            }
+        };
+        match (cache.answer(key, Box::pin(fresh)).await, unkept) {
+            (Some(kept), _) => Ok(Answered {
+                latency_ms: Some(kept.latency_ms),
+                ..Answered::plain(kept.content, kept.usage)
+            }),
+            (None, Some(result)) => result.map(|(text, usage)| Answered::plain(text, usage)),
+            (None, None) => Err(Error::Internal(
+                "the panel cache gave no answer and asked for none".into(),
+            )),
+        }
+    }
+
     /// An agentic member: the research loop, each tool call reported as it starts.
     async fn agent(
         &self,
         slot: usize,
         req: ChatRequest,
         events: &Events,
-    ) -> Result<(String, Usage, Vec<Source>, u32), Error> {
+    ) -> Result<Answered, Error> {
         let on_call = |tool: &str, arguments: &Value| {
             let _ = events.send(FusionEvent::MemberToolCall {
                 slot,
@@ -621,7 +696,11 @@ impl Run {
             .and_then(|c| c.choices.first())
             .map(|c| c.message.text())
             .unwrap_or_default();
-        Ok((text, done.usage, done.sources, done.tool_calls))
+        Ok(Answered {
+            sources: done.sources,
+            tool_calls: done.tool_calls,
+            ..Answered::plain(text, done.usage)
+        })
     }
 
     // ---- judge ----

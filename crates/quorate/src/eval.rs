@@ -86,6 +86,11 @@ pub struct QaArgs {
     /// Shuffles the options and seeds every system's sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Keep the panel's answers (`panel.jsonl` under `--out`) and apply every system to the
+    /// same ones: paired comparisons, the panel paid for once. A solo system is the first
+    /// member.
+    #[arg(long)]
+    reuse_panel: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -138,6 +143,14 @@ async fn qa(config: &Config, fusion: &Fusion, args: QaArgs) -> anyhow::Result<Su
         systems.len(),
         args.common.out.display()
     );
+    let fusion = if args.reuse_panel {
+        std::fs::create_dir_all(&args.common.out)?;
+        let kept = quorate_eval::PanelStore::open(&args.common.out)?;
+        eprintln!("reusing the panel: {} answers kept", kept.len());
+        fusion.clone().with_panel_cache(std::sync::Arc::new(kept))
+    } else {
+        fusion.clone()
+    };
     QaRun {
         dataset,
         questions,
@@ -148,7 +161,7 @@ async fn qa(config: &Config, fusion: &Fusion, args: QaArgs) -> anyhow::Result<Su
         report_only: args.common.report_only,
         out: args.common.out,
     }
-    .run(fusion)
+    .run(&fusion)
     .await
 }
 

@@ -315,6 +315,94 @@ async fn qa_scores_systems_and_votes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--reuse-panel`: a system added later is applied to the panel answers already kept (no new
+/// panel call upstream), the solo answer is the first member's, and the report pairs every
+/// system with the solo and the vote baselines.
+#[tokio::test]
+async fn qa_reuse_panel_answers_the_panel_once_and_pairs_the_systems() {
+    let Some(data) = datasets() else { return };
+    let (sim, addr) = sim(&[
+        ("right", json!({"reply": "Answer: 18"})),
+        ("wrong", json!({"reply": "Answer: 7"})),
+    ])
+    .await;
+    let dir = temp("reuse");
+    let config_file = dir.join("quorate.toml");
+    std::fs::write(&config_file, config(addr, "")).unwrap();
+    let out = dir.join("out");
+    let (data_dir, out_dir) = (data.display().to_string(), out.display().to_string());
+    let panel = "sim/right,sim/wrong,sim/right>sim/right";
+    let (vote, mixture) = (
+        format!("vote=fusion:{panel}?strategy=vote"),
+        format!("mixture=fusion:{panel}?strategy=mixture"),
+    );
+    let run = |systems: Vec<String>| {
+        let mut args: Vec<String> = [
+            "eval",
+            "qa",
+            "--dataset",
+            "gsm8k",
+            "--limit",
+            "2",
+            "--seed",
+            "3",
+            "--reuse-panel",
+            "--temperature",
+            "0.5",
+            "--max-tokens",
+            "64",
+            "--data-dir",
+            &data_dir,
+            "--out",
+            &out_dir,
+        ]
+        .map(String::from)
+        .to_vec();
+        for s in systems {
+            args.extend(["--system".to_string(), s]);
+        }
+        let config_file = config_file.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            quorate(Some(&config_file), &args).await
+        }
+    };
+    let calls = |model: &str| sim.stats().requests.get(model).copied().unwrap_or(0);
+    succeeded(&run(vec!["solo=sim/right".into(), mixture.clone()]).await);
+    // Per question: slots 0 and 2 of `right` (the solo answer is slot 0: same model, seed and
+    // sampling settings), the mixture's synthesis on `right`, and slot 1 of `wrong`.
+    assert_eq!((calls("right"), calls("wrong")), (6, 2));
+    let kept = std::fs::read_to_string(out.join("panel.jsonl")).unwrap();
+    assert_eq!(kept.lines().count(), 6);
+    succeeded(&run(vec!["solo=sim/right".into(), mixture, vote]).await);
+    // The vote is taken over the kept panel: nothing new upstream.
+    assert_eq!((calls("right"), calls("wrong")), (6, 2));
+    let s = summary(&out);
+    let paired = s["paired"].as_array().unwrap();
+    let pair = |system: &str, baseline: &str| {
+        paired
+            .iter()
+            .find(|p| p["system"] == system && p["baseline"] == baseline)
+            .unwrap_or_else(|| panic!("no {system} against {baseline} in {paired:?}"))
+    };
+    let vote_vs_solo = pair("vote", "solo");
+    assert_eq!(vote_vs_solo["n"], 2);
+    assert_eq!(
+        (
+            &vote_vs_solo["diff"],
+            &vote_vs_solo["wins"],
+            &vote_vs_solo["losses"]
+        ),
+        (&json!(0.0), &json!(0), &json!(0)),
+        "the majority is `right`'s answer, as solo's"
+    );
+    assert_eq!(vote_vs_solo["p_value"], 1.0);
+    pair("mixture", "vote");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Paired on the same questions"), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The local model as the system and as the grader, on DRACO's smallest rubric.
 #[tokio::test]
 async fn draco_runs_on_the_local_model_as_system_and_grader() {

@@ -201,6 +201,7 @@ impl DracoRun {
             questions: self.tasks.len(),
             rows,
             notes,
+            paired: Vec::new(),
         };
         report::write(&self.out, &summary)?;
         Ok(summary)
