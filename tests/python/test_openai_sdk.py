@@ -76,7 +76,12 @@ def base_url():
         sim, sim_addr = _start([str(BIN / "quorate-sim"), "--listen", "127.0.0.1:0", "--scripts", str(scripts)])
         config = pathlib.Path(tmp, "quorate.toml")
         config.write_text(CONFIG.format(sim=sim_addr))
-        env = dict(os.environ, QUORATE_TEST_GATEWAY_KEYS=GATEWAY_KEY, RUST_LOG="warn")
+        env = dict(
+            os.environ,
+            QUORATE_TEST_GATEWAY_KEYS=GATEWAY_KEY,
+            QUORATE_STORE_URL=f"sqlite://{tmp}/runs.db",
+            RUST_LOG="warn",
+        )
         gateway, addr = _start(
             [str(BIN / "quorate"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"], env=env
         )

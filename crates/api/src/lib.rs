@@ -7,6 +7,7 @@ pub mod chat;
 pub mod error;
 pub mod models;
 pub mod text;
+pub mod time;
 
 pub use chat::*;
 pub use error::{ErrorBody, ErrorDetail};

@@ -8,6 +8,7 @@ mod defaults;
 mod presets;
 mod routing;
 mod secrets;
+mod store;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 pub use presets::{fusion_slug, FusionConfig, PresetConfig, Strategy, FUSION_SLUGS, MAX_PANEL};
 pub use routing::ResolvedModel;
 pub use secrets::Secrets;
+pub use store::StoreConfig;
 pub use tools::{SearchBackend, ToolsConfig, WebFetchConfig, WebSearchConfig, MAX_TOOL_CALLS};
 
 /// Quorate's data folder (models, the local search index): `$QUORATE_HOME`, else
@@ -38,6 +40,8 @@ pub fn data_dir() -> PathBuf {
 /// Where a configuration came from, for messages.
 pub const CONFIG_ENV: &str = "QUORATE_CONFIG";
 pub const LISTEN_ENV: &str = "QUORATE_LISTEN";
+/// Overrides `[store] url` (replicas sharing one database, tests).
+pub const STORE_URL_ENV: &str = "QUORATE_STORE_URL";
 pub const DEFAULT_FILE: &str = "quorate.toml";
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,9 @@ pub struct Config {
     /// Research tools: web search backend, web fetch caps, domain filters.
     #[serde(default)]
     pub tools: ToolsConfig,
+    /// The run store: every request and fusion run kept.
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +257,7 @@ impl Config {
             fusion: FusionConfig::default(),
             presets: BTreeMap::new(),
             tools: ToolsConfig::default(),
+            store: StoreConfig::default(),
         };
         defaults::add_builtins(&mut config.providers, &mut config.models);
         presets::add_builtins(&mut config.presets);
@@ -268,8 +276,16 @@ impl Config {
             Some(path) => Self::from_file(&path)?,
             None => Self::builtin(),
         };
+        let mut from_env = false;
         if let Ok(listen) = std::env::var(LISTEN_ENV) {
             config.server.listen = listen;
+            from_env = true;
+        }
+        if let Ok(url) = std::env::var(STORE_URL_ENV) {
+            config.store.url = Some(url);
+            from_env = true;
+        }
+        if from_env {
             config.validate("environment")?;
         }
         Ok(config)
@@ -336,6 +352,9 @@ impl Config {
             ));
         }
         validate_limits(&self.server).map_err(|(k, m)| fail(format!("server.{k}"), m))?;
+        self.store
+            .validate()
+            .map_err(|(k, m)| fail(format!("store.{k}"), m))?;
         for (name, p) in &self.providers {
             validate_provider(p).map_err(|(k, m)| fail(format!("providers.{name}.{k}"), m))?;
         }

@@ -28,10 +28,21 @@ pub struct RunOutcome {
 
 impl RunOutcome {
     /// Reads a run to its end.
-    pub async fn read(mut items: FusionStream) -> Result<Self, FusionError> {
+    pub async fn read(items: FusionStream) -> Result<Self, FusionError> {
+        Self::read_with(items, |_| {}).await
+    }
+
+    /// Reads a run to its end, showing `observe` each item as it comes (a recorder timing
+    /// the events).
+    pub async fn read_with(
+        mut items: FusionStream,
+        mut observe: impl FnMut(&Item),
+    ) -> Result<Self, FusionError> {
         let mut outcome = Self::default();
         while let Some(item) = items.next().await {
-            outcome.record(&item?);
+            let item = item?;
+            observe(&item);
+            outcome.record(&item);
         }
         Ok(outcome)
     }

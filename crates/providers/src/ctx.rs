@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 
+use crate::error::Attempt;
+
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
     /// The gateway's id of the request (the completion's `id`): in its log lines and sent
@@ -16,6 +18,8 @@ pub struct RequestCtx {
     /// recurse.
     pub fusion_depth: u8,
     upstream: Arc<Mutex<Waiting>>,
+    /// Every try at a model the request made (inner fusion calls included), in order.
+    attempts: Arc<Mutex<Vec<Attempt>>>,
 }
 
 /// Wall time during which at least one provider call of the request was in flight. Parallel
@@ -34,7 +38,19 @@ impl RequestCtx {
             id: id.into(),
             fusion_depth: 0,
             upstream: Arc::default(),
+            attempts: Arc::default(),
         }
+    }
+
+    pub(crate) fn log_attempt(&self, attempt: Attempt) {
+        if let Ok(mut attempts) = self.attempts.lock() {
+            attempts.push(attempt);
+        }
+    }
+
+    /// The tries made so far: model, provider, status and time of each.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.attempts.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// The context of an inner call one fusion stage deeper; its waits count for the request.

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use quorate_api::ErrorBody;
+use quorate_config::ResolvedModel;
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -71,6 +72,21 @@ pub struct Attempt {
     pub reason: &'static str,
     pub message: String,
     pub elapsed_ms: u64,
+}
+
+impl Attempt {
+    /// A try that was answered (for a stream: that opened).
+    pub fn ok(model: &ResolvedModel, retry: u32, started: std::time::Instant) -> Self {
+        Self {
+            model: model.id.clone(),
+            provider: model.provider.clone(),
+            retry,
+            status: 200,
+            reason: "ok",
+            message: String::new(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }
+    }
 }
 
 fn describe(attempts: &[Attempt], last: &Error) -> String {

@@ -153,7 +153,7 @@ impl Router {
         for model in &candidates {
             let entry = self.entry(model)?;
             let upstream = upstream_request(&req, model);
-            let result = retrying(model, entry.policy, &mut tried, |span| {
+            let result = retrying(ctx, model, entry.policy, &mut tried, |span| {
                 let call = entry.provider.complete(ctx, upstream.clone());
                 with_timeout(entry.policy.timeout, call, model).map(move |result| {
                     if let Ok(completion) = &result {
@@ -201,7 +201,7 @@ impl Router {
                     }
                     Some(Err(e)) if !started => {
                         tracing::warn!(model = %model.id, error = %e, "stream failed before content; falling back");
-                        tried.push(model, tried.retries_of(model), e.context(&model.id), opened);
+                        tried.push(&ctx, model, tried.retries_of(model), e.context(&model.id), opened);
                         match router.open_from(&ctx, &req, &candidates, index + 1, &mut tried).await {
                             Ok((next, stream)) => { index = next; current = stream; opened = Instant::now(); }
                             Err(e) => { yield Err(e); return; }
@@ -228,7 +228,7 @@ impl Router {
         for (index, model) in candidates.iter().enumerate().skip(start) {
             let entry = self.entry(model)?;
             let upstream = upstream_request(req, model);
-            let result = retrying(model, entry.policy, tried, |_| {
+            let result = retrying(ctx, model, entry.policy, tried, |_| {
                 let call = entry.provider.stream(ctx, upstream.clone());
                 with_timeout(entry.policy.timeout, call, model)
             })
@@ -296,6 +296,7 @@ async fn with_timeout<T>(
 /// an `attempt` span (model, provider, retry, status) that `call` may add to. Each failed try goes
 /// into `tried`, where the caller reads the error from.
 async fn retrying<T, F, Fut>(
+    ctx: &RequestCtx,
     model: &ResolvedModel,
     policy: Policy,
     tried: &mut Tried,
@@ -316,14 +317,17 @@ where
             result.as_ref().map_or_else(Error::status, |_| 200),
         );
         let error = match result {
-            Ok(value) => return Some(value),
+            Ok(value) => {
+                ctx.log_attempt(Attempt::ok(model, retry, started));
+                return Some(value);
+            }
             Err(e) => e,
         };
         let delay = policy.delay(retry, &error);
         if let Some(delay) = delay {
             tracing::warn!(model = %model.id, retry, delay_ms = delay.as_millis() as u64, error = %error, "retrying");
         }
-        tried.push(model, retry, error, started);
+        tried.push(ctx, model, retry, error, started);
         match delay {
             Some(delay) => {
                 tokio::time::sleep(delay).await;
@@ -342,8 +346,16 @@ struct Tried {
 }
 
 impl Tried {
-    fn push(&mut self, model: &ResolvedModel, retry: u32, error: Error, started: Instant) {
-        self.attempts.push(Attempt {
+    /// A failed try, kept for the error and logged in the request's context.
+    fn push(
+        &mut self,
+        ctx: &RequestCtx,
+        model: &ResolvedModel,
+        retry: u32,
+        error: Error,
+        started: Instant,
+    ) {
+        let attempt = Attempt {
             model: model.id.clone(),
             provider: model.provider.clone(),
             retry,
@@ -351,7 +363,9 @@ impl Tried {
             reason: error.reason(),
             message: error.to_string(),
             elapsed_ms: started.elapsed().as_millis() as u64,
-        });
+        };
+        ctx.log_attempt(attempt.clone());
+        self.attempts.push(attempt);
         self.last = Some(error);
     }
 

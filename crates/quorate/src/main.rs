@@ -5,6 +5,7 @@ mod display;
 mod eval;
 mod index;
 mod pull;
+mod runs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +59,11 @@ enum Command {
         index: Option<PathBuf>,
         #[command(subcommand)]
         command: index::IndexCommand,
+    },
+    /// The run store: the requests and fusion runs `serve` kept.
+    Runs {
+        #[command(subcommand)]
+        command: runs::RunsCommand,
     },
     /// List the configured models, or fetch a local model's GGUF file.
     Models {
@@ -143,6 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let dir = index.unwrap_or_else(|| config.tools.web_search.index_dir());
                     index::run(command, dir).await
                 }
+                Command::Runs { command } => runs::run(&config, command).await,
                 Command::Config { .. } => Ok(()),
             }
         }
@@ -171,8 +178,13 @@ async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<()>
     }
     let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
     let addr = config.server.listen.clone();
+    let store_config = config.clone();
     let router = router(config)?;
-    let state = AppState::new(router).map_err(anyhow::Error::msg)?;
+    let mut state = AppState::new(router).map_err(anyhow::Error::msg)?;
+    let store = runs::open_configured(&store_config).await?.map(Arc::new);
+    if let Some(store) = &store {
+        state = state.with_store(store.clone());
+    }
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -181,6 +193,10 @@ async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<()>
     // Tests and scripts read this line to find a port chosen with :0.
     println!("quorate listening on http://{bound}");
     quorate_server::serve(listener, Arc::new(state), shutdown_signal(), grace).await;
+    if let Some(store) = store {
+        // What the last requests queued is written before the process ends.
+        store.close(grace).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

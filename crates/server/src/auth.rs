@@ -9,9 +9,43 @@ use quorate_providers::Error;
 
 use crate::{ApiError, AppState};
 
+/// A gateway key and the name runs are recorded under.
+pub struct Key {
+    pub name: String,
+    pub secret: String,
+}
+
+/// Comma-separated keys, each `NAME:KEY` or a bare `KEY` (named `key-1`, `key-2`, ... by
+/// position). A name is letters, digits, `_`, `-` and `.`.
+pub fn parse_keys(raw: &str) -> Vec<Key> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .enumerate()
+        .map(|(i, entry)| match entry.split_once(':') {
+            Some((name, secret)) if is_name(name) && !secret.is_empty() => Key {
+                name: name.to_string(),
+                secret: secret.to_string(),
+            },
+            _ => Key {
+                name: format!("key-{}", i + 1),
+                secret: entry.to_string(),
+            },
+        })
+        .collect()
+}
+
+fn is_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 pub async fn require_key(
     State(state): State<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let Some(keys) = &state.keys else {
@@ -26,16 +60,21 @@ pub async fn require_key(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    match presented {
-        Some(key)
-            if keys
-                .iter()
-                .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) =>
-        {
+    let matched = presented.and_then(|key| {
+        keys.iter()
+            .find(|k| constant_time_eq(k.secret.as_bytes(), key.as_bytes()))
+    });
+    match (matched, presented) {
+        (Some(key), _) => {
+            request
+                .extensions_mut()
+                .insert(crate::record::Caller(key.name.clone()));
             next.run(request).await
         }
-        Some(_) => ApiError(Error::Unauthorized("invalid gateway API key".into())).into_response(),
-        None => ApiError(Error::Unauthorized(
+        (None, Some(_)) => {
+            ApiError(Error::Unauthorized("invalid gateway API key".into())).into_response()
+        }
+        (None, None) => ApiError(Error::Unauthorized(
             "missing gateway API key: send Authorization: Bearer <key>".into(),
         ))
         .into_response(),
@@ -52,6 +91,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keys_are_named_or_numbered() {
+        let keys = super::parse_keys(" alice:sk-1, sk-2==,bad name:sk-3 ,");
+        let pairs: Vec<(&str, &str)> = keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.secret.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("alice", "sk-1"),
+                ("key-2", "sk-2=="),
+                ("key-3", "bad name:sk-3")
+            ]
+        );
+    }
+
     #[test]
     fn constant_time_eq_compares_whole_keys() {
         assert!(super::constant_time_eq(b"abc", b"abc"));

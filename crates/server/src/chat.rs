@@ -15,6 +15,7 @@ use quorate_api::{ChatChunk, ChatRequest, Usage, FUSION_DEPTH_HEADER};
 use quorate_providers::{in_span, Error, RequestCtx, RoutedStream};
 use serde::Serialize;
 
+use crate::record::{Caller, Recorder};
 use crate::{ApiError, AppState};
 
 const KEEPALIVE_FRAME: &[u8] = b": quorate processing\n\n";
@@ -26,6 +27,7 @@ pub async fn completions(
     request: Request,
 ) -> Response {
     let started = Instant::now();
+    let caller = request.extensions().get::<Caller>().cloned();
     let request = read_body(request, state.body_timeout)
         .await
         .and_then(|bytes| parse(&bytes))
@@ -38,14 +40,26 @@ pub async fn completions(
         Ok(r) => r,
         Err(e) => {
             tracing::info!(status = e.status(), error = %e, "rejected request");
+            if let Some(recorder) =
+                Recorder::start(state.store.as_ref(), &ctx, caller.as_ref(), None, false)
+            {
+                recorder.failed(&e, false);
+            }
             return ApiError(e).into_response();
         }
     };
+    let recorder = Recorder::start(
+        state.store.as_ref(),
+        &ctx,
+        caller.as_ref(),
+        Some(&request),
+        route.is_some(),
+    );
     if let Some(route) = route {
-        return crate::fusion::respond(&state, &ctx, route, request).await;
+        return crate::fusion::respond(&state, &ctx, route, request, recorder).await;
     }
     if request.stream == Some(true) {
-        return stream(&state, ctx, request).await;
+        return stream(&state, ctx, request, recorder).await;
     }
     let model = request.model.clone();
     match state.router.complete(&ctx, request).await {
@@ -53,10 +67,16 @@ pub async fn completions(
             tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "completion");
             completion.id = ctx.id;
             completion.created = unix_millis() / 1000;
+            if let Some(recorder) = recorder {
+                recorder.completed(&completion);
+            }
             axum::Json(completion).into_response()
         }
         Err(e) => {
             tracing::warn!(%model, status = e.status(), error = %e, "completion failed");
+            if let Some(recorder) = recorder {
+                recorder.failed(&e, false);
+            }
             ApiError(e).into_response()
         }
     }
@@ -119,7 +139,12 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
 /// Streams as SSE. If the upstream accepts within one keep-alive interval, its errors still get
 /// their HTTP status; past that the response starts (200, with keep-alives) and any error comes
 /// in-stream.
-async fn stream(state: &AppState, ctx: RequestCtx, request: ChatRequest) -> Response {
+async fn stream(
+    state: &AppState,
+    ctx: RequestCtx,
+    request: ChatRequest,
+    recorder: Option<Recorder>,
+) -> Response {
     let router = state.router.clone();
     let model = request.model.clone();
     let id = ctx.id.clone();
@@ -129,13 +154,16 @@ async fn stream(state: &AppState, ctx: RequestCtx, request: ChatRequest) -> Resp
         match tokio::time::timeout(state.keepalive, &mut open).await {
             Ok(Err(e)) => {
                 tracing::warn!(%model, status = e.status(), error = %e, "stream failed to start");
+                if let Some(recorder) = recorder {
+                    recorder.failed(&e, false);
+                }
                 return ApiError(e).into_response();
             }
             Ok(Ok(stream)) => Box::pin(async move { Ok(stream) }),
             Err(_) => open,
         };
     sse_response(with_keepalive(
-        sse_frames(opened, id, model),
+        sse_frames(opened, id, model, recorder),
         state.keepalive,
     ))
 }
@@ -178,6 +206,7 @@ fn sse_frames(
     opened: BoxFuture<'static, Result<RoutedStream, Error>>,
     id: String,
     model: String,
+    mut recorder: Option<Recorder>,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
         let started = Instant::now();
@@ -186,6 +215,9 @@ fn sse_frames(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(%model, status = e.status(), error = %e, "stream failed to start");
+                if let Some(recorder) = recorder.take() {
+                    recorder.failed(&e, true);
+                }
                 yield error_frame(&e);
                 return;
             }
@@ -199,10 +231,16 @@ fn sse_frames(
                     chunk.created = created;
                     saw_usage |= chunk.usage.is_some();
                     last_model.clone_from(&chunk.model);
+                    if let Some(recorder) = recorder.as_mut() {
+                        recorder.chunk(&chunk);
+                    }
                     yield data_frame(&chunk);
                 }
                 Err(e) => {
                     tracing::warn!(%model, status = e.status(), error = %e, "stream broke off");
+                    if let Some(recorder) = recorder.take() {
+                        recorder.failed(&e, true);
+                    }
                     yield error_frame(&e);
                     return;
                 }
@@ -211,6 +249,9 @@ fn sse_frames(
         if !saw_usage {
             tracing::warn!(%model, "upstream stream carried no usage");
             yield data_frame(&usage_chunk(&id, created, last_model));
+        }
+        if let Some(recorder) = recorder.take() {
+            recorder.streamed(None);
         }
         tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "stream");
         yield Bytes::from_static(b"data: [DONE]\n\n");

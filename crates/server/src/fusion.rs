@@ -8,13 +8,14 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Usage};
 use quorate_fusion::{
-    annotations_chunk, collect, final_chunk, progress_chunk, Fusion, FusionError, FusionStream,
-    Item, Plan, ResearchPlan, RunOutcome,
+    annotations_chunk, final_chunk, progress_chunk, Fusion, FusionError, FusionStream, Item, Plan,
+    ResearchPlan, RunOutcome,
 };
 use quorate_providers::{Error, RequestCtx};
 use serde_json::Value;
 
 use crate::chat::{body_frame, data_frame, sse_response, unix_millis, with_keepalive};
+use crate::record::Recorder;
 use crate::{AppState, FusionApiError};
 
 /// How a request uses fusion.
@@ -46,6 +47,7 @@ pub async fn respond(
     ctx: &RequestCtx,
     route: Route,
     request: ChatRequest,
+    mut recorder: Option<Recorder>,
 ) -> Response {
     let model = request.model.clone();
     let id = ctx.id.clone();
@@ -62,17 +64,29 @@ pub async fn respond(
         Route::Research(plan) => (state.fusion.run_research(ctx, plan, request), false),
     };
     if streaming {
-        return stream(state, items, progress, model, id).await;
+        return stream(state, items, progress, model, id, recorder).await;
     }
-    match collect(items, model.clone()).await {
+    let outcome = RunOutcome::read_with(items, |item| {
+        if let Some(recorder) = recorder.as_mut() {
+            recorder.item(item);
+        }
+    })
+    .await;
+    match outcome.and_then(|o| o.into_completion(model.clone())) {
         Ok(mut completion) => {
             tracing::info!(%model, status = 200, "fusion");
             completion.id = id;
             completion.created = unix_millis() / 1000;
+            if let Some(recorder) = recorder {
+                recorder.completed(&completion);
+            }
             axum::Json(completion).into_response()
         }
         Err(e) => {
             tracing::warn!(%model, status = e.status(), error = %e, "fusion failed");
+            if let Some(recorder) = recorder {
+                recorder.fusion_failed(&e, false);
+            }
             FusionApiError(e).into_response()
         }
     }
@@ -86,27 +100,40 @@ async fn stream(
     progress: bool,
     model: String,
     id: String,
+    mut recorder: Option<Recorder>,
 ) -> Response {
     let mut first = None;
     if !progress {
-        match tokio::time::timeout(state.keepalive, next_output(&mut items)).await {
+        let output = next_output(&mut items, recorder.as_mut());
+        match tokio::time::timeout(state.keepalive, output).await {
             Ok(Some(Err(e))) => {
                 tracing::warn!(%model, status = e.status(), error = %e, "fusion failed");
+                if let Some(recorder) = recorder {
+                    recorder.fusion_failed(&e, false);
+                }
                 return FusionApiError(e).into_response();
             }
             Ok(item) => first = item,
             Err(_) => {}
         }
     }
-    let frames = frames(first, items, id, model, progress);
+    let frames = frames(first, items, id, model, progress, recorder);
     sse_response(with_keepalive(frames, state.keepalive))
 }
 
-/// The next item a client without progress events would see.
-async fn next_output(items: &mut FusionStream) -> Option<Result<Item, FusionError>> {
+/// The next item a client without progress events would see; the events before it go to the
+/// recorder.
+async fn next_output(
+    items: &mut FusionStream,
+    mut recorder: Option<&mut Recorder>,
+) -> Option<Result<Item, FusionError>> {
     loop {
         match items.next().await {
-            Some(Ok(Item::Event(_))) => continue,
+            Some(Ok(Item::Event(event))) => {
+                if let Some(recorder) = recorder.as_deref_mut() {
+                    recorder.item(&Item::Event(event));
+                }
+            }
             other => return other,
         }
     }
@@ -118,6 +145,7 @@ fn frames(
     id: String,
     model: String,
     progress: bool,
+    mut recorder: Option<Recorder>,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
         let created = unix_millis() / 1000;
@@ -137,12 +165,18 @@ fn frames(
                 Some(Ok(item)) => item,
                 Some(Err(e)) => {
                     tracing::warn!(%model, status = e.status(), error = %e, "fusion stream failed");
+                    if let Some(recorder) = recorder.take() {
+                        recorder.fusion_failed(&e, true);
+                    }
                     yield body_frame(&e.to_body());
                     return;
                 }
                 None => break,
             };
             outcome.record(&item);
+            if let Some(recorder) = recorder.as_mut() {
+                recorder.item(&item);
+            }
             match item {
                 Item::Event(event) if progress => {
                     yield data_frame(&stamp(progress_chunk(&model, &event)));
@@ -155,6 +189,9 @@ fn frames(
                 }
                 Item::Done(report) => {
                     tracing::info!(%model, preset = %report.preset, status = 200, "fusion stream");
+                    if let Some(recorder) = recorder.take() {
+                        recorder.streamed(Some(&report));
+                    }
                     yield data_frame(&stamp(final_chunk(&model, &report)));
                     yield Bytes::from_static(b"data: [DONE]\n\n");
                     return;
@@ -165,9 +202,15 @@ fn frames(
         // research answer): its usage and `research` object close the stream.
         let Some(answer) = outcome.answer else {
             let e = Error::InvalidResponse("the fusion run ended without a result".into());
+            if let Some(recorder) = recorder.take() {
+                recorder.failed(&e, true);
+            }
             yield body_frame(&e.to_body());
             return;
         };
+        if let Some(recorder) = recorder.take() {
+            recorder.completed(&answer);
+        }
         let usage = answer.usage.clone().unwrap_or_default();
         yield data_frame(&stamp(usage_chunk(&model, usage, answer.extra.get("research").cloned())));
         yield Bytes::from_static(b"data: [DONE]\n\n");

@@ -10,7 +10,9 @@ mod context;
 mod error;
 mod fusion;
 mod models;
+mod record;
 mod rejection;
+mod runs;
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -21,6 +23,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use quorate_fusion::Fusion;
 use quorate_providers::Router;
+use quorate_store::Store;
 use tokio::net::TcpListener;
 
 pub use error::{ApiError, FusionApiError};
@@ -28,8 +31,10 @@ pub use error::{ApiError, FusionApiError};
 pub struct AppState {
     pub router: Router,
     pub fusion: Fusion,
-    /// Gateway keys; `None` means the gateway is open.
-    keys: Option<Vec<String>>,
+    /// Gateway keys and their names; `None` means the gateway is open.
+    keys: Option<Vec<auth::Key>>,
+    /// Where every request is recorded; `None` when `[store] enabled = false`.
+    pub store: Option<Arc<Store>>,
     pub keepalive: Duration,
     /// How long a request's whole body may take to arrive.
     pub body_timeout: Duration,
@@ -45,12 +50,7 @@ impl AppState {
             None => None,
             Some(env) => {
                 let raw = std::env::var(env).unwrap_or_default();
-                let keys: Vec<String> = raw
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_string)
-                    .collect();
+                let keys = auth::parse_keys(&raw);
                 if keys.is_empty() {
                     return Err(format!(
                         "server.api_keys_env names {env}, but {env} holds no keys (comma-separated)"
@@ -65,8 +65,14 @@ impl AppState {
             fusion: Fusion::new(router.clone())?,
             router,
             keys,
+            store: None,
             request_ids: AtomicU64::new(0),
         })
+    }
+
+    pub fn with_store(mut self, store: Arc<Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 }
 
@@ -77,6 +83,12 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/api/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models::list))
         .route("/api/v1/models", get(models::list))
+        .route("/v1/runs", get(runs::list))
+        .route("/api/v1/runs", get(runs::list))
+        .route("/v1/runs/{id}", get(runs::show))
+        .route("/api/v1/runs/{id}", get(runs::show))
+        .route("/api/v1/generation", get(runs::generation))
+        .route("/v1/generation", get(runs::generation))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

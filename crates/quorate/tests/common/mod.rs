@@ -17,15 +17,23 @@ pub struct Gateway {
     pub child: Child,
     pub base: String,
     pub stderr: tokio::task::JoinHandle<String>,
+    /// The gateway's own run store (SQLite), unless the test's env names another.
+    pub store: std::path::PathBuf,
     _config: tempfile_path::TempPath,
+    _store: tempfile_path::TempPath,
 }
 
 mod tempfile_path {
-    /// A file removed when dropped.
+    /// A file removed when dropped, with SQLite's `-wal` and `-shm` beside it.
     pub struct TempPath(pub std::path::PathBuf);
     impl Drop for TempPath {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
+            for suffix in ["-wal", "-shm"] {
+                let mut side = self.0.clone().into_os_string();
+                side.push(suffix);
+                let _ = std::fs::remove_file(side);
+            }
         }
     }
 }
@@ -91,12 +99,14 @@ pub async fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("quorate-test-{}-{n}.toml", std::process::id()));
     std::fs::write(&path, config).unwrap();
+    let store = std::env::temp_dir().join(format!("quorate-test-{}-{n}.db", std::process::id()));
     let mut command = Command::new(env!("CARGO_BIN_EXE_quorate"));
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&path)
         .env_remove("QUORATE_CONFIG")
         .env_remove("QUORATE_LISTEN")
+        .env("QUORATE_STORE_URL", format!("sqlite://{}", store.display()))
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -131,7 +141,9 @@ pub async fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
         child,
         base,
         stderr,
+        store: store.clone(),
         _config: tempfile_path::TempPath(path),
+        _store: tempfile_path::TempPath(store),
     }
 }
 

@@ -1,0 +1,327 @@
+//! The run store end to end: the real `quorate serve` records every request (pass-through and
+//! fusion, JSON and streamed, answered and failed) in its SQLite store, and serves them back on
+//! `/v1/runs`, `/v1/runs/{id}` and OpenRouter's `/api/v1/generation`; `quorate runs` reads the
+//! same file. With `[store] content = false` no prompt or answer text reaches the file.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, sim, sse, start, Gateway};
+use serde_json::{json, Value};
+
+const KEY: &str = "sk-store-test";
+
+fn scripts() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "p1",
+            json!({"reply": "Paris is the capital.", "cost": 0.001}),
+        ),
+        ("p2", json!({"reply": "It is Paris.", "cost": 0.002})),
+        (
+            "p3",
+            json!({"reply": "Paris, on the Seine.", "cost": 0.004}),
+        ),
+        (
+            "judge",
+            json!({"json": {"consensus": ["Paris"], "contradictions": [], "partial_coverage": [],
+                            "unique_insights": [], "blind_spots": []}}),
+        ),
+        (
+            "synth",
+            json!({"reply": "The capital of France is Paris.", "token_ms": 2}),
+        ),
+        (
+            "a",
+            json!({"reply": "bonjour le monde", "cost": 0.5, "token_ms": 2}),
+        ),
+    ]
+}
+
+fn store_config(addr: std::net::SocketAddr, extra: &str) -> String {
+    let extra = format!(
+        r#"
+[fusion]
+default_preset = "t"
+
+[tools.web_search]
+backend = "off"
+
+[presets.t]
+panel = ["sim/p1", "sim/p2", "sim/p3"]
+judge = "sim/judge"
+synthesizer = "sim/synth"
+{extra}
+"#
+    );
+    config(addr, &extra).replace(
+        "[server]\n",
+        "[server]\napi_keys_env = \"QUORATE_TEST_STORE_KEYS\"\n",
+    )
+}
+
+async fn gateway(extra: &str) -> (quorate_sim::Sim, Gateway) {
+    let (sim, addr) = sim(&scripts()).await;
+    let keys = format!("alice:{KEY}");
+    let gw = start(
+        &store_config(addr, extra),
+        &[("QUORATE_TEST_STORE_KEYS", keys.as_str())],
+    )
+    .await;
+    (sim, gw)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn post(gw: &Gateway, body: Value) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(gw: &Gateway, path: &str) -> (u16, Value) {
+    let response = client()
+        .get(gw.url(path))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// The run once the writer has written it (batches go out within milliseconds).
+async fn run(gw: &Gateway, id: &str) -> Value {
+    for _ in 0..200 {
+        let (status, body) = get(gw, &format!("/v1/runs/{id}")).await;
+        if status == 200 {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("run {id} never appeared in the store");
+}
+
+fn request_id(response: &reqwest::Response) -> String {
+    response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn question() -> Value {
+    json!([{"role": "user", "content": "Which city is the capital of France?"}])
+}
+
+#[tokio::test]
+async fn every_request_is_kept_and_read_back_with_its_figures() {
+    let (_sim, gw) = gateway("").await;
+
+    // A pass-through completion: its figures as the client saw them.
+    let plain = post(&gw, json!({"model": "sim/a", "messages": question()})).await;
+    let plain_id = request_id(&plain);
+    let plain_body: Value = plain.json().await.unwrap();
+    let kept = run(&gw, &plain_id).await;
+    assert_eq!(kept["status"], 200);
+    assert_eq!(kept["model"], "sim/a");
+    assert_eq!(kept["answered_by"], "sim/a");
+    assert_eq!(kept["caller"], "alice", "the key's name, never the key");
+    assert_eq!(kept["surface"], "chat");
+    assert_eq!(kept["kind"], "completion");
+    assert_eq!(kept["prompt_tokens"], plain_body["usage"]["prompt_tokens"]);
+    assert_eq!(
+        kept["completion_tokens"],
+        plain_body["usage"]["completion_tokens"]
+    );
+    assert_eq!(kept["cost_usd"], 0.5);
+    assert_eq!(kept["answer"], "bonjour le monde");
+    assert_eq!(
+        kept["request"]["messages"][0]["content"],
+        "Which city is the capital of France?"
+    );
+    assert_eq!(kept["attempts"][0]["model"], "sim/a");
+    assert_eq!(kept["attempts"][0]["status"], 200);
+    assert!(kept["gateway_ms"].as_f64().unwrap() >= 0.0);
+
+    // A stream: its text put together, the time to its first token.
+    let stream_id = stream(&gw).await;
+    let kept = run(&gw, &stream_id).await;
+    assert_eq!(
+        (&kept["stream"], &kept["answer"]),
+        (&json!(true), &json!("bonjour le monde"))
+    );
+    let first = kept["first_token_ms"].as_u64().unwrap();
+    assert!(first <= kept["latency_ms"].as_u64().unwrap());
+
+    // A fusion run: the plan's members, each answer, the event timeline, every inner attempt.
+    let fused = post(
+        &gw,
+        json!({"model": "quorate/fusion", "messages": question()}),
+    )
+    .await;
+    let fusion_id = request_id(&fused);
+    let body: Value = fused.json().await.unwrap();
+    let kept = run(&gw, &fusion_id).await;
+    assert_eq!(
+        (&kept["kind"], &kept["status"]),
+        (&json!("fusion"), &json!(200))
+    );
+    assert_eq!(kept["answer"], "The capital of France is Paris.");
+    assert_eq!(kept["cost_usd"].as_f64(), body["usage"]["cost"].as_f64());
+    let panel = kept["fusion"]["panel"].as_array();
+    let panel = panel.unwrap_or_else(|| panic!("{kept}"));
+    let answers: Vec<&str> = panel
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            "Paris is the capital.",
+            "It is Paris.",
+            "Paris, on the Seine."
+        ]
+    );
+    assert_eq!(kept["fusion"]["analysis"]["consensus"][0], "Paris");
+    let models: Vec<&str> = kept["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["model"].as_str().unwrap())
+        .collect();
+    for model in ["sim/p1", "sim/p2", "sim/p3", "sim/judge", "sim/synth"] {
+        assert!(models.contains(&model), "{model} not in {models:?}");
+    }
+    let times: Vec<u64> = kept["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["t_ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        times.len() >= 5 && times.windows(2).all(|w| w[0] <= w[1]),
+        "{times:?}"
+    );
+
+    // A failure is kept with its kind.
+    let failed = post(&gw, json!({"model": "nowhere/x", "messages": question()})).await;
+    let failed_id = request_id(&failed);
+    let kept = run(&gw, &failed_id).await;
+    assert_eq!(kept["status"], failed.status().as_u16());
+    assert!(
+        kept["error_kind"].is_string() && kept["error"].is_string(),
+        "{kept}"
+    );
+
+    // Pages, newest first, filtered.
+    let (_, page) = get(&gw, "/v1/runs?model=sim/a&limit=1").await;
+    assert_eq!(page["data"][0]["id"], stream_id.as_str());
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, next) = get(
+        &gw,
+        &format!("/v1/runs?model=sim/a&limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(next["data"][0]["id"], plain_id.as_str());
+    assert_eq!(next["next_cursor"], Value::Null);
+    let (_, all) = get(&gw, "/v1/runs?caller=alice&status=200").await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 3);
+    assert!(
+        all["data"][0].get("answer").is_none(),
+        "a list holds figures only"
+    );
+    let (status, bad) = get(&gw, "/v1/runs?limit=0").await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, _) = get(&gw, "/v1/runs/gen-0-none").await;
+    assert_eq!(status, 404);
+
+    // OpenRouter's generation endpoint.
+    let (status, generation) = get(&gw, &format!("/api/v1/generation?id={plain_id}")).await;
+    assert_eq!(status, 200);
+    let data = &generation["data"];
+    assert_eq!(
+        (&data["id"], &data["model"]),
+        (&json!(plain_id), &json!("sim/a"))
+    );
+    assert_eq!(data["total_cost"], 0.5);
+    assert_eq!(
+        data["tokens_completion"],
+        plain_body["usage"]["completion_tokens"]
+    );
+    assert_eq!(data["provider_name"], "sim");
+
+    // Gateway keys guard the runs too.
+    let anonymous = client().get(gw.url("/v1/runs")).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+
+    // The CLI reads the same file.
+    let text = cli(&gw, &["runs", "list", "--model", "sim/a"]).await;
+    assert!(
+        text.contains(&plain_id) && text.contains(&stream_id),
+        "{text}"
+    );
+    let shown: Value =
+        serde_json::from_str(&cli(&gw, &["runs", "show", &fusion_id]).await).unwrap();
+    assert_eq!(shown["fusion"]["panel"][1]["content"], "It is Paris.");
+}
+
+/// `quorate ARGS` on the gateway's store file: its stdout.
+async fn cli(gw: &Gateway, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(args)
+        .env(
+            "QUORATE_STORE_URL",
+            format!("sqlite://{}", gw.store.display()),
+        )
+        .env_remove("QUORATE_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A streamed pass-through completion read to its end: its id.
+async fn stream(gw: &Gateway) -> String {
+    let body = json!({"model": "sim/a", "messages": question(), "stream": true});
+    let response = post(gw, body).await;
+    let id = request_id(&response);
+    let _ = sse(response).await;
+    id
+}
+
+#[tokio::test]
+async fn content_off_keeps_the_figures_and_no_text() {
+    let (_sim, gw) = gateway("[store]\ncontent = false\n").await;
+    let fused = post(
+        &gw,
+        json!({"model": "quorate/fusion", "messages": question()}),
+    )
+    .await;
+    let fused_id = request_id(&fused);
+    assert_eq!(fused.status().as_u16(), 200);
+    let plain_id = stream(&gw).await;
+    let kept = run(&gw, &fused_id).await;
+    assert_eq!(kept["fusion"]["panel"].as_array().unwrap().len(), 3);
+    assert!(kept["prompt_tokens"].as_u64().unwrap() > 0);
+    run(&gw, &plain_id).await;
+    for file in [gw.store.clone(), gw.store.with_extension("db-wal")] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in ["capital of France", "Paris", "bonjour"] {
+            assert!(!text.contains(secret), "{secret:?} in {}", file.display());
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! A request's record for the run store, filled in as the request is answered and handed to the
+//! store when it ends: answered, failed, or dropped by a client that went away (recorded then
+//! as `client_closed`, status 499). Recording never waits on the database.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, Usage};
+use quorate_fusion::{FusionError, FusionEvent, FusionReport, Item};
+use quorate_providers::{Error, RequestCtx};
+use quorate_store::{Attempt, Detail, Kind, Run, Store, Summary, TimedEvent};
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::chat::unix_millis;
+
+/// Who called: the gateway key's name, never the key.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+pub struct Recorder {
+    store: Arc<Store>,
+    ctx: RequestCtx,
+    started: Instant,
+    run: Option<Run>,
+    /// The answer as streamed so far.
+    text: String,
+}
+
+impl Recorder {
+    /// A record for the request `ctx` names; `None` when the store is off.
+    pub fn start(
+        store: Option<&Arc<Store>>,
+        ctx: &RequestCtx,
+        caller: Option<&Caller>,
+        request: Option<&ChatRequest>,
+        fusion: bool,
+    ) -> Option<Self> {
+        let store = store?.clone();
+        let summary = Summary {
+            id: ctx.id.clone(),
+            created_ms: unix_millis() as i64,
+            caller: caller.map(|c| c.0.clone()),
+            surface: "chat".into(),
+            model: request.map(|r| r.model.clone()).unwrap_or_default(),
+            kind: if fusion {
+                Kind::Fusion
+            } else {
+                Kind::Completion
+            },
+            stream: request.is_some_and(|r| r.stream == Some(true)),
+            ..Summary::default()
+        };
+        let detail = Detail {
+            request: request.and_then(|r| serde_json::to_value(r).ok()),
+            ..Detail::default()
+        };
+        Some(Self {
+            store,
+            ctx: ctx.clone(),
+            started: Instant::now(),
+            run: Some(Run { summary, detail }),
+            text: String::new(),
+        })
+    }
+
+    /// Takes one item of a fusion run in: its events on the timeline, its text.
+    pub fn item(&mut self, item: &Item) {
+        match item {
+            Item::Event(event) => self.event(event),
+            Item::Chunk(chunk) => self.chunk(chunk),
+            Item::Answer(_) | Item::Annotations(_) | Item::Done(_) => {}
+        }
+    }
+
+    fn event(&mut self, event: &FusionEvent) {
+        let t_ms = self.elapsed_ms();
+        if let (Some(run), Ok(event)) = (self.run.as_mut(), serde_json::to_value(event)) {
+            run.detail.events.push(TimedEvent { t_ms, event });
+        }
+    }
+
+    /// A streamed chunk: the first with content sets the time to first token.
+    pub fn chunk(&mut self, chunk: &ChatChunk) {
+        let elapsed = self.elapsed_ms();
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        for choice in &chunk.choices {
+            if let Some(text) = choice.delta.content.as_deref().filter(|t| !t.is_empty()) {
+                run.summary.first_token_ms.get_or_insert(elapsed);
+                self.text.push_str(text);
+            }
+        }
+        if let Some(usage) = &chunk.usage {
+            set_usage(&mut run.summary, usage);
+            run.summary.answered_by = Some(chunk.model.clone());
+        }
+    }
+
+    /// A whole completion answered.
+    pub fn completed(mut self, completion: &ChatCompletion) {
+        if let Some(run) = self.run.as_mut() {
+            run.summary.status = 200;
+            run.summary.answered_by = Some(completion.model.clone());
+            if let Some(usage) = &completion.usage {
+                set_usage(&mut run.summary, usage);
+            }
+            run.detail.answer = completion.choices.first().map(|c| c.message.text());
+            run.detail.fusion = completion.extra.get("fusion").cloned();
+        }
+        self.finish();
+    }
+
+    /// A stream that ended well; `report` for a fusion run.
+    pub fn streamed(mut self, report: Option<&FusionReport>) {
+        if let Some(run) = self.run.as_mut() {
+            run.summary.status = 200;
+            run.detail.answer = Some(std::mem::take(&mut self.text));
+            if let Some(report) = report {
+                set_usage(&mut run.summary, &report.total_usage());
+                run.summary.answered_by = Some(report.synthesizer.clone());
+                run.detail.fusion = Some(report.to_value());
+            }
+        }
+        self.finish();
+    }
+
+    /// A request that failed with `error`; `started_streaming` when the response had already
+    /// begun (its status was 200).
+    pub fn failed(self, error: &Error, started_streaming: bool) {
+        self.fail(error, None, started_streaming);
+    }
+
+    /// A fusion run that failed: its reason and its report, as far as it got.
+    pub fn fusion_failed(mut self, error: &FusionError, started_streaming: bool) {
+        if let (Some(run), Some(report)) = (self.run.as_mut(), &error.report) {
+            set_usage(&mut run.summary, &report.total_usage());
+            run.detail.fusion = Some(report.to_value());
+        }
+        self.fail(
+            &error.error,
+            error.reason.map(|r| r.as_str()),
+            started_streaming,
+        );
+    }
+
+    fn fail(mut self, error: &Error, kind: Option<&str>, started_streaming: bool) {
+        if let Some(run) = self.run.as_mut() {
+            run.summary.status = if started_streaming {
+                200
+            } else {
+                error.status()
+            };
+            run.summary.error_kind = Some(kind.unwrap_or(error.reason()).to_string());
+            run.detail.error = Some(error.to_string());
+        }
+        self.finish();
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn finish(&mut self) {
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        let elapsed = self.started.elapsed();
+        run.summary.latency_ms = elapsed.as_millis() as u64;
+        let own = elapsed.saturating_sub(self.ctx.upstream_wait());
+        run.summary.gateway_ms = Some(own.as_secs_f64() * 1000.0);
+        run.detail.attempts = self
+            .ctx
+            .attempts()
+            .into_iter()
+            .map(|a| Attempt {
+                model: a.model,
+                provider: a.provider,
+                retry: a.retry,
+                status: a.status,
+                reason: a.reason.to_string(),
+                elapsed_ms: a.elapsed_ms,
+            })
+            .collect();
+        if run.detail.answer.is_none() && !self.text.is_empty() {
+            run.detail.answer = Some(std::mem::take(&mut self.text));
+        }
+        self.store.record(run);
+    }
+}
+
+/// A client that went away before the end is recorded as such.
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Some(run) = self.run.as_mut() {
+            run.summary.status = 499;
+            run.summary.error_kind = Some("client_closed".into());
+            run.detail.error = Some("the client closed the connection before the end".into());
+            self.finish();
+        }
+    }
+}
+
+fn set_usage(summary: &mut Summary, usage: &Usage) {
+    summary.prompt_tokens = usage.prompt_tokens;
+    summary.completion_tokens = usage.completion_tokens;
+    summary.cost_usd = usage.cost.and_then(|c| c.to_f64());
+}

@@ -1,0 +1,232 @@
+//! The SQL, one code path over SQLite and PostgreSQL (sqlx's `Any` driver). Parameters are
+//! numbered (`$1`), each used once and in order, which both databases read the same way.
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::record::{Cursor, Detail, Filter, Kind, Page, Run, Summary};
+use crate::StoreError;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+const COLUMNS: &str = "id, created_ms, caller, surface, model, answered_by, kind, stream, \
+    status, error_kind, latency_ms, first_token_ms, gateway_ms, prompt_tokens, \
+    completion_tokens, cost_usd";
+
+/// Connects and brings the schema up to date. A SQLite file (and its folder) is created.
+pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {
+    sqlx::any::install_default_drivers();
+    let url = sqlite_create(url)?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(if url.starts_with("sqlite:") { 1 } else { 4 })
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(&url)
+        .await
+        .map_err(|e| StoreError::Connect(e.to_string()))?;
+    if url.starts_with("sqlite:") {
+        // Readers do not wait on the writer; a commit is durable without a sync per batch.
+        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"] {
+            sqlx::query(pragma).execute(&pool).await?;
+        }
+    }
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Migrate(e.to_string()))?;
+    Ok(pool)
+}
+
+/// A SQLite URL with `mode=rwc` (create the file), its folder made.
+fn sqlite_create(url: &str) -> Result<String, StoreError> {
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return Ok(url.to_string());
+    };
+    let file = path.split('?').next().unwrap_or(path);
+    if let Some(folder) = std::path::Path::new(file).parent() {
+        if !folder.as_os_str().is_empty() {
+            std::fs::create_dir_all(folder)
+                .map_err(|e| StoreError::Connect(format!("{}: {e}", folder.display())))?;
+        }
+    }
+    Ok(if path.contains("mode=") {
+        url.to_string()
+    } else if path.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}
+
+/// Writes `runs` in one transaction; a row already there (a retried batch) is left as it is.
+pub async fn insert(pool: &AnyPool, runs: &[Run]) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for run in runs {
+        let s = &run.summary;
+        let detail =
+            serde_json::to_string(&run.detail).map_err(|e| StoreError::Encode(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO runs (id, created_ms, caller, surface, model, answered_by, kind, \
+             stream, status, error_kind, latency_ms, first_token_ms, gateway_ms, prompt_tokens, \
+             completion_tokens, cost_usd, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&s.id)
+        .bind(s.created_ms)
+        .bind(s.caller.as_deref())
+        .bind(&s.surface)
+        .bind(&s.model)
+        .bind(s.answered_by.as_deref())
+        .bind(s.kind.as_str())
+        .bind(i64::from(s.stream))
+        .bind(i64::from(s.status))
+        .bind(s.error_kind.as_deref())
+        .bind(as_i64(s.latency_ms))
+        .bind(s.first_token_ms.map(as_i64))
+        .bind(s.gateway_ms)
+        .bind(as_i64(s.prompt_tokens))
+        .bind(as_i64(s.completion_tokens))
+        .bind(s.cost_usd)
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes rows older than `before_ms`; how many.
+pub async fn prune(pool: &AnyPool, before_ms: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM runs WHERE created_ms < $1")
+        .bind(before_ms)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+pub async fn get(pool: &AnyPool, id: &str) -> Result<Option<Run>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS}, detail FROM runs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let detail: String = row.try_get("detail")?;
+    Ok(Some(Run {
+        summary: summary(&row)?,
+        detail: serde_json::from_str::<Detail>(&detail)
+            .map_err(|e| StoreError::Encode(e.to_string()))?,
+    }))
+}
+
+/// A page of runs, newest first.
+pub async fn list(pool: &AnyPool, filter: &Filter) -> Result<Page, StoreError> {
+    let mut clauses = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if filter.model.is_some() {
+        clauses.push(format!("model = {}", next()));
+    }
+    if filter.status.is_some() {
+        clauses.push(format!("status = {}", next()));
+    }
+    if filter.caller.is_some() {
+        clauses.push(format!("caller = {}", next()));
+    }
+    if filter.since_ms.is_some() {
+        clauses.push(format!("created_ms >= {}", next()));
+    }
+    if filter.until_ms.is_some() {
+        clauses.push(format!("created_ms < {}", next()));
+    }
+    if filter.cursor.is_some() {
+        // Each parameter once: the cursor's time is bound twice.
+        let (a, b, c) = (next(), next(), next());
+        clauses.push(format!(
+            "(created_ms < {a} OR (created_ms = {b} AND id < {c}))"
+        ));
+    }
+    let limit = next();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM runs {} ORDER BY created_ms DESC, id DESC LIMIT {limit}",
+        if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        }
+    );
+    let mut query = sqlx::query(&sql);
+    if let Some(model) = &filter.model {
+        query = query.bind(model.clone());
+    }
+    if let Some(status) = filter.status {
+        query = query.bind(i64::from(status));
+    }
+    if let Some(caller) = &filter.caller {
+        query = query.bind(caller.clone());
+    }
+    if let Some(since) = filter.since_ms {
+        query = query.bind(since);
+    }
+    if let Some(until) = filter.until_ms {
+        query = query.bind(until);
+    }
+    if let Some(cursor) = &filter.cursor {
+        query = query
+            .bind(cursor.created_ms)
+            .bind(cursor.created_ms)
+            .bind(cursor.id.clone());
+    }
+    // One more than asked: whether there is a next page.
+    let rows = query
+        .bind(i64::from(filter.limit) + 1)
+        .fetch_all(pool)
+        .await?;
+    let mut data = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
+    let more = data.len() > filter.limit as usize;
+    data.truncate(filter.limit as usize);
+    let next_cursor = more.then(|| data.last()).flatten().map(|last| {
+        Cursor {
+            created_ms: last.created_ms,
+            id: last.id.clone(),
+        }
+        .encode()
+    });
+    Ok(Page { data, next_cursor })
+}
+
+fn summary(row: &AnyRow) -> Result<Summary, StoreError> {
+    let int = |name: &str| -> Result<i64, StoreError> { Ok(row.try_get::<i64, _>(name)?) };
+    let opt_int = |name: &str| -> Result<Option<i64>, StoreError> {
+        Ok(row.try_get::<Option<i64>, _>(name)?)
+    };
+    Ok(Summary {
+        id: row.try_get("id")?,
+        created_ms: int("created_ms")?,
+        caller: row.try_get("caller")?,
+        surface: row.try_get("surface")?,
+        model: row.try_get("model")?,
+        answered_by: row.try_get("answered_by")?,
+        kind: Kind::parse(row.try_get::<String, _>("kind")?.as_str()),
+        stream: int("stream")? != 0,
+        status: u16::try_from(int("status")?).unwrap_or_default(),
+        error_kind: row.try_get("error_kind")?,
+        latency_ms: as_u64(int("latency_ms")?),
+        first_token_ms: opt_int("first_token_ms")?.map(as_u64),
+        gateway_ms: row.try_get("gateway_ms")?,
+        prompt_tokens: as_u64(int("prompt_tokens")?),
+        completion_tokens: as_u64(int("completion_tokens")?),
+        cost_usd: row.try_get("cost_usd")?,
+    })
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn as_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or_default()
+}

@@ -1,0 +1,128 @@
+//! The run store: every request the gateway answers is kept (SQLite by default, PostgreSQL for
+//! replicas sharing one database), written off the request path, and read back by id or as
+//! filtered pages.
+
+mod db;
+mod record;
+mod writer;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::task::JoinHandle;
+
+pub use record::{Attempt, Cursor, Detail, Filter, Kind, Page, Run, Summary, TimedEvent};
+pub use writer::Counters;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the run store: {0}")]
+    Connect(String),
+    #[error("cannot migrate the run store's schema: {0}")]
+    Migrate(String),
+    #[error("run store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("run store: a record does not encode: {0}")]
+    Encode(String),
+}
+
+/// How the store is opened (from `[store]`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub url: String,
+    /// Keep prompt and answer text.
+    pub content: bool,
+    pub retention_days: Option<u32>,
+    /// Records waiting to be written, at most.
+    pub queue: usize,
+}
+
+pub struct Store {
+    pool: AnyPool,
+    queue: mpsc::Sender<Run>,
+    capacity: usize,
+    content: bool,
+    counters: Arc<Counters>,
+    stop: watch::Sender<bool>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Connects, migrates the schema and starts the writer.
+    pub async fn open(options: &Options) -> Result<Self, StoreError> {
+        let pool = db::connect(&options.url).await?;
+        let (queue, runs) = mpsc::channel(options.queue.max(1));
+        let (stop, stopped) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let writer = writer::Writer {
+            pool: pool.clone(),
+            runs,
+            counters: counters.clone(),
+            retention: options
+                .retention_days
+                .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
+            stop: stopped,
+        };
+        Ok(Self {
+            pool,
+            queue,
+            capacity: options.queue.max(1),
+            content: options.content,
+            counters,
+            stop,
+            writer: Mutex::new(Some(tokio::spawn(writer.run()))),
+        })
+    }
+
+    /// Queues `run` for writing, never waiting: with the queue full it is dropped and counted.
+    pub fn record(&self, run: Run) {
+        let run = if self.content {
+            run
+        } else {
+            run.without_content()
+        };
+        if self.queue.try_send(run).is_err() {
+            let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // The first drop and then one line per thousand: a dead database must not flood
+            // the log too.
+            if dropped % 1000 == 1 {
+                tracing::warn!(dropped, "run store queue full; records dropped");
+            }
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        db::get(&self.pool, id).await
+    }
+
+    pub async fn list(&self, filter: &Filter) -> Result<Page, StoreError> {
+        db::list(&self.pool, filter).await
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Records waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.capacity - self.queue.capacity()
+    }
+
+    /// Writes what is queued and stops the writer, waiting at most `grace`.
+    pub async fn close(&self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let Some(writer) = self.writer.lock().await.take() else {
+            return;
+        };
+        if tokio::time::timeout(grace, writer).await.is_err() {
+            tracing::warn!(
+                queued = self.queued(),
+                "run store: the queue was not written within the shutdown grace"
+            );
+        }
+        self.pool.close().await;
+    }
+}
