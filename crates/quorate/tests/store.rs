@@ -325,3 +325,196 @@ async fn content_off_keeps_the_figures_and_no_text() {
         }
     }
 }
+
+/// Two replicas on one PostgreSQL behave as one gateway: a run written by either is listed and
+/// shown by both.
+#[tokio::test]
+async fn replicas_share_runs_through_postgres() {
+    let Some(pg) = common::postgres::start() else {
+        return;
+    };
+    let (_sim, addr) = sim(&scripts()).await;
+    let keys = format!("alice:{KEY}");
+    let env = [
+        ("QUORATE_TEST_STORE_KEYS", keys.as_str()),
+        ("QUORATE_STORE_URL", &pg.url()),
+    ];
+    let config = store_config(addr, "");
+    let (one, two) = tokio::join!(start(&config, &env), start(&config, &env));
+    let mut ids = Vec::new();
+    for gw in [&one, &two, &one, &two] {
+        let response = post(gw, json!({"model": "sim/a", "messages": question()})).await;
+        assert_eq!(response.status().as_u16(), 200);
+        ids.push(request_id(&response));
+    }
+    ids.push(stream(&two).await);
+    for gw in [&one, &two] {
+        for id in &ids {
+            assert_eq!(run(gw, id).await["id"], id.as_str());
+        }
+        let (_, page) = get(gw, "/v1/runs?limit=50").await;
+        let listed: Vec<&str> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        for id in &ids {
+            assert!(
+                listed.contains(&id.as_str()),
+                "{id} not listed by a replica"
+            );
+        }
+    }
+}
+
+/// A database that goes away never fails or holds up a request: records past the queue are
+/// dropped and counted, and writes resume once it is back.
+#[tokio::test]
+async fn a_dead_database_fails_no_request_and_writes_resume() {
+    let Some(pg) = common::postgres::start() else {
+        return;
+    };
+    let (_sim, addr) = sim(&scripts()).await;
+    let keys = format!("alice:{KEY}");
+    let env = [
+        ("QUORATE_TEST_STORE_KEYS", keys.as_str()),
+        ("QUORATE_STORE_URL", &pg.url()),
+    ];
+    let gw = start(&store_config(addr, "[store]\nqueue = 4\n"), &env).await;
+    let first = post(&gw, json!({"model": "sim/a", "messages": question()})).await;
+    run(&gw, &request_id(&first)).await;
+    pg.stop();
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        let response = post(&gw, json!({"model": "sim/a", "messages": question()})).await;
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "requests waited on the dead database: {:?}",
+        started.elapsed()
+    );
+    let metrics = metrics(&gw).await;
+    let dropped = sample(&metrics, "quorate_store_dropped_total");
+    assert!(dropped >= 20.0, "{dropped} dropped\n{metrics}");
+    let (status, _) = get(&gw, "/v1/runs").await;
+    assert_eq!(status, 503, "a read of a dead store is a clear 503");
+    pg.restart();
+    let after = post(&gw, json!({"model": "sim/a", "messages": question()})).await;
+    let after_id = request_id(&after);
+    // The writer retries with backoff up to 5 s, then writes what it kept and the new one.
+    for _ in 0..400 {
+        if get(&gw, &format!("/v1/runs/{after_id}")).await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("writes did not resume after the database came back");
+}
+
+async fn metrics(gw: &Gateway) -> String {
+    client()
+        .get(gw.url("/metrics"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The samples of a scrape, parsed as Prometheus parses them: `name{labels}` → value (a
+/// histogram's `_count` for its observations).
+async fn scrape(gw: &Gateway) -> std::collections::HashMap<String, f64> {
+    let text = metrics(gw).await;
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).unwrap();
+    parsed
+        .samples
+        .into_iter()
+        .map(|s| {
+            let mut labels: Vec<String> = s
+                .labels
+                .iter()
+                .filter(|(k, _)| *k != "le" && *k != "quantile")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            labels.sort();
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+                prometheus_parse::Value::Summary(_) => 0.0,
+            };
+            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_stages_and_the_store() {
+    let (_sim, gw) = gateway("").await;
+    let before = scrape(&gw).await;
+    let plain = post(&gw, json!({"model": "sim/a", "messages": question()})).await;
+    let plain_body: Value = plain.json().await.unwrap();
+    stream(&gw).await;
+    let fused = post(
+        &gw,
+        json!({"model": "quorate/fusion", "messages": question()}),
+    )
+    .await;
+    let fused_id = request_id(&fused);
+    let _ = fused.bytes().await;
+    let missing = post(&gw, json!({"model": "nowhere/x", "messages": question()})).await;
+    assert_eq!(missing.status().as_u16(), 404);
+    run(&gw, &fused_id).await;
+    let after = scrape(&gw).await;
+    let moved = |key: &str| {
+        after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
+    };
+    assert_eq!(
+        moved("quorate_requests_total{kind=completion,model=sim/a,status=200,surface=chat}"),
+        2.0,
+        "{after:#?}"
+    );
+    assert_eq!(
+        moved("quorate_requests_total{kind=fusion,model=quorate/fusion,status=200,surface=chat}"),
+        1.0
+    );
+    assert_eq!(
+        moved("quorate_requests_total{kind=completion,model=unknown,status=404,surface=chat}"),
+        1.0,
+        "a model the gateway does not know is not a label"
+    );
+    assert_eq!(
+        moved("quorate_request_duration_seconds{kind=completion}"),
+        3.0
+    );
+    assert_eq!(moved("quorate_first_token_seconds{kind=completion}"), 1.0);
+    assert_eq!(moved("quorate_fusion_stage_seconds{stage=judge}"), 1.0);
+    let tokens = plain_body["usage"]["completion_tokens"].as_f64().unwrap();
+    assert_eq!(
+        moved("quorate_tokens_total{direction=completion,model=sim/a}"),
+        2.0 * tokens
+    );
+    assert_eq!(moved("quorate_cost_usd_total{model=sim/a}"), 1.0);
+    assert!(moved("quorate_store_written_total{}") >= 3.0);
+    assert_eq!(after["quorate_requests_in_flight{}"], 0.0);
+    assert_eq!(after["quorate_store_dropped_total{}"], 0.0);
+}

@@ -40,11 +40,8 @@ pub async fn completions(
         Ok(r) => r,
         Err(e) => {
             tracing::info!(status = e.status(), error = %e, "rejected request");
-            if let Some(recorder) =
-                Recorder::start(state.store.as_ref(), &ctx, caller.as_ref(), None, false)
-            {
-                recorder.failed(&e, false);
-            }
+            Recorder::start(state.store.as_ref(), &ctx, caller.as_ref(), None, false)
+                .failed(&e, false);
             return ApiError(e).into_response();
         }
     };
@@ -67,16 +64,12 @@ pub async fn completions(
             tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "completion");
             completion.id = ctx.id;
             completion.created = unix_millis() / 1000;
-            if let Some(recorder) = recorder {
-                recorder.completed(&completion);
-            }
+            recorder.completed(&completion);
             axum::Json(completion).into_response()
         }
         Err(e) => {
             tracing::warn!(%model, status = e.status(), error = %e, "completion failed");
-            if let Some(recorder) = recorder {
-                recorder.failed(&e, false);
-            }
+            recorder.failed(&e, false);
             ApiError(e).into_response()
         }
     }
@@ -143,7 +136,7 @@ async fn stream(
     state: &AppState,
     ctx: RequestCtx,
     request: ChatRequest,
-    recorder: Option<Recorder>,
+    recorder: Recorder,
 ) -> Response {
     let router = state.router.clone();
     let model = request.model.clone();
@@ -154,9 +147,7 @@ async fn stream(
         match tokio::time::timeout(state.keepalive, &mut open).await {
             Ok(Err(e)) => {
                 tracing::warn!(%model, status = e.status(), error = %e, "stream failed to start");
-                if let Some(recorder) = recorder {
-                    recorder.failed(&e, false);
-                }
+                recorder.failed(&e, false);
                 return ApiError(e).into_response();
             }
             Ok(Ok(stream)) => Box::pin(async move { Ok(stream) }),
@@ -206,9 +197,12 @@ fn sse_frames(
     opened: BoxFuture<'static, Result<RoutedStream, Error>>,
     id: String,
     model: String,
-    mut recorder: Option<Recorder>,
+    recorder: Recorder,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
+        // Taken by whichever way the stream ends; dropped unfinished, it records a client
+        // that went away.
+        let mut recorder = Some(recorder);
         let started = Instant::now();
         let created = unix_millis() / 1000;
         let mut chunks = match opened.await {

@@ -26,7 +26,7 @@ const MAX_CLIENT_ID: usize = 128;
 pub async fn attach(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let n = state.request_ids.fetch_add(1, Ordering::Relaxed);
-    let ctx = RequestCtx::new(format!("gen-{}-{n}", unix_millis()));
+    let ctx = RequestCtx::new(format!("gen-{}-{}-{n}", unix_millis(), state.instance));
     let span = tracing::info_span!("request", id = %ctx.id, method = %req.method(),
         path = %req.uri().path(), client_request_id = tracing::field::Empty,
         status = tracing::field::Empty);

@@ -47,7 +47,7 @@ pub async fn respond(
     ctx: &RequestCtx,
     route: Route,
     request: ChatRequest,
-    mut recorder: Option<Recorder>,
+    mut recorder: Recorder,
 ) -> Response {
     let model = request.model.clone();
     let id = ctx.id.clone();
@@ -66,27 +66,18 @@ pub async fn respond(
     if streaming {
         return stream(state, items, progress, model, id, recorder).await;
     }
-    let outcome = RunOutcome::read_with(items, |item| {
-        if let Some(recorder) = recorder.as_mut() {
-            recorder.item(item);
-        }
-    })
-    .await;
+    let outcome = RunOutcome::read_with(items, |item| recorder.item(item)).await;
     match outcome.and_then(|o| o.into_completion(model.clone())) {
         Ok(mut completion) => {
             tracing::info!(%model, status = 200, "fusion");
             completion.id = id;
             completion.created = unix_millis() / 1000;
-            if let Some(recorder) = recorder {
-                recorder.completed(&completion);
-            }
+            recorder.completed(&completion);
             axum::Json(completion).into_response()
         }
         Err(e) => {
             tracing::warn!(%model, status = e.status(), error = %e, "fusion failed");
-            if let Some(recorder) = recorder {
-                recorder.fusion_failed(&e, false);
-            }
+            recorder.fusion_failed(&e, false);
             FusionApiError(e).into_response()
         }
     }
@@ -100,17 +91,15 @@ async fn stream(
     progress: bool,
     model: String,
     id: String,
-    mut recorder: Option<Recorder>,
+    mut recorder: Recorder,
 ) -> Response {
     let mut first = None;
     if !progress {
-        let output = next_output(&mut items, recorder.as_mut());
+        let output = next_output(&mut items, &mut recorder);
         match tokio::time::timeout(state.keepalive, output).await {
             Ok(Some(Err(e))) => {
                 tracing::warn!(%model, status = e.status(), error = %e, "fusion failed");
-                if let Some(recorder) = recorder {
-                    recorder.fusion_failed(&e, false);
-                }
+                recorder.fusion_failed(&e, false);
                 return FusionApiError(e).into_response();
             }
             Ok(item) => first = item,
@@ -125,15 +114,11 @@ async fn stream(
 /// recorder.
 async fn next_output(
     items: &mut FusionStream,
-    mut recorder: Option<&mut Recorder>,
+    recorder: &mut Recorder,
 ) -> Option<Result<Item, FusionError>> {
     loop {
         match items.next().await {
-            Some(Ok(Item::Event(event))) => {
-                if let Some(recorder) = recorder.as_deref_mut() {
-                    recorder.item(&Item::Event(event));
-                }
-            }
+            Some(Ok(Item::Event(event))) => recorder.item(&Item::Event(event)),
             other => return other,
         }
     }
@@ -145,9 +130,12 @@ fn frames(
     id: String,
     model: String,
     progress: bool,
-    mut recorder: Option<Recorder>,
+    recorder: Recorder,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
+        // Taken by whichever way the stream ends; dropped unfinished, it records a client
+        // that went away.
+        let mut recorder = Some(recorder);
         let created = unix_millis() / 1000;
         let stamp = |mut chunk: ChatChunk| {
             chunk.id.clone_from(&id);

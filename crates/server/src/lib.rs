@@ -9,6 +9,7 @@ mod conn;
 mod context;
 mod error;
 mod fusion;
+mod metrics;
 mod models;
 mod record;
 mod rejection;
@@ -39,6 +40,8 @@ pub struct AppState {
     /// How long a request's whole body may take to arrive.
     pub body_timeout: Duration,
     request_ids: AtomicU64,
+    /// This process's part of every request id, so replicas sharing a store never collide.
+    instance: String,
 }
 
 impl AppState {
@@ -59,6 +62,7 @@ impl AppState {
                 Some(keys)
             }
         };
+        metrics::install();
         Ok(Self {
             keepalive: Duration::from_secs_f64(server.keepalive_s),
             body_timeout: Duration::from_secs_f64(server.body_timeout_s),
@@ -67,6 +71,7 @@ impl AppState {
             keys,
             store: None,
             request_ids: AtomicU64::new(0),
+            instance: format!("{:08x}", rand::random::<u32>()),
         })
     }
 
@@ -88,6 +93,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/runs/{id}", get(runs::show))
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/generation", get(runs::generation))
+        .route("/metrics", get(metrics::render))
         .route("/v1/generation", get(runs::generation))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -18,24 +18,26 @@ use crate::chat::unix_millis;
 pub struct Caller(pub String);
 
 pub struct Recorder {
-    store: Arc<Store>,
+    store: Option<Arc<Store>>,
     ctx: RequestCtx,
     started: Instant,
     run: Option<Run>,
-    /// The answer as streamed so far.
+    /// The answer as streamed so far, when the store keeps text.
     text: String,
+    keep_text: bool,
 }
 
 impl Recorder {
-    /// A record for the request `ctx` names; `None` when the store is off.
+    /// A record for the request `ctx` names: counted in the metrics, and kept when there is a
+    /// store.
     pub fn start(
         store: Option<&Arc<Store>>,
         ctx: &RequestCtx,
         caller: Option<&Caller>,
         request: Option<&ChatRequest>,
         fusion: bool,
-    ) -> Option<Self> {
-        let store = store?.clone();
+    ) -> Self {
+        crate::metrics::started();
         let summary = Summary {
             id: ctx.id.clone(),
             created_ms: unix_millis() as i64,
@@ -51,16 +53,20 @@ impl Recorder {
             ..Summary::default()
         };
         let detail = Detail {
-            request: request.and_then(|r| serde_json::to_value(r).ok()),
+            // Only what is kept: without a store, or without content, the copy is not made.
+            request: request
+                .filter(|_| store.is_some_and(|s| s.keeps_content()))
+                .and_then(|r| serde_json::to_value(r).ok()),
             ..Detail::default()
         };
-        Some(Self {
-            store,
+        Self {
+            keep_text: store.is_some_and(|s| s.keeps_content()),
+            store: store.cloned(),
             ctx: ctx.clone(),
             started: Instant::now(),
             run: Some(Run { summary, detail }),
             text: String::new(),
-        })
+        }
     }
 
     /// Takes one item of a fusion run in: its events on the timeline, its text.
@@ -88,7 +94,9 @@ impl Recorder {
         for choice in &chunk.choices {
             if let Some(text) = choice.delta.content.as_deref().filter(|t| !t.is_empty()) {
                 run.summary.first_token_ms.get_or_insert(elapsed);
-                self.text.push_str(text);
+                if self.keep_text {
+                    self.text.push_str(text);
+                }
             }
         }
         if let Some(usage) = &chunk.usage {
@@ -185,7 +193,10 @@ impl Recorder {
         if run.detail.answer.is_none() && !self.text.is_empty() {
             run.detail.answer = Some(std::mem::take(&mut self.text));
         }
-        self.store.record(run);
+        crate::metrics::finished(&run);
+        if let Some(store) = &self.store {
+            store.record(run);
+        }
     }
 }
 

@@ -102,6 +102,11 @@ impl Store {
         db::list(&self.pool, filter).await
     }
 
+    /// Whether prompt and answer text are kept (`[store] content`).
+    pub fn keeps_content(&self) -> bool {
+        self.content
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+pub mod postgres;
+
 use quorate_sim::{Script, Sim};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
