@@ -326,6 +326,17 @@ async fn content_off_keeps_the_figures_and_no_text() {
     }
 }
 
+/// A gateway whose run store is `pg`.
+async fn on_postgres(config: &str, pg: &common::postgres::Postgres) -> Gateway {
+    let keys = format!("alice:{KEY}");
+    let url = pg.url();
+    let env = [
+        ("QUORATE_TEST_STORE_KEYS", keys.as_str()),
+        ("QUORATE_STORE_URL", url.as_str()),
+    ];
+    start(config, &env).await
+}
+
 /// Two replicas on one PostgreSQL behave as one gateway: a run written by either is listed and
 /// shown by both.
 #[tokio::test]
@@ -334,13 +345,8 @@ async fn replicas_share_runs_through_postgres() {
         return;
     };
     let (_sim, addr) = sim(&scripts()).await;
-    let keys = format!("alice:{KEY}");
-    let env = [
-        ("QUORATE_TEST_STORE_KEYS", keys.as_str()),
-        ("QUORATE_STORE_URL", &pg.url()),
-    ];
     let config = store_config(addr, "");
-    let (one, two) = tokio::join!(start(&config, &env), start(&config, &env));
+    let (one, two) = tokio::join!(on_postgres(&config, &pg), on_postgres(&config, &pg));
     let mut ids = Vec::new();
     for gw in [&one, &two, &one, &two] {
         let response = post(gw, json!({"model": "sim/a", "messages": question()})).await;
@@ -376,12 +382,7 @@ async fn a_dead_database_fails_no_request_and_writes_resume() {
         return;
     };
     let (_sim, addr) = sim(&scripts()).await;
-    let keys = format!("alice:{KEY}");
-    let env = [
-        ("QUORATE_TEST_STORE_KEYS", keys.as_str()),
-        ("QUORATE_STORE_URL", &pg.url()),
-    ];
-    let gw = start(&store_config(addr, "[store]\nqueue = 4\n"), &env).await;
+    let gw = on_postgres(&store_config(addr, "[store]\nqueue = 4\n"), &pg).await;
     let first = post(&gw, json!({"model": "sim/a", "messages": question()})).await;
     run(&gw, &request_id(&first)).await;
     pg.stop();
