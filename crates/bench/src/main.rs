@@ -170,9 +170,14 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     .await?;
     let sim_addr = sim_url.trim_start_matches("http://").to_string();
     let gateway_wrapper = wrapper(cpus.as_ref().map(|c| c.gateway.as_str()), args.realtime);
-    let (mut gateway, gateway_url) = start_gateway(&args, &sim_addr, &gateway_wrapper).await?;
+    let store = std::env::temp_dir().join(format!("quorate-bench-{}.db", std::process::id()));
+    let (mut gateway, gateway_url) =
+        start_gateway(&args, &sim_addr, &gateway_wrapper, None).await?;
+    let (mut stored, stored_url) =
+        start_gateway(&args, &sim_addr, &gateway_wrapper, Some(&store)).await?;
     let direct = format!("http://{sim_addr}/v1/chat/completions");
     let through = format!("{gateway_url}/v1/chat/completions");
+    let through_stored = format!("{stored_url}/v1/chat/completions");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)
@@ -181,6 +186,7 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     // Warm both paths: connection pools, allocator, branch predictors.
     run(&client, &direct, 200, 1.0).await;
     run(&client, &through, 200, 1.0).await;
+    run(&client, &through_stored, 200, 1.0).await;
 
     println!(
         "open-loop load, non-streaming echo completions, {}s per path and rate in {} alternating rounds; {}",
@@ -192,14 +198,19 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
         "| rate (req/s) | path | p50 ms | p90 ms | p99 ms | errors | worst send lateness ms | CPU stolen by the host ms/s |"
     );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|");
-    let mut urls = vec![direct.as_str(), through.as_str()];
+    let mut urls = vec![direct.as_str(), through.as_str(), through_stored.as_str()];
     if args.noise_floor {
         urls.push(&direct);
     }
+    let names = [
+        "direct to sim",
+        "through gateway, store off",
+        "through gateway, store on (SQLite)",
+        "direct to sim, again",
+    ];
     let mut rows = Vec::new();
     for &rate in &args.rates {
         let samples = alternate(&client, &urls, rate, &args).await;
-        let names = ["direct to sim", "through gateway", "direct to sim, again"];
         for (name, sample) in names.iter().zip(&samples) {
             print_row(rate, name, sample);
         }
@@ -210,26 +221,32 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
         true => (" noise floor p50 / p90 / p99 ms |", "---:|"),
         false => ("", ""),
     };
-    println!("| rate (req/s) | added p50 ms | added p90 ms | added p99 ms | gateway's own p50 / p99 / max ms |{floor_head}");
-    println!("|---:|---:|---:|---:|---:|{floor_rule}");
+    println!("| rate (req/s) | gateway | added p50 ms | added p90 ms | added p99 ms | gateway's own p50 / p99 / max ms |{floor_head}");
+    println!("|---:|---|---:|---:|---:|---:|{floor_rule}");
     for (rate, samples) in rows {
-        let [p50, _, p99] = percentiles(&samples[1].own_us);
-        let added = difference(&samples[0], &samples[1]);
-        let own_max = samples[1].own_us.last().copied().unwrap_or_default();
-        print!(
-            "| {rate} | {} | {} / {} / {} |",
-            added.join(" | "),
-            ms(p50),
-            ms(p99),
-            ms(own_max)
-        );
-        match samples.get(2) {
-            Some(again) => println!(" {} |", difference(&samples[0], again).join(" / ")),
-            None => println!(),
+        for (name, sample) in ["store off", "store on"].iter().zip(&samples[1..3]) {
+            let [p50, _, p99] = percentiles(&sample.own_us);
+            let added = difference(&samples[0], sample);
+            let own_max = sample.own_us.last().copied().unwrap_or_default();
+            print!(
+                "| {rate} | {name} | {} | {} / {} / {} |",
+                added.join(" | "),
+                ms(p50),
+                ms(p99),
+                ms(own_max)
+            );
+            match samples.get(3) {
+                Some(again) => println!(" {} |", difference(&samples[0], again).join(" / ")),
+                None => println!(),
+            }
         }
     }
-    let _ = gateway.start_kill();
-    let _ = sim.start_kill();
+    for child in [&mut gateway, &mut stored, &mut sim] {
+        let _ = child.start_kill();
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
+    }
     Ok(())
 }
 
@@ -274,16 +291,24 @@ async fn alternate(client: &reqwest::Client, urls: &[&str], rate: u32, args: &Ar
     pooled
 }
 
+/// A gateway in front of the sim, its run store off, or on in the SQLite file `store`.
 async fn start_gateway(
     args: &Args,
     sim: &str,
     wrapper: &[String],
+    store: Option<&std::path::Path>,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
-    let config = std::env::temp_dir().join(format!("quorate-bench-{}.toml", std::process::id()));
+    let name = if store.is_some() { "stored" } else { "plain" };
+    let config =
+        std::env::temp_dir().join(format!("quorate-bench-{}-{name}.toml", std::process::id()));
+    let store = match store {
+        Some(file) => format!("url = \"sqlite://{}\"", file.display()),
+        None => "enabled = false".to_string(),
+    };
     std::fs::write(
         &config,
         format!(
-            "[providers.sim]\nkind = \"openai\"\nbase_url = \"http://{sim}/v1\"\nmax_retries = 0\n\n[models.\"sim/echo\"]\nprovider = \"sim\"\nupstream = \"echo\"\n"
+            "[providers.sim]\nkind = \"openai\"\nbase_url = \"http://{sim}/v1\"\nmax_retries = 0\n\n[models.\"sim/echo\"]\nprovider = \"sim\"\nupstream = \"echo\"\n\n[store]\n{store}\n"
         ),
     )?;
     let config = config.to_string_lossy().into_owned();

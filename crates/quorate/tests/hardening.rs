@@ -321,9 +321,39 @@ synthesizer = "sim/synth"
     assert_eq!(member["status"], "failed", "{body}");
     assert_scrubbed(member["error"]["message"].as_str().unwrap());
 
+    // Nor do they reach the run store (the whole file, every record and attempt) or the metrics.
+    let id = body["id"].as_str().unwrap();
+    let kept = reqwest::Client::new()
+        .get(gw.url(&format!("/v1/runs/{id}")))
+        .bearer_auth(GATEWAY_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 200);
+    assert_scrubbed(&kept.text().await.unwrap());
+    let metrics = reqwest::Client::new()
+        .get(gw.url("/metrics"))
+        .bearer_auth(GATEWAY_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for secret in [PROVIDER_KEY, ANTHROPIC_KEY, GATEWAY_KEY] {
+        assert!(!metrics.contains(secret));
+    }
+
     gw.child.start_kill().unwrap();
     let _ = gw.child.wait().await;
     let logs = (&mut gw.stderr).await.unwrap();
     assert!(logs.contains("completion failed"), "{logs}");
     assert_scrubbed(&logs);
+    for file in [gw.store.clone(), gw.store.with_extension("db-wal")] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in [PROVIDER_KEY, ANTHROPIC_KEY, GATEWAY_KEY] {
+            assert!(!text.contains(secret), "a secret in {}", file.display());
+        }
+    }
 }

@@ -519,3 +519,32 @@ async fn metrics_count_requests_tokens_stages_and_the_store() {
     assert_eq!(after["quorate_requests_in_flight{}"], 0.0);
     assert_eq!(after["quorate_store_dropped_total{}"], 0.0);
 }
+
+/// `--log-format json` (here through `QUORATE_LOG_FORMAT`): every log line is a JSON object, and
+/// a request's lines carry its id from the `request` span.
+#[tokio::test]
+async fn json_logs_carry_the_request_id() {
+    let (_sim, addr) = sim(&scripts()).await;
+    let keys = format!("alice:{KEY}");
+    let env = [
+        ("QUORATE_TEST_STORE_KEYS", keys.as_str()),
+        ("QUORATE_LOG_FORMAT", "json"),
+    ];
+    let mut gw = start(&store_config(addr, ""), &env).await;
+    let response = post(&gw, json!({"model": "sim/a", "messages": question()})).await;
+    let id = request_id(&response);
+    gw.child.start_kill().unwrap();
+    let _ = gw.child.wait().await;
+    let logs = (&mut gw.stderr).await.unwrap();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let completion = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "completion")
+        .unwrap_or_else(|| panic!("no completion line in {logs}"));
+    assert_eq!(completion["spans"][0]["name"], "request");
+    assert_eq!(completion["spans"][0]["id"], id.as_str());
+}

@@ -28,9 +28,14 @@ pub async fn completions(
 ) -> Response {
     let started = Instant::now();
     let caller = request.extensions().get::<Caller>().cloned();
+    let mut body = None;
     let request = read_body(request, state.body_timeout)
         .await
-        .and_then(|bytes| parse(&bytes))
+        .and_then(|bytes| {
+            let request = parse(&bytes);
+            body = Some(bytes);
+            request
+        })
         .and_then(|r| {
             ctx.fusion_depth = fusion_depth(&headers)?;
             let route = crate::fusion::route(&state.fusion, &ctx, &r)?;
@@ -49,7 +54,7 @@ pub async fn completions(
         state.store.as_ref(),
         &ctx,
         caller.as_ref(),
-        Some(&request),
+        Some((&request, body)),
         route.is_some(),
     );
     if let Some(route) = route {
@@ -64,8 +69,9 @@ pub async fn completions(
             tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "completion");
             completion.id = ctx.id;
             completion.created = unix_millis() / 1000;
-            recorder.completed(&completion);
-            axum::Json(completion).into_response()
+            let response = axum::Json(&completion).into_response();
+            recorder.completed_later(completion);
+            response
         }
         Err(e) => {
             tracing::warn!(%model, status = e.status(), error = %e, "completion failed");

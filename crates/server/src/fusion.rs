@@ -72,8 +72,9 @@ pub async fn respond(
             tracing::info!(%model, status = 200, "fusion");
             completion.id = id;
             completion.created = unix_millis() / 1000;
-            recorder.completed(&completion);
-            axum::Json(completion).into_response()
+            let response = axum::Json(&completion).into_response();
+            recorder.completed_later(completion);
+            response
         }
         Err(e) => {
             tracing::warn!(%model, status = e.status(), error = %e, "fusion failed");

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Bytes;
 use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, Usage};
 use quorate_fusion::{FusionError, FusionEvent, FusionReport, Item};
 use quorate_providers::{Error, RequestCtx};
@@ -22,6 +23,9 @@ pub struct Recorder {
     ctx: RequestCtx,
     started: Instant,
     run: Option<Run>,
+    /// The request as the client sent it, kept when the store keeps text: parsed for the record
+    /// only when it is written, off the time the caller waits for.
+    body: Option<Bytes>,
     /// The answer as streamed so far, when the store keeps text.
     text: String,
     keep_text: bool,
@@ -34,9 +38,14 @@ impl Recorder {
         store: Option<&Arc<Store>>,
         ctx: &RequestCtx,
         caller: Option<&Caller>,
-        request: Option<&ChatRequest>,
+        request: Option<(&ChatRequest, Option<Bytes>)>,
         fusion: bool,
     ) -> Self {
+        let keep_text = store.is_some_and(|s| s.keeps_content());
+        let (request, body) = match request {
+            Some((request, body)) => (Some(request), body.filter(|_| keep_text)),
+            None => (None, None),
+        };
         crate::metrics::started();
         let summary = Summary {
             id: ctx.id.clone(),
@@ -52,19 +61,16 @@ impl Recorder {
             stream: request.is_some_and(|r| r.stream == Some(true)),
             ..Summary::default()
         };
-        let detail = Detail {
-            // Only what is kept: without a store, or without content, the copy is not made.
-            request: request
-                .filter(|_| store.is_some_and(|s| s.keeps_content()))
-                .and_then(|r| serde_json::to_value(r).ok()),
-            ..Detail::default()
-        };
         Self {
-            keep_text: store.is_some_and(|s| s.keeps_content()),
+            keep_text,
+            body,
             store: store.cloned(),
             ctx: ctx.clone(),
             started: Instant::now(),
-            run: Some(Run { summary, detail }),
+            run: Some(Run {
+                summary,
+                detail: Detail::default(),
+            }),
             text: String::new(),
         }
     }
@@ -117,6 +123,12 @@ impl Recorder {
             run.detail.fusion = completion.extra.get("fusion").cloned();
         }
         self.finish();
+    }
+
+    /// `completed`, in a task of its own: the response is on its way, and the record costs
+    /// the caller nothing.
+    pub fn completed_later(self, completion: ChatCompletion) {
+        tokio::spawn(async move { self.completed(&completion) });
     }
 
     /// A stream that ended well; `report` for a fusion run.
@@ -190,6 +202,9 @@ impl Recorder {
                 elapsed_ms: a.elapsed_ms,
             })
             .collect();
+        if let Some(body) = self.body.take() {
+            run.detail.request = serde_json::from_slice(&body).ok();
+        }
         if run.detail.answer.is_none() && !self.text.is_empty() {
             run.detail.answer = Some(std::mem::take(&mut self.text));
         }
