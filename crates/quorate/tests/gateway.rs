@@ -903,6 +903,41 @@ async fn ask_answers_from_the_embedded_model() {
     assert!(stderr.contains("cost $0"), "{stderr}");
 }
 
+/// `fuse` keeps the answer's format: a question asking for one letter gets one letter back from
+/// the embedded model's panel, judge and synthesis, not a sentence about it.
+#[tokio::test]
+async fn fuse_answers_a_one_letter_question_with_one_letter() {
+    let question = "Which planet is known as the Red Planet?\nA. Venus\nB. Mars\nC. Jupiter\n\
+                    D. Saturn\nAnswer with the letter of the right option only.";
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(["ask", "--json", "--strategy", "fuse", question])
+        .current_dir(std::env::temp_dir())
+        .env_remove("QUORATE_CONFIG")
+        .env_remove("QUORATE_MODEL")
+        .env_remove("OPENROUTER_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["fusion"]["strategy"], "fuse");
+    assert!(
+        body["fusion"]["analysis"].is_object(),
+        "the judge ran: {body}"
+    );
+    let answer = body["choices"][0]["message"]["content"].as_str().unwrap();
+    let letter = answer
+        .trim()
+        .trim_end_matches('.')
+        .trim_matches(['(', ')', '*']);
+    assert!(
+        ["A", "B", "C", "D"].contains(&letter),
+        "one letter asked, got {answer:?}\n{}",
+        body["fusion"]
+    );
+}
+
 /// The README's main command: fusion on the `local` preset, the embedded model fused with itself.
 #[tokio::test]
 async fn ask_fuses_the_embedded_model_with_itself() {
