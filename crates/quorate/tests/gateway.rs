@@ -903,14 +903,11 @@ async fn ask_answers_from_the_embedded_model() {
     assert!(stderr.contains("cost $0"), "{stderr}");
 }
 
-/// `fuse` keeps the answer's format: a question asking for one letter gets one letter back from
-/// the embedded model's panel, judge and synthesis, not a sentence about it.
-#[tokio::test]
-async fn fuse_answers_a_one_letter_question_with_one_letter() {
-    let question = "Which planet is known as the Red Planet?\nA. Venus\nB. Mars\nC. Jupiter\n\
-                    D. Saturn\nAnswer with the letter of the right option only.";
+/// `quorate ask --json ARGS` with the built-in config (the embedded default): the completion.
+async fn ask_json(args: &[&str]) -> Value {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
-        .args(["ask", "--json", "--strategy", "fuse", question])
+        .args(["ask", "--json"])
+        .args(args)
         .current_dir(std::env::temp_dir())
         .env_remove("QUORATE_CONFIG")
         .env_remove("QUORATE_MODEL")
@@ -920,7 +917,16 @@ async fn fuse_answers_a_one_letter_question_with_one_letter() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `fuse` keeps the answer's format: a question asking for one letter gets one letter back from
+/// the embedded model's panel, judge and synthesis, not a sentence about it.
+#[tokio::test]
+async fn fuse_answers_a_one_letter_question_with_one_letter() {
+    let question = "Which planet is known as the Red Planet?\nA. Venus\nB. Mars\nC. Jupiter\n\
+                    D. Saturn\nAnswer with the letter of the right option only.";
+    let body = ask_json(&["--strategy", "fuse", question]).await;
     assert_eq!(body["fusion"]["strategy"], "fuse");
     assert!(
         body["fusion"]["analysis"].is_object(),
@@ -941,18 +947,7 @@ async fn fuse_answers_a_one_letter_question_with_one_letter() {
 /// The README's main command: fusion on the `local` preset, the embedded model fused with itself.
 #[tokio::test]
 async fn ask_fuses_the_embedded_model_with_itself() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
-        .args(["ask", "--json", "Which city is the capital of France?"])
-        .current_dir(std::env::temp_dir())
-        .env_remove("QUORATE_CONFIG")
-        .env_remove("QUORATE_MODEL")
-        .env_remove("OPENROUTER_API_KEY")
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let body = ask_json(&["Which city is the capital of France?"]).await;
     let fusion = &body["fusion"];
     // The default model answers the README's question right through fusion.
     let answer = body["choices"][0]["message"]["content"].as_str().unwrap();
