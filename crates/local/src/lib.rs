@@ -90,11 +90,21 @@ pub fn provider(
 }
 
 /// Decrements the waiting count however the wait ends (a caller may give up mid-wait).
+/// A request waiting for a free slot: counted here and in `quorate_local_queue_depth` until
+/// it has one (or is dropped).
 struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        metrics::gauge!("quorate_local_queue_depth").increment(1.0);
+        Self(count)
+    }
+}
 
 impl Drop for Waiting {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!("quorate_local_queue_depth").decrement(1.0);
     }
 }
 
@@ -139,6 +149,7 @@ impl LocalProvider {
         }
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
+            metrics::counter!("quorate_local_busy_total").increment(1);
             return Err(Error::Overloaded {
                 message: format!(
                     "local model busy: {} requests already waiting for a free slot; retry later",
@@ -147,7 +158,7 @@ impl LocalProvider {
                 retry_after: Some(BUSY_RETRY_AFTER),
             });
         }
-        let _waiting = Waiting(self.waiting.clone());
+        let _waiting = Waiting::new(self.waiting.clone());
         self.slots
             .clone()
             .acquire_owned()

@@ -560,6 +560,23 @@ impl<'m> Scheduler<'m> {
         run.next = Some(token);
     }
 
+    /// A finished generation in the metrics: tokens read (and reused from the cache), tokens
+    /// generated, and its decoding speed.
+    fn count(&self, run: &Run) {
+        let model = self.model.name.clone();
+        metrics::counter!("quorate_local_prompt_tokens_total", "model" => model.clone())
+            .increment(run.prompt.len() as u64);
+        metrics::counter!("quorate_local_cached_tokens_total", "model" => model.clone())
+            .increment(run.reused as u64);
+        metrics::counter!("quorate_local_generated_tokens_total", "model" => model.clone())
+            .increment(run.generated as u64);
+        let decoding = run.first_token.map(|t| t.elapsed().as_secs_f64());
+        if let Some(seconds) = decoding.filter(|s| *s > 0.0 && run.generated > 1) {
+            metrics::histogram!("quorate_local_tokens_per_second", "model" => model)
+                .record(run.generated as f64 / seconds);
+        }
+    }
+
     /// Reports the end of a generation; its sequence stays as an idle cache.
     fn finish(&mut self, id: usize, finish: Finish) {
         let used = self.tick();
@@ -580,6 +597,7 @@ impl<'m> Scheduler<'m> {
             total_ms = run.started.elapsed().as_millis(),
             "generation finished"
         );
+        self.count(&run);
         let rest = run.text.finish();
         if !rest.is_empty() {
             let _ = run.events.send(Event::Text(rest));

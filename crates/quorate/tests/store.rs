@@ -548,3 +548,38 @@ async fn json_logs_carry_the_request_id() {
     assert_eq!(completion["spans"][0]["name"], "request");
     assert_eq!(completion["spans"][0]["id"], id.as_str());
 }
+
+/// The local engine's own figures: its queue, the tokens it read and generated, its speed.
+#[tokio::test]
+async fn metrics_count_the_local_engines_tokens() {
+    let (_sim, gw) = gateway("").await;
+    let ask = json!({"model": "local/smollm2-135m", "max_tokens": 8, "temperature": 0,
+                     "messages": [{"role": "user", "content": "Say hello."}]});
+    let before = scrape(&gw).await;
+    let body: Value = post(&gw, ask).await.json().await.unwrap();
+    let after = scrape(&gw).await;
+    let moved = |key: &str| {
+        after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
+    };
+    let model = "model=local/smollm2-135m";
+    assert_eq!(
+        moved(&format!("quorate_local_generated_tokens_total{{{model}}}")),
+        body["usage"]["completion_tokens"].as_f64().unwrap(),
+        "{body}"
+    );
+    assert_eq!(
+        moved(&format!("quorate_local_prompt_tokens_total{{{model}}}")),
+        body["usage"]["prompt_tokens"].as_f64().unwrap()
+    );
+    assert_eq!(
+        moved(&format!("quorate_local_tokens_per_second{{{model}}}")),
+        1.0
+    );
+    assert_eq!(
+        after
+            .get("quorate_local_queue_depth{}")
+            .copied()
+            .unwrap_or(0.0),
+        0.0
+    );
+}

@@ -2,7 +2,9 @@
 //! finished (one place for every path: JSON, SSE, fusion, failures, clients that went away);
 //! the run store's queue and writer are read at scrape time. Labels stay low-cardinality:
 //! surface, kind, status, configured model ids (an unknown one counts as `unknown`), provider,
-//! fusion stage and failure reason; never an id or free text.
+//! fusion stage and failure reason; never an id or free text. The local engine counts its own
+//! (`quorate_local_*`: queue depth, busy refusals, tokens read, reused and generated, decoding
+//! speed) through the same recorder.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -11,7 +13,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quorate_store::{Run, Store};
 use serde_json::Value;
 
@@ -23,6 +25,9 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
+/// A local model's decoding speed, tokens per second.
+const TOKENS_PER_SECOND: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process's recorder once (several servers in one process share it).
@@ -30,6 +35,12 @@ pub fn install() {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets(BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("quorate_local_tokens_per_second".into()),
+                    TOKENS_PER_SECOND,
+                )
+            })
             .map_err(|e| tracing::warn!(error = %e, "metrics buckets refused"))
             .ok()?
             .build_recorder();
