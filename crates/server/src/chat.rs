@@ -55,7 +55,7 @@ pub async fn completions(
         &ctx,
         caller.as_ref(),
         Some((&request, body)),
-        route.is_some(),
+        route.as_ref().is_some_and(crate::fusion::Route::is_fusion),
     );
     if let Some(route) = route {
         return crate::fusion::respond(&state, &ctx, route, request, recorder).await;

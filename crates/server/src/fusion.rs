@@ -28,6 +28,13 @@ pub enum Route {
     Research(ResearchPlan),
 }
 
+impl Route {
+    /// A fusion run (the pipeline or the fusion tool), not a model researching alone.
+    pub fn is_fusion(&self) -> bool {
+        matches!(self, Route::Pipeline(_) | Route::Tool(..))
+    }
+}
+
 /// The fusion route a request asks for, if any; a slug or plugin and the tool at once is an error.
 pub fn route(fusion: &Fusion, ctx: &RequestCtx, req: &ChatRequest) -> Result<Option<Route>, Error> {
     let plan = fusion.plan(ctx, req)?;
