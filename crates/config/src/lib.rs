@@ -9,6 +9,7 @@ mod presets;
 mod routing;
 mod secrets;
 mod store;
+mod telemetry;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub use presets::{fusion_slug, FusionConfig, PresetConfig, Strategy, FUSION_SLUG
 pub use routing::ResolvedModel;
 pub use secrets::Secrets;
 pub use store::StoreConfig;
+pub use telemetry::TelemetryConfig;
 pub use tools::{SearchBackend, ToolsConfig, WebFetchConfig, WebSearchConfig, MAX_TOOL_CALLS};
 
 /// Quorate's data folder (models, the local search index): `$QUORATE_HOME`, else
@@ -82,6 +84,9 @@ pub struct Config {
     /// The run store: every request and fusion run kept.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Span export (OpenTelemetry), off unless an endpoint is given.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +263,7 @@ impl Config {
             presets: BTreeMap::new(),
             tools: ToolsConfig::default(),
             store: StoreConfig::default(),
+            telemetry: TelemetryConfig::default(),
         };
         defaults::add_builtins(&mut config.providers, &mut config.models);
         presets::add_builtins(&mut config.presets);
@@ -355,6 +361,9 @@ impl Config {
         self.store
             .validate()
             .map_err(|(k, m)| fail(format!("store.{k}"), m))?;
+        self.telemetry
+            .validate()
+            .map_err(|(k, m)| fail(format!("telemetry.{k}"), m))?;
         for (name, p) in &self.providers {
             validate_provider(p).map_err(|(k, m)| fail(format!("providers.{name}.{k}"), m))?;
         }

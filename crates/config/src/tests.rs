@@ -107,6 +107,12 @@ fn bad_values_are_errors() {
         invalid("[models.m]\nprovider = \"openai\"\n").0,
         "models.\"m\".upstream"
     );
+    assert_eq!(invalid("[store]\nurl = \"mysql://h/db\"\n").0, "store.url");
+    assert_eq!(invalid("[store]\nqueue = 0\n").0, "store.queue");
+    assert_eq!(
+        invalid("[telemetry]\notlp_endpoint = \"https://collector/v1/traces\"\n").0,
+        "telemetry.otlp_endpoint"
+    );
 }
 
 #[test]

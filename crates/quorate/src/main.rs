@@ -6,6 +6,7 @@ mod eval;
 mod index;
 mod pull;
 mod runs;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ struct Cli {
         default_value = "text",
         env = "QUORATE_LOG_FORMAT"
     )]
-    log_format: LogFormat,
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,12 +95,6 @@ enum ModelsCommand {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Parse and validate a config file; print what it defines.
@@ -116,17 +111,15 @@ fn main() -> std::process::ExitCode {
     } else {
         "warn"
     };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        // Each line carries its span stack, so the `request` span's id is on every line of it.
-        LogFormat::Json => logs.json().with_span_list(true).init(),
-    }
+    // Spans are exported from `serve` only; a config that does not load is reported by the
+    // command itself.
+    let export = match &cli.command {
+        Command::Serve { .. } => Config::load(cli.config.as_deref())
+            .ok()
+            .map(|c| c.telemetry),
+        _ => None,
+    };
+    let spans = telemetry::init(cli.log_format, default_level, export.as_ref());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -134,7 +127,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    if let Some(spans) = spans {
+        telemetry::shutdown(spans);
+    }
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
