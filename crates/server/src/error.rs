@@ -36,7 +36,7 @@ impl IntoResponse for FusionApiError {
     }
 }
 
-fn respond(status: u16, body: ErrorBody, retry_after: Option<Duration>) -> Response {
+pub(crate) fn respond(status: u16, body: ErrorBody, retry_after: Option<Duration>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(after) = retry_after {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorate_api::ErrorBody;
 use quorate_store::{Cursor, Filter, Run, Store};
@@ -153,8 +152,7 @@ struct Refusal(u16, String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let code = StatusCode::from_u16(self.0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (code, axum::Json(ErrorBody::new(self.0, self.1))).into_response()
+        crate::error::respond(self.0, ErrorBody::new(self.0, self.1), None)
     }
 }
 
