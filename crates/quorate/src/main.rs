@@ -111,15 +111,18 @@ fn main() -> std::process::ExitCode {
     } else {
         "warn"
     };
-    // Spans are exported from `serve` only; a config that does not load is reported by the
-    // command itself.
-    let export = match &cli.command {
-        Command::Serve { .. } => Config::load(cli.config.as_deref())
-            .ok()
-            .map(|c| c.telemetry),
+    // Loaded once, before logging starts, for the span export's settings; a config that does
+    // not load is reported by the command. `config check` loads the file it names itself.
+    let config = match &cli.command {
+        Command::Config { .. } => None,
+        _ => Some(Config::load(cli.config.as_deref())),
+    };
+    // Spans are exported from `serve` only.
+    let export = match (&cli.command, &config) {
+        (Command::Serve { .. }, Some(Ok(config))) => Some(&config.telemetry),
         _ => None,
     };
-    let spans = telemetry::init(cli.log_format, default_level, export.as_ref());
+    let spans = telemetry::init(cli.log_format, default_level, export);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -127,7 +130,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, config));
     if let Some(spans) = spans {
         telemetry::shutdown(spans);
     }
@@ -140,13 +143,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Config {
-            command: ConfigCommand::Check { file },
-        } => check(file.as_deref().or(cli.config.as_deref())),
-        command => {
-            let config = Config::load(cli.config.as_deref())?;
+async fn run(
+    cli: Cli,
+    config: Option<Result<Config, quorate_config::ConfigError>>,
+) -> anyhow::Result<()> {
+    match (cli.command, config) {
+        (
+            Command::Config {
+                command: ConfigCommand::Check { file },
+            },
+            _,
+        ) => check(file.as_deref().or(cli.config.as_deref())),
+        (_, None) => anyhow::bail!("no configuration was loaded for this command"),
+        (command, Some(config)) => {
+            let config = config?;
             match command {
                 Command::Serve { listen } => serve(config, listen).await,
                 Command::Ask(args) => ask::run(config, args).await,
