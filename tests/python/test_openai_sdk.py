@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import tempfile
+import time
 
 import openai
 import pytest
@@ -243,6 +244,31 @@ def test_fusion_failure_raises_with_its_reason(client):
         client.chat.completions.create(model="quorate/fusion", messages=ask("x"), extra_body={"plugins": [plugin]})
     assert caught.value.status_code == 502
     assert caught.value.body["metadata"]["failure_reason"] == "rate_limited"
+
+
+def _kept(client, run_id):
+    """The run once the store's writer has written it (batches go out within milliseconds)."""
+    for _ in range(200):
+        try:
+            return client.get(f"/runs/{run_id}", cast_to=object)
+        except openai.NotFoundError:
+            time.sleep(0.025)
+    pytest.fail(f"run {run_id} never reached the store")
+
+
+def test_a_failed_fusion_is_not_retried_by_the_sdk(base_url):
+    # The SDK's default: two retries of a 502. Each would run the whole panel again.
+    retrying = openai.OpenAI(base_url=base_url, api_key=GATEWAY_KEY)
+    plugin = dict(FUSION, analysis_models=["sim/broken", "sim/broken"])
+    with pytest.raises(openai.InternalServerError) as caught:
+        retrying.chat.completions.with_raw_response.create(
+            model="quorate/fusion", messages=ask("x"), extra_body={"plugins": [plugin]})
+    headers = caught.value.response.headers
+    assert headers["x-should-retry"] == "false"
+    kept = _kept(retrying, headers["x-quorate-run-id"])
+    assert kept["status"] == 502 and kept["error_kind"] == "all_panels_failed"
+    page = retrying.get("/runs", cast_to=object, options={"params": {"model": "quorate/fusion", "status": 502}})
+    assert len(page["data"]) == 1, "the SDK sent the failed run once"
 
 
 def test_fusion_tool_through_the_sdk(client):

@@ -7,6 +7,10 @@ use crate::{ModelConfig, Price, ProviderConfig, ProviderKind};
 /// The embedded default: a real model that runs in-process with no key and no network.
 pub const LOCAL_MODEL: &str = "local/qwen2.5-coder-0.5b";
 
+pub fn yes() -> bool {
+    true
+}
+
 pub fn listen() -> String {
     "127.0.0.1:8787".to_string()
 }

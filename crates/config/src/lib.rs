@@ -121,6 +121,9 @@ pub struct ServerConfig {
     /// The largest request line and headers, in bytes (431 beyond).
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Serve the web UI (`/`, `/runs`, `/usage`); its data comes from the API, behind the keys.
+    #[serde(default = "defaults::yes")]
+    pub ui: bool,
 }
 
 impl Default for ServerConfig {
@@ -136,6 +139,7 @@ impl Default for ServerConfig {
             idle_timeout_s: defaults::idle_timeout_s(),
             max_connections: defaults::max_connections(),
             max_header_bytes: defaults::max_header_bytes(),
+            ui: true,
         }
     }
 }

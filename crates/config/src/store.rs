@@ -8,13 +8,13 @@ const QUEUE: usize = 10_000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    #[serde(default = "yes")]
+    #[serde(default = "crate::defaults::yes")]
     pub enabled: bool,
     /// `sqlite://PATH` or `postgres://...`; default: SQLite at `<data dir>/quorate.db`.
     #[serde(default)]
     pub url: Option<String>,
     /// Keep prompt and answer text; `false` keeps only the figures.
-    #[serde(default = "yes")]
+    #[serde(default = "crate::defaults::yes")]
     pub content: bool,
     /// Rows older than this many days are pruned; none: kept forever.
     #[serde(default)]
@@ -70,10 +70,6 @@ impl StoreConfig {
         }
         Ok(())
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn queue() -> usize {

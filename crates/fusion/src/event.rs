@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::analysis::Analysis;
 use crate::report::FailureReason;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +42,9 @@ pub enum FusionEvent {
         latency_ms: u64,
         tool_calls: u32,
         sources: usize,
+        /// The answer, so a watcher can show it before the run ends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content: Option<String>,
     },
     MemberFailed {
         slot: usize,
@@ -63,6 +67,9 @@ pub enum FusionEvent {
         ok: bool,
         failure_reason: Option<FailureReason>,
         latency_ms: u64,
+        /// The analysis, when this judge gave a valid one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        analysis: Option<Box<Analysis>>,
     },
     SynthesisStarted {
         model: String,
@@ -114,6 +121,7 @@ mod tests {
                     ok: false,
                     failure_reason: Some(FailureReason::JudgeNotValidJson),
                     latency_ms: 3,
+                    analysis: None,
                 },
                 json!({"type": "judge_done", "model": "j", "ok": false,
                        "failure_reason": "judge_not_valid_json", "latency_ms": 3}),

@@ -611,6 +611,7 @@ impl Run {
                 latency_ms: report.latency_ms,
                 tool_calls: report.tool_calls,
                 sources: report.sources.len(),
+                content: report.content.clone(),
             },
             Some(e) => FusionEvent::MemberFailed {
                 slot,
@@ -730,6 +731,7 @@ impl Run {
                 ok: failure.is_none(),
                 failure_reason: failure,
                 latency_ms: millis(started),
+                analysis: outcome.as_ref().ok().cloned().map(Box::new),
             });
             match outcome {
                 Ok(analysis) => {

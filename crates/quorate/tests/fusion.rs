@@ -392,6 +392,10 @@ async fn quorum_not_met_and_all_failing_are_502_with_a_reason() {
                     .starts_with("application/json"),
                 "an early failure keeps its status when streaming"
             );
+            if reason == "all_panels_failed" {
+                // SDKs would run the whole panel again on their own.
+                assert_eq!(response.headers()["x-should-retry"], "false");
+            }
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["error"]["code"], 502);
             assert_eq!(
@@ -619,6 +623,13 @@ async fn progress_events_come_only_when_asked_for() {
     assert_eq!(kinds.iter().filter(|k| **k == "member_done").count(), 3);
     let judge_done = kinds.iter().position(|k| *k == "judge_done").unwrap();
     assert!(kinds.iter().rposition(|k| *k == "member_done").unwrap() < judge_done);
+    // A watcher sees each answer and the analysis as they come, before the run ends.
+    let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    for done in seen.iter().filter(|e| e["type"] == "member_done") {
+        let slot = done["slot"].as_u64().unwrap() as usize;
+        assert_eq!(done["content"], last["fusion"]["panel"][slot]["content"]);
+    }
+    assert_eq!(seen[judge_done]["analysis"], analysis());
     assert_eq!(content(&data), SYNTHESIS);
     let progress: Vec<Value> = data
         .iter()

@@ -154,6 +154,11 @@ async fn client_errors_have_status_and_json_body() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.headers()["x-should-retry"],
+        "false",
+        "SDKs must not resend it"
+    );
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], 400);
     assert!(e["error"]["message"]
@@ -194,9 +199,13 @@ async fn client_errors_have_status_and_json_body() {
         .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 405);
-    let r = client.get(gw.url("/nowhere")).send().await.unwrap();
+    let r = client.get(gw.url("/v1/embeddings")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
+    let message = r.json::<Value>().await.unwrap()["error"]["message"].clone();
+    assert!(
+        message.as_str().unwrap().starts_with("not implemented: "),
+        "{message}"
+    );
 
     assert!(
         sim.requests().is_empty(),
@@ -251,6 +260,10 @@ api_key_env = "QUORATE_TEST_UNSET_KEY"
     let r = gw.post(&ask("sim/limited", "x")).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "7");
+    assert!(
+        r.headers().get("x-should-retry").is_none(),
+        "a later try may pass"
+    );
     assert_eq!(sim.stats().requests["limited"], 1);
 
     let r = gw.post(&ask("sim/hang", "x")).await;
@@ -400,6 +413,12 @@ async fn every_response_path_carries_the_request_id_and_server_timing() {
     ];
     for response in responses {
         let headers = response.headers();
+        if response.url().path().ends_with("/chat/completions") {
+            assert_eq!(
+                headers["x-quorate-run-id"], headers["x-request-id"],
+                "the run is kept under the request id"
+            );
+        }
         assert!(
             headers["x-request-id"]
                 .to_str()

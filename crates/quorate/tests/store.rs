@@ -122,6 +122,70 @@ fn question() -> Value {
 }
 
 #[tokio::test]
+async fn usage_sums_tokens_cost_and_failures_per_day_model_and_kind() {
+    let (_sim, gw) = gateway("").await;
+    let mut ids = Vec::new();
+    for body in [
+        json!({"model": "sim/a", "messages": question()}),
+        json!({"model": "sim/a", "messages": question(), "stream": true}),
+        json!({"model": "quorate/fusion", "messages": question()}),
+        json!({"model": "nowhere/x", "messages": question()}),
+    ] {
+        let response = post(&gw, body).await;
+        ids.push(request_id(&response));
+        let _ = response.bytes().await;
+    }
+    let fusion = run(&gw, &ids[2]).await;
+    let failed = run(&gw, &ids[3]).await;
+    run(&gw, &ids[1]).await;
+
+    let (status, usage) = get(&gw, "/v1/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    let rows = usage["rows"].as_array().unwrap();
+    let row = |model: &str| {
+        rows.iter()
+            .find(|r| r["model"] == model)
+            .unwrap_or_else(|| panic!("no {model} in {usage}"))
+    };
+    let today = quorate_api::time::iso_date(fusion["created_ms"].as_i64().unwrap() / 1000);
+    let plain = row("sim/a");
+    assert_eq!(
+        (
+            &plain["day"],
+            &plain["kind"],
+            &plain["requests"],
+            &plain["failed"]
+        ),
+        (&json!(today), &json!("completion"), &json!(2), &json!(0))
+    );
+    assert_eq!(plain["cost_usd"].as_f64(), Some(1.0));
+    let fused = row("quorate/fusion");
+    assert_eq!(
+        (&fused["kind"], &fused["requests"]),
+        (&json!("fusion"), &json!(1))
+    );
+    assert_eq!(fused["cost_usd"], fusion["cost_usd"]);
+    assert_eq!(fused["prompt_tokens"], fusion["prompt_tokens"]);
+    assert_eq!(row("nowhere/x")["failed"], 1);
+    assert_eq!(
+        usage["failures"],
+        json!([{"reason": failed["error_kind"], "count": 1}])
+    );
+
+    // A range with nothing in it, a range the wrong way round, no key.
+    let (_, empty) = get(&gw, "/v1/usage?since=0&until=86400").await;
+    assert_eq!(empty["rows"], json!([]));
+    let (status, refused) = get(&gw, "/v1/usage?since=10&until=5").await;
+    assert_eq!(status, 400);
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("since"));
+    let anonymous = client().get(gw.url("/v1/usage")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
 async fn every_request_is_kept_and_read_back_with_its_figures() {
     let (_sim, gw) = gateway("").await;
 
@@ -210,6 +274,12 @@ async fn every_request_is_kept_and_read_back_with_its_figures() {
         times.len() >= 5 && times.windows(2).all(|w| w[0] <= w[1]),
         "{times:?}"
     );
+    // The texts live once, in the `fusion` object, not again on the timeline.
+    assert!(kept["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| { e["event"].get("content").is_none() && e["event"].get("analysis").is_none() }));
 
     // A failure is kept with its kind.
     let failed = post(&gw, json!({"model": "nowhere/x", "messages": question()})).await;
@@ -371,6 +441,11 @@ async fn replicas_share_runs_through_postgres() {
                 "{id} not listed by a replica"
             );
         }
+        // PostgreSQL sums BIGINT into NUMERIC: the usage query casts back.
+        let (status, usage) = get(gw, "/v1/usage").await;
+        assert_eq!(status, 200, "{usage}");
+        assert_eq!(usage["rows"][0]["requests"], ids.len(), "{usage}");
+        assert_eq!(usage["rows"][0]["cost_usd"].as_f64(), Some(2.5));
     }
 }
 

@@ -226,6 +226,22 @@ async fn auto_stops_when_a_majority_agrees_and_skips_the_judge() {
     assert!(fusion["analysis"].is_null());
     assert_eq!(sim.stats().requests.get("judge"), None);
     assert_eq!(sim.stats().requests.get("synth"), None);
+
+    // The run store sums what early exits saved, for the Usage page.
+    let total =
+        saved["prompt_tokens"].as_u64().unwrap() + saved["completion_tokens"].as_u64().unwrap();
+    let mut usage = Value::Null;
+    for _ in 0..200 {
+        usage = gw.get_json("/v1/usage").await;
+        if usage["rows"]
+            .as_array()
+            .is_some_and(|rows| !rows.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(usage["rows"][0]["saved_tokens"], total, "{usage}");
 }
 
 /// `auto` without agreement is `fuse`: the judge and the synthesis run as usual.

@@ -20,6 +20,9 @@ use tracing::Instrument;
 use crate::chat::unix_millis;
 use crate::AppState;
 
+/// Where a completion's run can be fetched: `GET /v1/runs/{id}` (only with the store on).
+const RUN_ID_HEADER: &str = "x-quorate-run-id";
+
 /// The longest client-sent `x-request-id` kept in logs (it is the caller's text, not ours).
 const MAX_CLIENT_ID: usize = 128;
 
@@ -35,6 +38,8 @@ pub async fn attach(State(state): State<Arc<AppState>>, mut req: Request, next: 
         let client: String = client.chars().take(MAX_CLIENT_ID).collect();
         span.record("client_request_id", tracing::field::debug(client));
     }
+    // The record a completion leaves in the run store is read back by this id.
+    let recorded = state.store.is_some() && req.uri().path().ends_with("/chat/completions");
     req.extensions_mut().insert(ctx.clone());
     let max_body = state.router.config().server.max_body_bytes;
     let mut response = match crate::error::declared_oversize(req.headers(), max_body) {
@@ -44,6 +49,9 @@ pub async fn attach(State(state): State<Arc<AppState>>, mut req: Request, next: 
     span.record("status", response.status().as_u16());
     let headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&ctx.id) {
+        if recorded {
+            headers.insert(RUN_ID_HEADER, id.clone());
+        }
         headers.insert(REQUEST_ID_HEADER, id);
     }
     let timing = server_timing(ctx.upstream_wait(), started.elapsed());

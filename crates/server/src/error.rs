@@ -27,18 +27,42 @@ impl IntoResponse for ApiError {
 pub struct FusionApiError(pub FusionError);
 
 impl IntoResponse for FusionApiError {
+    /// SDKs retry a 502 on their own, and each retry is a whole panel again: a failed run says
+    /// not to, unless an upstream asked to be retried later.
     fn into_response(self) -> Response {
-        respond(
-            self.0.status(),
-            self.0.to_body(),
-            self.0.error.retry_after(),
-        )
+        let retry_after = self.0.error.retry_after();
+        let mut response = respond(self.0.status(), self.0.to_body(), retry_after);
+        if retry_after.is_none() {
+            response
+                .headers_mut()
+                .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+        }
+        response
     }
+}
+
+/// Read by the official OpenAI SDKs: `false` stops their automatic retries.
+const SHOULD_RETRY: &str = "x-should-retry";
+
+/// Client errors a retry cannot fix (a timeout, a conflict and a rate limit can pass).
+fn retry_cannot_help(status: StatusCode) -> bool {
+    status.is_client_error()
+        && ![
+            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::CONFLICT,
+            StatusCode::TOO_MANY_REQUESTS,
+        ]
+        .contains(&status)
 }
 
 pub(crate) fn respond(status: u16, body: ErrorBody, retry_after: Option<Duration>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, axum::Json(body)).into_response();
+    if retry_cannot_help(status) {
+        response
+            .headers_mut()
+            .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+    }
     if let Some(after) = retry_after {
         let seconds = after.as_secs_f64().ceil() as u64;
         if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
@@ -48,13 +72,14 @@ pub(crate) fn respond(status: u16, body: ErrorBody, retry_after: Option<Duration
     response
 }
 
-pub async fn not_found(uri: axum::http::Uri) -> Response {
+pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let message = format!(
-        "no route {}: the API is under /v1 (POST /v1/chat/completions, GET /v1/models)",
+        "not implemented: this gateway does not serve {method} {}. It serves POST \
+         /v1/chat/completions, GET /v1/models, GET /v1/runs, GET /v1/runs/{{id}}, GET /v1/usage, \
+         GET /metrics and GET /health (each also under /api/v1), and the web UI at /",
         uri.path()
     );
-    let body = ErrorBody::new(404, message);
-    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+    respond(404, ErrorBody::new(404, message), None)
 }
 
 /// The 413 for a declared body larger than `server.max_body_bytes`, given before reading any of

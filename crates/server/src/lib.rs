@@ -14,6 +14,8 @@ mod models;
 mod record;
 mod rejection;
 mod runs;
+mod ui;
+mod usage;
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -95,13 +97,17 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/api/v1/generation", get(runs::generation))
         .route("/metrics", get(metrics::render))
         .route("/v1/generation", get(runs::generation))
+        .route("/v1/usage", get(usage::summary))
+        .route("/api/v1/usage", get(usage::summary))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
-    axum::Router::new()
-        .route("/health", get(health))
-        .merge(api)
+    let mut routes = axum::Router::new().route("/health", get(health)).merge(api);
+    if state.router.config().server.ui {
+        routes = routes.merge(ui::routes());
+    }
+    routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

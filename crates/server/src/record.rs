@@ -84,9 +84,15 @@ impl Recorder {
         }
     }
 
+    /// Keeps the event on the timeline, less the answer and analysis texts the `fusion` object
+    /// holds anyway.
     fn event(&mut self, event: &FusionEvent) {
         let t_ms = self.elapsed_ms();
-        if let (Some(run), Ok(event)) = (self.run.as_mut(), serde_json::to_value(event)) {
+        if let (Some(run), Ok(mut event)) = (self.run.as_mut(), serde_json::to_value(event)) {
+            if let Some(fields) = event.as_object_mut() {
+                fields.remove("content");
+                fields.remove("analysis");
+            }
             run.detail.events.push(TimedEvent { t_ms, event });
         }
     }
@@ -205,6 +211,7 @@ impl Recorder {
         if let Some(body) = self.body.take() {
             run.detail.request = serde_json::from_slice(&body).ok();
         }
+        run.summary.saved_tokens = saved_tokens(run.detail.fusion.as_ref());
         if run.detail.answer.is_none() && !self.text.is_empty() {
             run.detail.answer = Some(std::mem::take(&mut self.text));
         }
@@ -225,6 +232,20 @@ impl Drop for Recorder {
             self.finish();
         }
     }
+}
+
+/// What an early exit saved, from the report's `agreement` (`auto` only).
+fn saved_tokens(fusion: Option<&serde_json::Value>) -> u64 {
+    let Some(saved) = fusion.and_then(|f| f.pointer("/agreement/saved")) else {
+        return 0;
+    };
+    let tokens = |key: &str| {
+        saved
+            .get(key)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    tokens("prompt_tokens") + tokens("completion_tokens")
 }
 
 fn set_usage(summary: &mut Summary, usage: &Usage) {

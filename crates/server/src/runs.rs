@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use quorate_api::ErrorBody;
@@ -32,15 +33,11 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let store = match store(&state) {
-        Ok(store) => store,
+    let (store, query) = match store_and_query(&state, query) {
+        Ok(found) => found,
         Err(refusal) => return refusal.into_response(),
-    };
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(e) => return error(400, format!("invalid query: {}", e.body_text())),
     };
     let cursor = match query.cursor.as_deref().map(Cursor::decode) {
         Some(None) => return error(400, "cursor: not one this server gave".into()),
@@ -133,6 +130,17 @@ async fn find(state: &AppState, id: &str) -> Result<Run, Refusal> {
     }
 }
 
+/// The store and the parsed query string, or the refusal to answer with.
+pub(crate) fn store_and_query<T>(
+    state: &AppState,
+    query: Result<Query<T>, QueryRejection>,
+) -> Result<(&Arc<Store>, T), Refusal> {
+    let store = store(state)?;
+    let Query(query) =
+        query.map_err(|e| Refusal(400, format!("invalid query: {}", e.body_text())))?;
+    Ok((store, query))
+}
+
 fn store(state: &AppState) -> Result<&Arc<Store>, Refusal> {
     state.store.as_ref().ok_or_else(|| {
         Refusal(
@@ -142,13 +150,13 @@ fn store(state: &AppState) -> Result<&Arc<Store>, Refusal> {
     })
 }
 
-fn unavailable(e: &quorate_store::StoreError) -> Refusal {
+pub(crate) fn unavailable(e: &quorate_store::StoreError) -> Refusal {
     tracing::warn!(error = %e, "run store read failed");
     Refusal(503, format!("the run store cannot be read now: {e}"))
 }
 
 /// A status and why, answered in the API's error shape.
-struct Refusal(u16, String);
+pub(crate) struct Refusal(pub u16, pub String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {

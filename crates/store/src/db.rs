@@ -4,14 +4,16 @@
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::record::{Cursor, Detail, Filter, Kind, Page, Run, Summary};
+use crate::record::{
+    Cursor, Detail, FailureCount, Filter, Kind, Page, Run, Summary, Usage, UsageRow,
+};
 use crate::StoreError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 const COLUMNS: &str = "id, created_ms, caller, surface, model, answered_by, kind, stream, \
     status, error_kind, latency_ms, first_token_ms, gateway_ms, prompt_tokens, \
-    completion_tokens, cost_usd";
+    completion_tokens, cost_usd, saved_tokens";
 
 /// Connects and brings the schema up to date. A SQLite file (and its folder) is created.
 pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {
@@ -67,8 +69,8 @@ pub async fn insert(pool: &AnyPool, runs: &[Run]) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO runs (id, created_ms, caller, surface, model, answered_by, kind, \
              stream, status, error_kind, latency_ms, first_token_ms, gateway_ms, prompt_tokens, \
-             completion_tokens, cost_usd, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (id) DO NOTHING",
+             completion_tokens, cost_usd, saved_tokens, detail) VALUES ($1, $2, $3, $4, $5, $6, \
+             $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&s.id)
         .bind(s.created_ms)
@@ -86,6 +88,7 @@ pub async fn insert(pool: &AnyPool, runs: &[Run]) -> Result<(), StoreError> {
         .bind(as_i64(s.prompt_tokens))
         .bind(as_i64(s.completion_tokens))
         .bind(s.cost_usd)
+        .bind(as_i64(s.saved_tokens))
         .bind(detail)
         .execute(&mut *tx)
         .await?;
@@ -198,6 +201,62 @@ pub async fn list(pool: &AnyPool, filter: &Filter) -> Result<Page, StoreError> {
     Ok(Page { data, next_cursor })
 }
 
+const DAY_MS: i64 = 86_400_000;
+
+/// Sums per day, model and kind, and failures per reason, over `[since_ms, until_ms)`. Sums are
+/// cast back to BIGINT: PostgreSQL sums BIGINT into NUMERIC.
+pub async fn usage(pool: &AnyPool, since_ms: i64, until_ms: i64) -> Result<Usage, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT created_ms / {DAY_MS} AS day, model, kind, COUNT(*) AS requests, \
+         CAST(SUM(CASE WHEN status >= 400 OR error_kind IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) \
+         AS failed, CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, \
+         CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
+         SUM(cost_usd) AS cost_usd, CAST(SUM(saved_tokens) AS BIGINT) AS saved_tokens \
+         FROM runs WHERE created_ms >= $1 AND created_ms < $2 \
+         GROUP BY created_ms / {DAY_MS}, model, kind ORDER BY day, model, kind"
+    ))
+    .bind(since_ms)
+    .bind(until_ms)
+    .fetch_all(pool)
+    .await?;
+    let failures = sqlx::query(
+        "SELECT error_kind, COUNT(*) AS count FROM runs \
+         WHERE error_kind IS NOT NULL AND created_ms >= $1 AND created_ms < $2 \
+         GROUP BY error_kind ORDER BY count DESC, error_kind",
+    )
+    .bind(since_ms)
+    .bind(until_ms)
+    .fetch_all(pool)
+    .await?;
+    Ok(Usage {
+        rows: rows.iter().map(usage_row).collect::<Result<_, _>>()?,
+        failures: failures
+            .iter()
+            .map(|row| {
+                Ok(FailureCount {
+                    reason: row.try_get("error_kind")?,
+                    count: as_u64(row.try_get::<i64, _>("count")?),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
+    })
+}
+
+fn usage_row(row: &AnyRow) -> Result<UsageRow, StoreError> {
+    let int = |name: &str| -> Result<u64, StoreError> { Ok(as_u64(row.try_get::<i64, _>(name)?)) };
+    Ok(UsageRow {
+        day: row.try_get("day")?,
+        model: row.try_get("model")?,
+        kind: Kind::parse(row.try_get::<String, _>("kind")?.as_str()),
+        requests: int("requests")?,
+        failed: int("failed")?,
+        prompt_tokens: int("prompt_tokens")?,
+        completion_tokens: int("completion_tokens")?,
+        cost_usd: row.try_get::<Option<f64>, _>("cost_usd")?.unwrap_or(0.0),
+        saved_tokens: int("saved_tokens")?,
+    })
+}
+
 fn summary(row: &AnyRow) -> Result<Summary, StoreError> {
     let int = |name: &str| -> Result<i64, StoreError> { Ok(row.try_get::<i64, _>(name)?) };
     let opt_int = |name: &str| -> Result<Option<i64>, StoreError> {
@@ -220,6 +279,7 @@ fn summary(row: &AnyRow) -> Result<Summary, StoreError> {
         prompt_tokens: as_u64(int("prompt_tokens")?),
         completion_tokens: as_u64(int("completion_tokens")?),
         cost_usd: row.try_get("cost_usd")?,
+        saved_tokens: as_u64(int("saved_tokens")?),
     })
 }
 

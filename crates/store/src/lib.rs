@@ -14,7 +14,10 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 
-pub use record::{Attempt, Cursor, Detail, Filter, Kind, Page, Run, Summary, TimedEvent};
+pub use record::{
+    Attempt, Cursor, Detail, FailureCount, Filter, Kind, Page, Run, Summary, TimedEvent, Usage,
+    UsageRow,
+};
 pub use writer::Counters;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,11 @@ impl Store {
 
     pub async fn list(&self, filter: &Filter) -> Result<Page, StoreError> {
         db::list(&self.pool, filter).await
+    }
+
+    /// Totals per day, model and kind over `[since_ms, until_ms)`, and failures per reason.
+    pub async fn usage(&self, since_ms: i64, until_ms: i64) -> Result<Usage, StoreError> {
+        db::usage(&self.pool, since_ms, until_ms).await
     }
 
     /// Whether prompt and answer text are kept (`[store] content`).

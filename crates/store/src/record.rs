@@ -43,6 +43,9 @@ pub struct Summary {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cost_usd: Option<f64>,
+    /// Tokens an early exit did not spend (estimated by the run).
+    #[serde(default)]
+    pub saved_tokens: u64,
 }
 
 /// What the gateway did with a request.
@@ -242,4 +245,33 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert_eq!(Cursor::decode("nope"), None);
     }
+}
+
+/// Totals of one model's requests of one kind on one day (UTC), as the Usage page charts them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsageRow {
+    /// Days since 1970-01-01 (UTC).
+    pub day: i64,
+    pub model: String,
+    pub kind: Kind,
+    pub requests: u64,
+    /// Requests that answered an error status or broke off.
+    pub failed: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+    pub saved_tokens: u64,
+}
+
+/// How often requests failed for one reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailureCount {
+    pub reason: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub rows: Vec<UsageRow>,
+    pub failures: Vec<FailureCount>,
 }
