@@ -234,8 +234,25 @@ def test_fusion_streams_progress_events_the_sdk_accepts(client):
     assert events.count("member_done") == 2 and "judge_done" in events
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "One fused answer."
-    assert chunks[-1].usage.total_tokens > 0
+    assert chunks[-1].usage is None, "no usage chunk unless include_usage"
+    assert chunks[-1].choices[0].finish_reason == "stop"
     assert chunks[-1].model_extra["fusion"]["judge"] == "sim/judge"
+
+
+def test_the_usual_stream_loop_runs_to_the_end(client):
+    # `chunk.choices[0].delta.content` on every chunk: what most client code does. A chunk with
+    # `choices: []` (a usage chunk nobody asked for) would make it raise IndexError.
+    plain = client.chat.completions.create(model="sim/echo", messages=ask("loop"), stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in plain) == "echo: loop"
+    fused = client.chat.completions.create(
+        model="quorate/fusion", messages=ask("loop"), stream=True, extra_body={"plugins": [FUSION]})
+    assert "".join(c.choices[0].delta.content or "" for c in fused) == "One fused answer."
+    # Asked for, the usage comes in a last chunk of its own, with the `fusion` object.
+    with_usage = list(client.chat.completions.create(
+        model="quorate/fusion", messages=ask("loop"), stream=True, stream_options={"include_usage": True},
+        extra_body={"plugins": [FUSION]}))
+    assert with_usage[-1].choices == [] and with_usage[-1].usage.total_tokens > 0
+    assert with_usage[-1].model_extra["fusion"]["synthesizer"] == "sim/synth"
 
 
 def test_fusion_failure_raises_with_its_reason(client):
@@ -268,7 +285,8 @@ def test_a_failed_fusion_is_not_retried_by_the_sdk(base_url):
     kept = _kept(retrying, headers["x-quorate-run-id"])
     assert kept["status"] == 502 and kept["error_kind"] == "all_panels_failed"
     page = retrying.get("/runs", cast_to=object, options={"params": {"model": "quorate/fusion", "status": 502}})
-    assert len(page["data"]) == 1, "the SDK sent the failed run once"
+    failed = [r for r in page["data"] if r["error_kind"] == "all_panels_failed"]
+    assert len(failed) == 1, "the SDK sent the failed run once"
 
 
 def test_fusion_tool_through_the_sdk(client):

@@ -640,14 +640,42 @@ async fn progress_events_come_only_when_asked_for() {
         .iter()
         .all(|v| v["choices"] == json!([]) && v["object"] == "chat.completion.chunk"));
 
+    // As OpenAI streams: every chunk has a choice (the usual `choices[0].delta` loop never
+    // fails), and the one that finishes the answer comes last, with the `fusion` object.
     let mut plain = json!({"model": "quorate/fusion", "messages": question(), "stream": true});
     let (data, _) = sse(gw.post(&plain).await).await;
     assert!(events(&data).is_empty(), "no progress chunks unless asked");
     assert_eq!(content(&data), SYNTHESIS);
     assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["choices"][0].is_object() && c.get("usage").is_none()));
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["fusion"]["analysis"], analysis());
+
+    // With `include_usage`, and always on OpenRouter's path: a last chunk with the usage.
+    plain["stream_options"] = json!({"include_usage": true});
+    let (data, _) = sse(gw.post(&plain).await).await;
     let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(last["choices"], json!([]));
     assert_eq!(last["fusion"]["analysis"], analysis());
     assert_eq!(last["usage"]["cost"].as_f64(), Some(0.00775));
+    let mut openrouter = plain.clone();
+    openrouter.as_object_mut().unwrap().remove("stream_options");
+    let response = reqwest::Client::new()
+        .post(gw.url("/api/v1/chat/completions"))
+        .json(&openrouter)
+        .send()
+        .await
+        .unwrap();
+    let (data, _) = sse(response).await;
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["cost"], last["usage"]["cost"]);
     // Streamed and not, the same usage.
     plain["stream"] = json!(false);
     let body = ok_json(&gw, &plain).await;
@@ -765,6 +793,7 @@ async fn a_model_that_does_not_call_the_tool_costs_one_call() {
     assert_eq!(body["usage"]["cost"].as_f64(), Some(0.01));
     let mut request = tool_request("sim/plain", json!({"type": "quorate:fusion"}));
     request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
     let (data, _) = sse(gw.post(&request).await).await;
     assert_eq!(content(&data), "No panel needed.");
     assert_eq!(data.last().unwrap(), "[DONE]");
@@ -791,6 +820,7 @@ async fn tool_choice_forces_the_call_and_the_answer_streams() {
     let (sim, gw) = setup("").await;
     let mut request = tool_request("sim/outer_stream", fusion_tool());
     request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
     request["tool_choice"] = json!({"type": "quorate:fusion"});
     let (data, _) = sse(gw.post(&request).await).await;
     assert_eq!(content(&data), OUTER_ANSWER);

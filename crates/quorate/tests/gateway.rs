@@ -106,6 +106,20 @@ async fn stream_reassembles_and_ends_with_usage_then_done() {
     let gw = start(&config(addr, ""), &[]).await;
     let mut body = ask("sim/a", "count");
     body["stream"] = json!(true);
+
+    // As OpenAI does: no usage chunk unless asked for, so every chunk has a choice.
+    let (data, _) = sse(gw.post(&body).await).await;
+    assert_eq!(content(&data), "one two three four");
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    for chunk in &data[..data.len() - 1] {
+        let chunk: Value = serde_json::from_str(chunk).unwrap();
+        assert!(
+            chunk["choices"][0].is_object() && chunk.get("usage").is_none(),
+            "{chunk}"
+        );
+    }
+
+    body["stream_options"] = json!({"include_usage": true});
     let response = gw.post(&body).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
@@ -792,6 +806,7 @@ async fn anthropic_provider_round_trips() {
 
     let mut streaming = body.clone();
     streaming["stream"] = json!(true);
+    streaming["stream_options"] = json!({"include_usage": true});
     let (data, _) = sse(gw.post(&streaming).await).await;
     assert_eq!(content(&data), "bonjour le monde");
     let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();

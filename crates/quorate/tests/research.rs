@@ -399,17 +399,25 @@ async fn server_tools_run_the_loop_for_a_plain_model_and_sum_its_usage() {
 
 #[tokio::test]
 async fn server_tools_stream_the_answer_with_usage_and_sources() {
-    let (_sim, gw, site) = setup().await;
-    let request = json!({"model": "sim/agent", "stream": true,
-        "messages": [{"role": "user", "content": "Why are there tides?"}],
-        "tools": [{"type": "quorate:web_search"}]});
-    let response = gw.post(&request).await;
-    assert_eq!(response.status(), 200);
-    let (data, _) = sse(response).await;
-    assert!(common::content(&data).starts_with("See [tides]"));
-    let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
-    assert_eq!(last["usage"]["cost"].as_f64(), Some(0.02));
-    assert!(urls(&last["research"]["sources"]).contains(&format!("http://{site}/tides")));
+    for include_usage in [false, true] {
+        // A fresh simulator each time: the agent's script is a sequence.
+        let (_sim, gw, site) = setup().await;
+        let request = json!({"model": "sim/agent", "stream": true,
+            "stream_options": {"include_usage": include_usage},
+            "messages": [{"role": "user", "content": "Why are there tides?"}],
+            "tools": [{"type": "quorate:web_search"}]});
+        let response = gw.post(&request).await;
+        assert_eq!(response.status(), 200);
+        let (data, _) = sse(response).await;
+        assert!(common::content(&data).starts_with("See [tides]"));
+        let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+        assert!(urls(&last["research"]["sources"]).contains(&format!("http://{site}/tides")));
+        if include_usage {
+            assert_eq!(last["usage"]["cost"].as_f64(), Some(0.02));
+        } else {
+            assert_eq!(last["choices"][0]["finish_reason"], "stop");
+        }
+    }
 }
 
 /// In a panel mixing models with and without tools, only those without wait for the prefetch.

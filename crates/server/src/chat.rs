@@ -28,6 +28,7 @@ pub async fn completions(
 ) -> Response {
     let started = Instant::now();
     let caller = request.extensions().get::<Caller>().cloned();
+    let openrouter = request.uri().path().starts_with("/api/");
     let mut body = None;
     let request = read_body(request, state.body_timeout)
         .await
@@ -57,11 +58,12 @@ pub async fn completions(
         Some((&request, body)),
         route.as_ref().is_some_and(crate::fusion::Route::is_fusion),
     );
+    let usage_chunk = usage_chunk(openrouter, &request);
     if let Some(route) = route {
-        return crate::fusion::respond(&state, &ctx, route, request, recorder).await;
+        return crate::fusion::respond(&state, &ctx, route, request, recorder, usage_chunk).await;
     }
     if request.stream == Some(true) {
-        return stream(&state, ctx, request, recorder).await;
+        return stream(&state, ctx, request, recorder, usage_chunk).await;
     }
     let model = request.model.clone();
     match state.router.complete(&ctx, request).await {
@@ -79,6 +81,18 @@ pub async fn completions(
             ApiError(e).into_response()
         }
     }
+}
+
+/// Whether a stream ends with a usage chunk (`choices: []`). OpenAI sends one only when
+/// `stream_options.include_usage` asks for it, and the usual client loop
+/// (`chunk.choices[0].delta`) fails on it otherwise; OpenRouter (`/api/v1`) always sends it.
+fn usage_chunk(openrouter: bool, request: &ChatRequest) -> bool {
+    openrouter
+        || request
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
 }
 
 /// How deep in fusion runs the caller is: another Quorate's inner calls carry the header.
@@ -143,6 +157,7 @@ async fn stream(
     ctx: RequestCtx,
     request: ChatRequest,
     recorder: Recorder,
+    usage_chunk: bool,
 ) -> Response {
     let router = state.router.clone();
     let model = request.model.clone();
@@ -160,7 +175,7 @@ async fn stream(
             Err(_) => open,
         };
     sse_response(with_keepalive(
-        sse_frames(opened, id, model, recorder),
+        sse_frames(opened, id, model, recorder, usage_chunk),
         state.keepalive,
     ))
 }
@@ -197,13 +212,14 @@ pub fn body_frame(body: &quorate_api::ErrorBody) -> Bytes {
     Bytes::from(format!("data: {body}\n\n"))
 }
 
-/// The SSE body: chunks with the gateway's id, a usage chunk last, then `[DONE]`; or an error
-/// event where the upstream failed.
+/// The SSE body: chunks with the gateway's id, a usage chunk last when `usage_chunk`, then
+/// `[DONE]`; or an error event where the upstream failed. The usage is recorded either way.
 fn sse_frames(
     opened: BoxFuture<'static, Result<RoutedStream, Error>>,
     id: String,
     model: String,
     recorder: Recorder,
+    usage_chunk: bool,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
         // Taken by whichever way the stream ends; dropped unfinished, it records a client
@@ -234,6 +250,12 @@ fn sse_frames(
                     if let Some(recorder) = recorder.as_mut() {
                         recorder.chunk(&chunk);
                     }
+                    if !usage_chunk {
+                        if chunk.choices.is_empty() {
+                            continue;
+                        }
+                        chunk.usage = None;
+                    }
                     yield data_frame(&chunk);
                 }
                 Err(e) => {
@@ -248,7 +270,9 @@ fn sse_frames(
         }
         if !saw_usage {
             tracing::warn!(%model, "upstream stream carried no usage");
-            yield data_frame(&usage_chunk(&id, created, last_model));
+            if usage_chunk {
+                yield data_frame(&empty_usage_chunk(&id, created, last_model));
+            }
         }
         if let Some(recorder) = recorder.take() {
             recorder.streamed(None);
@@ -258,7 +282,7 @@ fn sse_frames(
     }
 }
 
-fn usage_chunk(id: &str, created: u64, model: String) -> ChatChunk {
+fn empty_usage_chunk(id: &str, created: u64, model: String) -> ChatChunk {
     let mut chunk = ChatChunk::empty(model);
     chunk.id = id.to_string();
     chunk.created = created;

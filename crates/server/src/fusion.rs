@@ -1,7 +1,8 @@
 //! Requests the gateway runs itself: fusion (`quorate/fusion`, the `fusion` plugin, the
 //! `quorate:fusion` tool) and server research tools (`quorate:web_search` / `web_fetch` on a
 //! plain model). The result is an ordinary completion, or SSE with the `fusion` object on the
-//! final chunk and, when asked for, progress chunks (`fusion_event`, empty `choices`).
+//! last chunk (the usage chunk when there is one, else the chunk that finishes the answer) and,
+//! when asked for, progress chunks (`fusion_event`, empty `choices`).
 
 use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
@@ -55,6 +56,7 @@ pub async fn respond(
     route: Route,
     request: ChatRequest,
     mut recorder: Recorder,
+    usage_chunk: bool,
 ) -> Response {
     let model = request.model.clone();
     let id = ctx.id.clone();
@@ -71,7 +73,11 @@ pub async fn respond(
         Route::Research(plan) => (state.fusion.run_research(ctx, plan, request), false),
     };
     if streaming {
-        return stream(state, items, progress, model, id, recorder).await;
+        let shape = Shape {
+            progress,
+            usage_chunk,
+        };
+        return stream(state, items, shape, model, id, recorder).await;
     }
     let outcome = RunOutcome::read_with(items, |item| recorder.item(item)).await;
     match outcome.and_then(|o| o.into_completion(model.clone())) {
@@ -91,18 +97,28 @@ pub async fn respond(
     }
 }
 
+/// What a stream carries besides the answer.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// `fusion_event` chunks (the plan's `stream_progress`).
+    progress: bool,
+    /// A last chunk with `choices: []` carrying usage and the `fusion` object; without it, the
+    /// chunk that finishes the answer carries the `fusion` object and comes last.
+    usage_chunk: bool,
+}
+
 /// Without progress events, waits up to one keep-alive interval for the first output so that a
 /// run failing early (e.g. every member refused) still answers with its HTTP status.
 async fn stream(
     state: &AppState,
     mut items: FusionStream,
-    progress: bool,
+    shape: Shape,
     model: String,
     id: String,
     mut recorder: Recorder,
 ) -> Response {
     let mut first = None;
-    if !progress {
+    if !shape.progress {
         let output = next_output(&mut items, &mut recorder);
         match tokio::time::timeout(state.keepalive, output).await {
             Ok(Some(Err(e))) => {
@@ -114,7 +130,7 @@ async fn stream(
             Err(_) => {}
         }
     }
-    let frames = frames(first, items, id, model, progress, recorder);
+    let frames = frames(first, items, id, model, shape, recorder);
     sse_response(with_keepalive(frames, state.keepalive))
 }
 
@@ -137,7 +153,7 @@ fn frames(
     mut items: FusionStream,
     id: String,
     model: String,
-    progress: bool,
+    shape: Shape,
     recorder: Recorder,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
@@ -152,6 +168,8 @@ fn frames(
         };
         let mut pending = first;
         let mut outcome = RunOutcome::default();
+        // Without a usage chunk, the chunk that finishes the answer waits to come last.
+        let mut finishing: Option<ChatChunk> = None;
         loop {
             let item = match pending.take() {
                 Some(item) => Some(item),
@@ -174,11 +192,17 @@ fn frames(
                 recorder.item(&item);
             }
             match item {
-                Item::Event(event) if progress => {
+                Item::Event(event) if shape.progress => {
                     yield data_frame(&stamp(progress_chunk(&model, &event)));
                 }
                 Item::Event(_) => {}
+                Item::Chunk(chunk) if !shape.usage_chunk && finishes(&chunk) => {
+                    finishing = Some(*chunk);
+                }
                 Item::Chunk(chunk) => yield data_frame(&stamp(*chunk)),
+                Item::Answer(completion) if !shape.usage_chunk => {
+                    finishing = Some(answer_chunk(&completion));
+                }
                 Item::Answer(completion) => yield data_frame(&stamp(answer_chunk(&completion))),
                 Item::Annotations(annotations) => {
                     yield data_frame(&stamp(annotations_chunk(&model, annotations)));
@@ -188,7 +212,12 @@ fn frames(
                     if let Some(recorder) = recorder.take() {
                         recorder.streamed(Some(&report));
                     }
-                    yield data_frame(&stamp(final_chunk(&model, &report)));
+                    let last = if shape.usage_chunk {
+                        final_chunk(&model, &report)
+                    } else {
+                        closing(finishing.take(), &model, "fusion", Some(report.to_value()))
+                    };
+                    yield data_frame(&stamp(last));
                     yield Bytes::from_static(b"data: [DONE]\n\n");
                     return;
                 }
@@ -207,8 +236,13 @@ fn frames(
         if let Some(recorder) = recorder.take() {
             recorder.completed(&answer);
         }
-        let usage = answer.usage.clone().unwrap_or_default();
-        yield data_frame(&stamp(usage_chunk(&model, usage, answer.extra.get("research").cloned())));
+        let research = answer.extra.get("research").cloned();
+        let last = if shape.usage_chunk {
+            usage_chunk(&model, answer.usage.clone().unwrap_or_default(), research)
+        } else {
+            closing(finishing.take(), &model, "research", research)
+        };
+        yield data_frame(&stamp(last));
         yield Bytes::from_static(b"data: [DONE]\n\n");
     }
 }
@@ -254,6 +288,29 @@ fn answer_chunk(completion: &ChatCompletion) -> ChatChunk {
         .collect();
     let mut chunk = ChatChunk::empty(completion.model.clone());
     chunk.choices = choices;
+    chunk
+}
+
+fn finishes(chunk: &ChatChunk) -> bool {
+    chunk.choices.iter().any(|c| c.finish_reason.is_some())
+}
+
+/// The stream's last chunk when it has no usage chunk: the held finishing chunk (or a bare
+/// `stop`), carrying the run's `fusion` or `research` object.
+fn closing(held: Option<ChatChunk>, model: &str, key: &str, object: Option<Value>) -> ChatChunk {
+    let mut chunk = held.unwrap_or_else(|| {
+        let mut chunk = ChatChunk::empty(model);
+        chunk.choices.push(ChunkChoice {
+            index: 0,
+            delta: Delta::default(),
+            finish_reason: Some("stop".into()),
+            extra: Default::default(),
+        });
+        chunk
+    });
+    if let Some(object) = object {
+        chunk.extra.insert(key.into(), object);
+    }
     chunk
 }
 

@@ -232,21 +232,24 @@ function fillModelControls() {
 
 // ---- a run ------------------------------------------------------------------------------------
 
+// The usage chunk is asked for: the totals line reads the exact usage and cost from it.
+const STREAM = { stream: true, stream_options: { include_usage: true } };
+
 function buildRequest(values) {
   const messages = [{ role: "user", content: values.question }];
   if (values.mode === "single") {
-    return { model: values.model, stream: true, stream_options: { include_usage: true }, messages };
+    return { model: values.model, ...STREAM, messages };
   }
   const plugin = { id: "fusion", stream_progress: true };
   if (values.preset) {
     if (values.strategy) plugin.strategy = values.strategy;
-    return { model: values.preset, stream: true, messages, plugins: [plugin] };
+    return { model: values.preset, ...STREAM, messages, plugins: [plugin] };
   }
   plugin.analysis_models = values.members;
   if (values.judge) plugin.judge = values.judge;
   if (values.synthesizer) plugin.model = values.synthesizer;
   if (values.strategy) plugin.strategy = values.strategy;
-  return { model: FUSION_PREFIX, stream: true, messages, plugins: [plugin] };
+  return { model: FUSION_PREFIX, ...STREAM, messages, plugins: [plugin] };
 }
 
 /** Why the form cannot run yet, or null. */
