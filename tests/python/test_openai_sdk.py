@@ -192,6 +192,10 @@ def test_mid_stream_error_raises(client):
 def test_models_list(client):
     ids = [m.id for m in client.models.list()]
     assert "sim/echo" in ids
+    assert client.models.retrieve("sim/echo").id == "sim/echo"
+    assert client.models.retrieve("quorate/fusion").owned_by == "quorate"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("sim/nothing")
 
 
 def test_local_model_structured_output(client):

@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 /// `extra` and is forwarded upstream as it came.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
+    /// May be left out when `models` is given (OpenRouter): see `take_model_from_models`.
+    #[serde(default)]
     pub model: String,
     pub messages: Vec<Message>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,9 +122,19 @@ impl ChatRequest {
     }
 
     /// Field-level checks serde cannot express. The error names the field.
+    /// OpenRouter takes `models` alone: the first is the model, the rest its fallbacks.
+    pub fn take_model_from_models(&mut self) {
+        if !self.model.is_empty() {
+            return;
+        }
+        if let Some(models) = self.models.as_mut().filter(|m| !m.is_empty()) {
+            self.model = models.remove(0);
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.model.trim().is_empty() {
-            return Err("model: must not be empty".into());
+            return Err("model: required (or `models`, the models to try in order)".into());
         }
         if self.messages.is_empty() {
             return Err("messages: must hold at least one message".into());

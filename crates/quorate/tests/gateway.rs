@@ -386,6 +386,23 @@ fallbacks = ["sim/b"]
     let r: Value = gw.post(&ask("sim/a2", "x")).await.json().await.unwrap();
     assert_eq!(r["model"], "sim/b");
 
+    // OpenRouter takes `models` alone: the first is the model.
+    let alone =
+        json!({"models": ["sim/a", "sim/b"], "messages": [{"role": "user", "content": "x"}]});
+    let r: Value = gw.post(&alone).await.json().await.unwrap();
+    assert_eq!(r["model"], "sim/b", "{r}");
+    let neither = json!({"messages": [{"role": "user", "content": "x"}]});
+    let r = gw.post(&neither).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("model: required"),
+        "{e}"
+    );
+
     let mut body = ask("sim/a", "x");
     body["stream"] = json!(true);
     body["models"] = json!(["sim/b"]);

@@ -130,7 +130,7 @@ fn body_error(rejection: BytesRejection) -> Error {
 /// Strict JSON parsing whose errors name the offending field, then field-level validation.
 pub fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let request: ChatRequest =
+    let mut request: ChatRequest =
         serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -145,6 +145,7 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
     deserializer
         .end()
         .map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))?;
+    request.take_model_from_models();
     request.validate().map_err(Error::BadRequest)?;
     Ok(request)
 }
@@ -183,7 +184,12 @@ async fn stream(
 /// An SSE response. Its body is polled after the handler returned, so it is put back in the
 /// request's span (log lines and upstream calls it makes keep the request id).
 pub fn sse_response(frames: impl Stream<Item = Bytes> + Send + 'static) -> Response {
-    let frames = in_span(tracing::Span::current(), frames);
+    let open = crate::metrics::OpenStream::open();
+    let frames = in_span(tracing::Span::current(), frames).map(move |frame| {
+        // Held until the body is dropped: finished, or its client gone.
+        let _ = &open;
+        frame
+    });
     Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
@@ -351,6 +357,12 @@ mod tests {
         assert!(m.starts_with("response_format") && m.contains("xml"), "{m}");
         assert!(
             message("{\"model\": \"m\", \"messages\": []} x").starts_with("malformed JSON body")
+        );
+        let alone = r#"{"models": ["a/x", "b/y"], "messages": [{"role": "user", "content": "x"}]}"#;
+        let request = parse(alone.as_bytes()).unwrap();
+        assert_eq!(
+            (request.model.as_str(), request.models),
+            ("a/x", Some(vec!["b/y".to_string()]))
         );
     }
 }

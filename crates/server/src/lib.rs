@@ -90,6 +90,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/api/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models::list))
         .route("/api/v1/models", get(models::list))
+        .route("/v1/models/{*id}", get(models::retrieve))
+        .route("/api/v1/models/{*id}", get(models::retrieve))
         .route("/v1/runs", get(runs::list))
         .route("/api/v1/runs", get(runs::list))
         .route("/v1/runs/{id}", get(runs::show))

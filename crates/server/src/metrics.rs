@@ -67,6 +67,22 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// A streamed response being sent: counted in `quorate_streams_in_flight` while it lives.
+pub struct OpenStream;
+
+impl OpenStream {
+    pub fn open() -> Self {
+        gauge!("quorate_streams_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        gauge!("quorate_streams_in_flight").decrement(1.0);
+    }
+}
+
 pub fn started() {
     gauge!("quorate_requests_in_flight").increment(1.0);
 }

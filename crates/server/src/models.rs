@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use quorate_api::{ModelInfo, ModelList, Pricing};
+use quorate_api::{ErrorBody, ModelInfo, ModelList, Pricing};
 use quorate_config::{Config, ProviderKind, FUSION_SLUGS};
 use rust_decimal::Decimal;
 
@@ -38,6 +39,22 @@ const LOCAL_PARAMETERS: &[&str] = &[
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(model_list(state.router.config()))
+}
+
+/// `GET /v1/models/{id}` (ids hold slashes: `sim/a`, `quorate/fusion:budget`).
+pub async fn retrieve(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match model_list(state.router.config())
+        .data
+        .into_iter()
+        .find(|m| m.id == id)
+    {
+        Some(model) => Json(model).into_response(),
+        None => crate::error::respond(
+            404,
+            ErrorBody::new(404, format!("no model {id:?}: GET /v1/models lists them")),
+            None,
+        ),
+    }
 }
 
 fn per_token(per_mtok: Option<Decimal>) -> String {
