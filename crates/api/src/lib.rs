@@ -1,8 +1,10 @@
-//! Wire types of Quorate's OpenAI-compatible surface.
+//! Wire types of Quorate's surfaces: OpenAI-compatible chat completions, and Anthropic's Messages
+//! API read into the same internal request.
 //!
 //! Every object keeps the fields Quorate does not interpret in an `extra` map, so requests and
 //! responses pass through the gateway untouched (tools, `response_format`, provider extras, ...).
 
+pub mod anthropic;
 pub mod chat;
 pub mod error;
 pub mod models;

@@ -1,4 +1,5 @@
-//! Gateway keys: when configured, every API request needs `Authorization: Bearer <key>`.
+//! Gateway keys: when configured, every API request needs `Authorization: Bearer <key>` (or, as
+//! Anthropic's clients send it, `x-api-key: <key>`).
 
 use std::sync::Arc;
 
@@ -51,15 +52,19 @@ pub async fn require_key(
     let Some(keys) = &state.keys else {
         return next.run(request).await;
     };
-    let presented = request
-        .headers()
+    let headers = request.headers();
+    let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        })
+        });
+    // Anthropic's SDKs send the key as `x-api-key`.
+    let presented = bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
+    let anthropic = request.uri().path().ends_with("/messages");
     let matched = presented.and_then(|key| {
         keys.iter()
             .find(|k| constant_time_eq(k.secret.as_bytes(), key.as_bytes()))
@@ -71,13 +76,20 @@ pub async fn require_key(
                 .insert(crate::record::Caller(key.name.clone()));
             next.run(request).await
         }
-        (None, Some(_)) => {
-            ApiError(Error::Unauthorized("invalid gateway API key".into())).into_response()
-        }
-        (None, None) => ApiError(Error::Unauthorized(
-            "missing gateway API key: send Authorization: Bearer <key>".into(),
-        ))
-        .into_response(),
+        (None, Some(_)) => refuse(anthropic, "invalid gateway API key"),
+        (None, None) => refuse(
+            anthropic,
+            "missing gateway API key: send Authorization: Bearer <key> (or x-api-key: <key>)",
+        ),
+    }
+}
+
+/// A 401 in the shape of the surface asked.
+fn refuse(anthropic: bool, message: &str) -> Response {
+    if anthropic {
+        crate::messages::anthropic_error(401, message, None)
+    } else {
+        ApiError(Error::Unauthorized(message.into())).into_response()
     }
 }
 

@@ -27,37 +27,16 @@ pub async fn completions(
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let caller = request.extensions().get::<Caller>().cloned();
     let openrouter = request.uri().path().starts_with("/api/");
-    let mut body = None;
-    let request = read_body(request, state.body_timeout)
-        .await
-        .and_then(|bytes| {
-            let request = parse(&bytes);
-            body = Some(bytes);
-            request
-        })
-        .and_then(|r| {
-            ctx.fusion_depth = fusion_depth(&headers)?;
-            let route = crate::fusion::route(&state.fusion, &ctx, &r)?;
-            Ok((r, route))
-        });
-    let (request, route) = match request {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::info!(status = e.status(), error = %e, "rejected request");
-            Recorder::start(state.store.as_ref(), &ctx, caller.as_ref(), None, false)
-                .failed(&e, false);
-            return ApiError(e).into_response();
-        }
+    let accepted = accept(&state, &mut ctx, &headers, request, "chat", parse).await;
+    let Accepted {
+        request,
+        route,
+        recorder,
+    } = match accepted {
+        Ok(accepted) => accepted,
+        Err(e) => return ApiError(e).into_response(),
     };
-    let recorder = Recorder::start(
-        state.store.as_ref(),
-        &ctx,
-        caller.as_ref(),
-        Some((&request, body)),
-        route.as_ref().is_some_and(crate::fusion::Route::is_fusion),
-    );
     let usage_chunk = usage_chunk(openrouter, &request);
     if let Some(route) = route {
         return crate::fusion::respond(&state, &ctx, route, request, recorder, usage_chunk).await;
@@ -79,6 +58,63 @@ pub async fn completions(
             tracing::warn!(%model, status = e.status(), error = %e, "completion failed");
             recorder.failed(&e, false);
             ApiError(e).into_response()
+        }
+    }
+}
+
+/// A request read, checked and routed, with the recorder that follows it.
+pub struct Accepted {
+    pub request: ChatRequest,
+    pub route: Option<crate::fusion::Route>,
+    pub recorder: Recorder,
+}
+
+/// Reads the body within `server.body_timeout_s`, parses it with the surface's `parse`, and
+/// routes it; a request refused on the way is recorded before its error is returned.
+pub async fn accept(
+    state: &AppState,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    request: Request,
+    surface: &'static str,
+    parse: fn(&[u8]) -> Result<ChatRequest, Error>,
+) -> Result<Accepted, Error> {
+    let caller = request.extensions().get::<Caller>().cloned();
+    let mut body = None;
+    let parsed = read_body(request, state.body_timeout)
+        .await
+        .and_then(|bytes| {
+            let request = parse(&bytes);
+            body = Some(bytes);
+            request
+        })
+        .and_then(|r| {
+            ctx.fusion_depth = fusion_depth(headers)?;
+            let route = crate::fusion::route(&state.fusion, ctx, &r)?;
+            Ok((r, route))
+        });
+    let store = state.store.as_ref();
+    match parsed {
+        Ok((request, route)) => {
+            let fusion = route.as_ref().is_some_and(crate::fusion::Route::is_fusion);
+            let recorder = Recorder::start(
+                store,
+                ctx,
+                caller.as_ref(),
+                Some((&request, body)),
+                fusion,
+                surface,
+            );
+            Ok(Accepted {
+                request,
+                route,
+                recorder,
+            })
+        }
+        Err(e) => {
+            tracing::info!(status = e.status(), error = %e, "rejected request");
+            Recorder::start(store, ctx, caller.as_ref(), None, false, surface).failed(&e, false);
+            Err(e)
         }
     }
 }

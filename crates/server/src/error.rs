@@ -33,12 +33,17 @@ impl IntoResponse for FusionApiError {
         let retry_after = self.0.error.retry_after();
         let mut response = respond(self.0.status(), self.0.to_body(), retry_after);
         if retry_after.is_none() {
-            response
-                .headers_mut()
-                .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+            no_retry(&mut response);
         }
         response
     }
+}
+
+/// Tells SDKs not to retry on their own.
+pub(crate) fn no_retry(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
 }
 
 /// Read by the official OpenAI SDKs: `false` stops their automatic retries.
@@ -56,6 +61,15 @@ fn retry_cannot_help(status: StatusCode) -> bool {
 }
 
 pub(crate) fn respond(status: u16, body: ErrorBody, retry_after: Option<Duration>) -> Response {
+    respond_with(status, body, retry_after)
+}
+
+/// An error response in any surface's body shape, with the headers every error carries.
+pub(crate) fn respond_with(
+    status: u16,
+    body: impl serde::Serialize,
+    retry_after: Option<Duration>,
+) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, axum::Json(body)).into_response();
     if retry_cannot_help(status) {
@@ -75,8 +89,9 @@ pub(crate) fn respond(status: u16, body: ErrorBody, retry_after: Option<Duration
 pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let message = format!(
         "not implemented: this gateway does not serve {method} {}. It serves POST \
-         /v1/chat/completions, GET /v1/models, GET /v1/runs, GET /v1/runs/{{id}}, GET /v1/usage, \
-         GET /metrics and GET /health (each also under /api/v1), and the web UI at /",
+         /v1/chat/completions, POST /v1/messages, GET /v1/models, GET /v1/models/{{id}}, GET \
+         /v1/runs, GET /v1/runs/{{id}}, GET /v1/usage, GET /metrics and GET /health (each also \
+         under /api/v1), and the web UI at /",
         uri.path()
     );
     respond(404, ErrorBody::new(404, message), None)

@@ -61,17 +61,7 @@ pub async fn respond(
     let model = request.model.clone();
     let id = ctx.id.clone();
     let streaming = request.stream == Some(true);
-    let (items, progress) = match route {
-        Route::Pipeline(plan) => {
-            let progress = plan.stream_progress;
-            (state.fusion.run(ctx, plan, request), progress)
-        }
-        Route::Tool(index, plan) => {
-            let progress = plan.stream_progress;
-            (state.fusion.run_tool(ctx, plan, index, request), progress)
-        }
-        Route::Research(plan) => (state.fusion.run_research(ctx, plan, request), false),
-    };
+    let (items, progress) = run(state, ctx, route, request);
     if streaming {
         let shape = Shape {
             progress,
@@ -94,6 +84,26 @@ pub async fn respond(
             recorder.fusion_failed(&e, false);
             FusionApiError(e).into_response()
         }
+    }
+}
+
+/// Starts the run a route asks for: its items, and whether progress events were asked for.
+pub fn run(
+    state: &AppState,
+    ctx: &RequestCtx,
+    route: Route,
+    request: ChatRequest,
+) -> (FusionStream, bool) {
+    match route {
+        Route::Pipeline(plan) => {
+            let progress = plan.stream_progress;
+            (state.fusion.run(ctx, plan, request), progress)
+        }
+        Route::Tool(index, plan) => {
+            let progress = plan.stream_progress;
+            (state.fusion.run_tool(ctx, plan, index, request), progress)
+        }
+        Route::Research(plan) => (state.fusion.run_research(ctx, plan, request), false),
     }
 }
 
@@ -136,7 +146,7 @@ async fn stream(
 
 /// The next item a client without progress events would see; the events before it go to the
 /// recorder.
-async fn next_output(
+pub async fn next_output(
     items: &mut FusionStream,
     recorder: &mut Recorder,
 ) -> Option<Result<Item, FusionError>> {
@@ -248,7 +258,7 @@ fn frames(
 }
 
 /// A whole completion as one chunk: role, text and tool calls in one delta, with its finish reason.
-fn answer_chunk(completion: &ChatCompletion) -> ChatChunk {
+pub fn answer_chunk(completion: &ChatCompletion) -> ChatChunk {
     let choices = completion
         .choices
         .iter()

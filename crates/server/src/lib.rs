@@ -9,6 +9,7 @@ mod conn;
 mod context;
 mod error;
 mod fusion;
+mod messages;
 mod metrics;
 mod models;
 mod record;
@@ -88,6 +89,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
     let api = axum::Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/api/v1/chat/completions", post(chat::completions))
+        .route("/v1/messages", post(messages::create))
+        .route("/api/v1/messages", post(messages::create))
         .route("/v1/models", get(models::list))
         .route("/api/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::retrieve))

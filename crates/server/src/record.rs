@@ -40,6 +40,7 @@ impl Recorder {
         caller: Option<&Caller>,
         request: Option<(&ChatRequest, Option<Bytes>)>,
         fusion: bool,
+        surface: &'static str,
     ) -> Self {
         let keep_text = store.is_some_and(|s| s.keeps_content());
         let (request, body) = match request {
@@ -51,7 +52,7 @@ impl Recorder {
             id: ctx.id.clone(),
             created_ms: unix_millis() as i64,
             caller: caller.map(|c| c.0.clone()),
-            surface: "chat".into(),
+            surface: surface.into(),
             model: request.map(|r| r.model.clone()).unwrap_or_default(),
             kind: if fusion {
                 Kind::Fusion
