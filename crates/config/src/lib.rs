@@ -124,6 +124,10 @@ pub struct ServerConfig {
     /// Serve the web UI (`/`, `/runs`, `/usage`); its data comes from the API, behind the keys.
     #[serde(default = "defaults::yes")]
     pub ui: bool,
+    /// Browser origins allowed to call the API (`https://app.example`, or `*` for any); none by
+    /// default, so a web page elsewhere cannot read answers with a user's browser.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +144,7 @@ impl Default for ServerConfig {
             max_connections: defaults::max_connections(),
             max_header_bytes: defaults::max_header_bytes(),
             ui: true,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -471,6 +476,31 @@ fn validate_limits(s: &ServerConfig) -> Result<(), (String, String)> {
     // hyper's read buffer, which bounds the headers, cannot be smaller than 8 KiB.
     if !(8192..=1 << 20).contains(&s.max_header_bytes) {
         return Err(("max_header_bytes".into(), "must be 8192 to 1048576".into()));
+    }
+    validate_origins(&s.cors_origins)
+}
+
+/// Each origin as a browser sends it (`scheme://host[:port]`, no path), or `*` alone.
+fn validate_origins(origins: &[String]) -> Result<(), (String, String)> {
+    if origins.iter().any(|o| o == "*") && origins.len() > 1 {
+        return Err((
+            "cors_origins".into(),
+            "\"*\" allows every origin: list it alone".into(),
+        ));
+    }
+    for (i, origin) in origins.iter().enumerate() {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let plain = rest.is_some_and(|r| !r.is_empty() && !r.contains('/') && r.is_ascii());
+        if origin != "*" && !plain {
+            return Err((
+                format!("cors_origins[{i}]"),
+                format!(
+                    "{origin:?}: want an origin like \"https://app.example\" (no path), or \"*\""
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -224,6 +224,15 @@ fn server_limits_have_safe_defaults_and_are_checked() {
         ("max_connections = 0", "server.max_connections"),
         ("max_header_bytes = 100", "server.max_header_bytes"),
         ("body_timeout = 3", "server.body_timeout"),
+        ("cors_origins = [\"app.example\"]", "server.cors_origins[0]"),
+        (
+            "cors_origins = [\"https://a.example/x\"]",
+            "server.cors_origins[0]",
+        ),
+        (
+            "cors_origins = [\"*\", \"https://a.example\"]",
+            "server.cors_origins",
+        ),
     ] {
         assert_eq!(invalid(&format!("[server]\n{line}\n")).0, key, "{line}");
     }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ask, config, content, eventually, sim, sse, start};
+use common::{ask, config, content, eventually, sim, sse, start, Gateway};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -1065,4 +1065,108 @@ async fn server_timing_tells_the_upstream_wait_from_the_gateways_own_time() {
     assert_eq!(response.status(), 502);
     let (upstream, total) = server_timing(&response);
     assert!(upstream > 0.0 && total >= upstream, "{upstream} / {total}");
+}
+
+/// Browsers may call the API only from the origins `[server] cors_origins` lists: a preflight
+/// from one is answered before any key is asked for; another origin, or no list, gets no CORS
+/// headers, so the browser keeps the answer from the page.
+#[tokio::test]
+async fn cors_allows_only_the_listed_origins() {
+    let (_sim, addr) = sim(&[]).await;
+    let client = reqwest::Client::new();
+    let preflight = |gw: &Gateway, origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, gw.url("/v1/chat/completions"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let listed = config(addr, "")
+        .replace(
+            "[server]\n",
+            "[server]\ncors_origins = [\"http://app.test\"]\napi_keys_env = \"QUORATE_TEST_CORS_KEYS\"\n",
+        );
+    let gw = start(&listed, &[("QUORATE_TEST_CORS_KEYS", "sk-cors")]).await;
+    let r = preflight(&gw, "http://app.test").await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://app.test"
+    );
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let r = preflight(&gw, "http://evil.test").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let r = client
+        .get(gw.url("/v1/models"))
+        .header("origin", "http://app.test")
+        .bearer_auth("sk-cors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://app.test"
+    );
+    assert!(r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("x-request-id"));
+
+    let off = start(&config(addr, ""), &[]).await;
+    let r = preflight(&off, "http://app.test").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+/// What an answer would silently drop is refused by name: several choices where one comes back,
+/// an image for a model that reads text only. An OpenAI-compatible upstream gets `n` as sent.
+#[tokio::test]
+async fn requests_a_model_cannot_serve_are_refused_by_field() {
+    let (sim, addr) = sim(&[("a", json!({"reply": "one"}))]).await;
+    let extra = "[presets.t]\npanel = [\"sim/a\", \"sim/a\"]\nsynthesizer = \"sim/a\"\n";
+    let gw = start(&config(addr, extra), &[]).await;
+    let refused = |body: Value| {
+        let gw = &gw;
+        async move {
+            let r = gw.post(&body).await;
+            assert_eq!(r.status(), 400, "{body}");
+            r.json::<Value>().await.unwrap()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let mut fused = ask("quorate/fusion:t", "x");
+    fused["n"] = json!(2);
+    assert!(refused(fused)
+        .await
+        .starts_with("n: quorate/fusion:t answers with one choice"));
+    let mut local = ask("local/smollm2-135m", "x");
+    local["n"] = json!(3);
+    assert!(refused(local).await.starts_with("n: "));
+    let image = json!({"model": "local/smollm2-135m", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]});
+    let message = refused(image).await;
+    assert!(
+        message.starts_with("messages[0].content[1]: local/smollm2-135m reads text only"),
+        "{message}"
+    );
+
+    let mut passed = ask("sim/a", "x");
+    passed["n"] = json!(2);
+    assert_eq!(gw.post(&passed).await.status(), 200);
+    assert_eq!(
+        sim.requests().last().unwrap().body["n"],
+        2,
+        "forwarded as sent"
+    );
 }

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
-use quorate_api::{ChatChunk, ChatRequest, Usage, FUSION_DEPTH_HEADER};
+use quorate_api::{ChatChunk, ChatRequest, Content, Usage, FUSION_DEPTH_HEADER};
+use quorate_config::{Config, ProviderKind};
 use quorate_providers::{in_span, Error, RequestCtx, RoutedStream};
 use serde::Serialize;
 
@@ -91,6 +92,7 @@ pub async fn accept(
         .and_then(|r| {
             ctx.fusion_depth = fusion_depth(headers)?;
             let route = crate::fusion::route(&state.fusion, ctx, &r)?;
+            servable(state.router.config(), &r, route.is_some())?;
             Ok((r, route))
         });
     let store = state.store.as_ref();
@@ -117,6 +119,38 @@ pub async fn accept(
             Err(e)
         }
     }
+}
+
+/// Refuses what the answer would silently drop: more than one choice where only one comes back
+/// (fusion, local and Anthropic models; OpenAI-compatible upstreams get `n` as sent), and images
+/// for a model that reads text only (local models).
+fn servable(config: &Config, request: &ChatRequest, gateway_run: bool) -> Result<(), Error> {
+    let kind = config
+        .resolve(&request.model)
+        .and_then(|m| config.providers.get(&m.provider))
+        .map(|p| p.kind);
+    let n = request.extra.get("n").and_then(serde_json::Value::as_u64);
+    if n.is_some_and(|n| n > 1) && (gateway_run || kind != Some(ProviderKind::Openai)) {
+        return Err(Error::BadRequest(format!(
+            "n: {} answers with one choice per request; send n = 1 (or leave it out) and ask \
+             again for more",
+            request.model
+        )));
+    }
+    if kind == Some(ProviderKind::Local) {
+        for (i, message) in request.messages.iter().enumerate() {
+            let Some(Content::Parts(parts)) = &message.content else {
+                continue;
+            };
+            if let Some(j) = parts.iter().position(|p| p["type"] != "text") {
+                return Err(Error::BadRequest(format!(
+                    "messages[{i}].content[{j}]: {} reads text only (input modalities: text)",
+                    request.model
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a stream ends with a usage chunk (`choices: []`). OpenAI sends one only when

@@ -112,7 +112,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
     if state.router.config().server.ui {
         routes = routes.merge(ui::routes());
     }
-    routes
+    let cors = cors(&state.router.config().server.cors_origins);
+    let app = routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -120,7 +121,46 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             state.clone(),
             context::attach,
         ))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// Browser access from `[server] cors_origins`, outermost so preflights are answered before keys
+/// are asked for; `None` (no CORS headers at all) when the list is empty.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let name = HeaderName::from_static;
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                name("x-api-key"),
+                name("anthropic-version"),
+                name("x-request-id"),
+            ])
+            .expose_headers([
+                name("x-request-id"),
+                name("x-quorate-run-id"),
+                name("server-timing"),
+                header::RETRY_AFTER,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// What connections past `server.max_connections` get: /health, and a 503 for anything else.
