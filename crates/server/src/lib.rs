@@ -3,6 +3,7 @@
 //! Every route answers JSON, errors included (`{"error": {"code", "message", "metadata"}}`), and
 //! the OpenRouter paths (`/api/v1/...`) serve the same handlers, so clients switch by base URL.
 
+mod answer;
 mod auth;
 mod chat;
 mod conn;

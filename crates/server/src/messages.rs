@@ -12,23 +12,17 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use quorate_api::anthropic::{self, MessageUsage, MessagesRequest};
-use quorate_api::{ChatChunk, ChatRequest, ToolCallDelta};
-use quorate_fusion::{final_chunk, FusionError, FusionStream, Item, RunOutcome};
-use quorate_providers::{Error, RequestCtx, RoutedStream};
+use quorate_api::{ChatRequest, ToolCallDelta};
+use quorate_providers::{Error, RequestCtx};
 use serde_json::{json, Map, Value};
 
-use crate::chat::{accept, sse_response, unix_millis, with_keepalive, Accepted};
-use crate::fusion::{answer_chunk, next_output, Route};
-use crate::record::Recorder;
+use crate::answer::{self, Chunks, Refused};
+use crate::chat::{accept, sse_response, with_keepalive};
 use crate::AppState;
 
 const SURFACE: &str = "messages";
-
-/// A failure in the middle of a stream: its status and message.
-type Failure = (u16, String);
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -37,44 +31,21 @@ pub async fn create(
     request: Request,
 ) -> Response {
     let accepted = accept(&state, &mut ctx, &headers, request, SURFACE, parse).await;
-    let Accepted {
-        request,
-        route,
-        mut recorder,
-    } = match accepted {
+    let accepted = match accepted {
         Ok(accepted) => accepted,
-        Err(e) => return refuse(&e),
+        Err(e) => return refuse(&Refused::Plain(e)),
     };
-    if request.stream == Some(true) {
-        return stream(&state, ctx, route, request, recorder).await;
+    let (id, model) = (ctx.id.clone(), accepted.request.model.clone());
+    if accepted.request.stream == Some(true) {
+        return match answer::chunks(&state, ctx, accepted).await {
+            Ok(chunks) => sse_response(with_keepalive(events(chunks, id, model), state.keepalive)),
+            Err(refused) => refuse(&refused),
+        };
     }
-    let model = request.model.clone();
-    let completion = match route {
-        Some(route) => {
-            let (items, _) = crate::fusion::run(&state, &ctx, route, request);
-            let outcome = RunOutcome::read_with(items, |item| recorder.item(item)).await;
-            match outcome.and_then(|o| o.into_completion(model)) {
-                Ok(completion) => completion,
-                Err(e) => {
-                    recorder.fusion_failed(&e, false);
-                    return refuse_fusion(&e);
-                }
-            }
-        }
-        None => match state.router.complete(&ctx, request).await {
-            Ok(completion) => completion,
-            Err(e) => {
-                recorder.failed(&e, false);
-                return refuse(&e);
-            }
-        },
-    };
-    let mut completion = completion;
-    completion.id = ctx.id.clone();
-    completion.created = unix_millis() / 1000;
-    let response = axum::Json(anthropic::message(&completion)).into_response();
-    recorder.completed_later(completion);
-    response
+    match answer::complete(&state, &ctx, accepted).await {
+        Ok(completion) => axum::Json(anthropic::message(&completion)).into_response(),
+        Err(refused) => refuse(&refused),
+    }
 }
 
 /// Strict parsing whose errors name the field, then the checks every surface shares.
@@ -95,15 +66,9 @@ fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
     Ok(request)
 }
 
-fn refuse(error: &Error) -> Response {
-    anthropic_error(error.status(), &error.to_string(), error.retry_after())
-}
-
-/// A failed run: each retry would be the whole panel again (unless an upstream asked for one).
-fn refuse_fusion(error: &FusionError) -> Response {
-    let retry_after = error.error.retry_after();
-    let mut response = anthropic_error(error.status(), &error.to_string(), retry_after);
-    if retry_after.is_none() {
+fn refuse(refused: &Refused) -> Response {
+    let mut response = anthropic_error(refused.status(), &refused.message(), refused.retry_after());
+    if refused.retry_cannot_help() {
         crate::error::no_retry(&mut response);
     }
     response
@@ -118,145 +83,10 @@ pub fn anthropic_error(
     crate::error::respond_with(status, anthropic::error_body(status, message), retry_after)
 }
 
-/// The stream opens like a chat completion stream: an early failure keeps its HTTP status.
-async fn stream(
-    state: &AppState,
-    ctx: RequestCtx,
-    route: Option<Route>,
-    request: ChatRequest,
-    mut recorder: Recorder,
-) -> Response {
-    let model = request.model.clone();
-    let id = ctx.id.clone();
-    let chunks: BoxStream<'static, Result<ChatChunk, Failure>> = match route {
-        Some(route) => {
-            let (mut items, _) = crate::fusion::run(state, &ctx, route, request);
-            let first = next_output(&mut items, &mut recorder);
-            let first = match tokio::time::timeout(state.keepalive, first).await {
-                Ok(Some(Err(e))) => {
-                    recorder.fusion_failed(&e, false);
-                    return refuse_fusion(&e);
-                }
-                Ok(item) => item,
-                Err(_) => None,
-            };
-            fusion_chunks(first, items, model.clone(), recorder).boxed()
-        }
-        None => match state.router.stream(&ctx, request).await {
-            Ok(opened) => plain_chunks(opened, recorder).boxed(),
-            Err(e) => {
-                recorder.failed(&e, false);
-                return refuse(&e);
-            }
-        },
-    };
-    sse_response(with_keepalive(events(chunks, id, model), state.keepalive))
-}
-
-fn plain_chunks(
-    mut opened: RoutedStream,
-    recorder: Recorder,
-) -> impl Stream<Item = Result<ChatChunk, Failure>> + Send + 'static {
-    async_stream::stream! {
-        // Dropped unfinished, it records a client that went away.
-        let mut recorder = Some(recorder);
-        while let Some(item) = opened.next().await {
-            match item {
-                Ok(chunk) => {
-                    if let Some(recorder) = recorder.as_mut() {
-                        recorder.chunk(&chunk);
-                    }
-                    yield Ok(chunk);
-                }
-                Err(e) => {
-                    if let Some(recorder) = recorder.take() {
-                        recorder.failed(&e, true);
-                    }
-                    yield Err((e.status(), e.to_string()));
-                    return;
-                }
-            }
-        }
-        if let Some(recorder) = recorder.take() {
-            recorder.streamed(None);
-        }
-    }
-}
-
-/// A fusion run's answer as chunks: the answer's own, then one with the usage and the `fusion`
-/// (or `research`) object.
-fn fusion_chunks(
-    first: Option<Result<Item, FusionError>>,
-    mut items: FusionStream,
-    model: String,
-    recorder: Recorder,
-) -> impl Stream<Item = Result<ChatChunk, Failure>> + Send + 'static {
-    async_stream::stream! {
-        let mut recorder = Some(recorder);
-        let mut outcome = RunOutcome::default();
-        let mut pending = first;
-        loop {
-            let item = match pending.take() {
-                Some(item) => Some(item),
-                None => items.next().await,
-            };
-            let item = match item {
-                Some(Ok(item)) => item,
-                Some(Err(e)) => {
-                    if let Some(recorder) = recorder.take() {
-                        recorder.fusion_failed(&e, true);
-                    }
-                    yield Err((e.status(), e.to_string()));
-                    return;
-                }
-                None => break,
-            };
-            outcome.record(&item);
-            if let Some(recorder) = recorder.as_mut() {
-                recorder.item(&item);
-            }
-            match item {
-                Item::Chunk(chunk) => yield Ok(*chunk),
-                Item::Answer(completion) => yield Ok(answer_chunk(&completion)),
-                Item::Done(report) => {
-                    if let Some(recorder) = recorder.take() {
-                        recorder.streamed(Some(&report));
-                    }
-                    yield Ok(final_chunk(&model, &report));
-                    return;
-                }
-                Item::Event(_) | Item::Annotations(_) => {}
-            }
-        }
-        // A whole answer with no report: research, or the fusion tool not called.
-        let Some(answer) = outcome.answer else {
-            let e = Error::InvalidResponse("the fusion run ended without a result".into());
-            if let Some(recorder) = recorder.take() {
-                recorder.failed(&e, true);
-            }
-            yield Err((e.status(), e.to_string()));
-            return;
-        };
-        if let Some(recorder) = recorder.take() {
-            recorder.completed(&answer);
-        }
-        let mut last = ChatChunk::empty(model);
-        last.usage = answer.usage.clone();
-        if let Some(research) = answer.extra.get("research") {
-            last.extra.insert("research".into(), research.clone());
-        }
-        yield Ok(last);
-    }
-}
-
 /// Anthropic's event sequence: `message_start`, `ping`, each content block's start, deltas and
 /// stop, `message_delta` with the stop reason and usage (and the `fusion` object), `message_stop`;
 /// `error` when the run fails midway.
-fn events(
-    chunks: BoxStream<'static, Result<ChatChunk, Failure>>,
-    id: String,
-    model: String,
-) -> impl Stream<Item = Bytes> + Send + 'static {
+fn events(chunks: Chunks, id: String, model: String) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
         yield event("message_start", &json!({"type": "message_start", "message": {
             "id": id, "type": "message", "role": "assistant", "model": model, "content": [],

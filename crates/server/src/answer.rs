@@ -1,0 +1,228 @@
+//! The answer to an accepted request, whatever its route (a model, fusion, the research tools),
+//! as one completion or as a stream of chat chunks, recorded on the way. Surfaces other than chat
+//! completions (Anthropic Messages, OpenAI Responses) write these in their own dialect.
+
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use quorate_api::{ChatChunk, ChatCompletion};
+use quorate_fusion::{final_chunk, FusionError, FusionStream, Item, RunOutcome};
+use quorate_providers::{Error, RequestCtx, RoutedStream};
+
+use crate::chat::{unix_millis, Accepted};
+use crate::fusion::{answer_chunk, next_output};
+use crate::record::Recorder;
+use crate::AppState;
+
+/// A failure in the middle of a stream: its status and message.
+pub type Failure = (u16, String);
+
+/// The answer's chunks; the last one carries the usage and the `fusion` or `research` object.
+pub type Chunks = BoxStream<'static, Result<ChatChunk, Failure>>;
+
+/// Why a request got no answer, before any of it was sent.
+pub enum Refused {
+    Plain(Error),
+    Fusion(FusionError),
+}
+
+impl Refused {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::Plain(e) => e.status(),
+            Refused::Fusion(e) => e.status(),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refused::Plain(e) => e.to_string(),
+            Refused::Fusion(e) => e.to_string(),
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Refused::Plain(e) => e.retry_after(),
+            Refused::Fusion(e) => e.error.retry_after(),
+        }
+    }
+
+    /// A failed fusion run would run the whole panel again on a retry (unless an upstream asked
+    /// for one later); the error response then says not to retry.
+    pub fn retry_cannot_help(&self) -> bool {
+        matches!(self, Refused::Fusion(_)) && self.retry_after().is_none()
+    }
+}
+
+/// The whole answer, recorded once the caller has it.
+pub async fn complete(
+    state: &AppState,
+    ctx: &RequestCtx,
+    accepted: Accepted,
+) -> Result<ChatCompletion, Refused> {
+    let Accepted {
+        request,
+        route,
+        mut recorder,
+    } = accepted;
+    let model = request.model.clone();
+    let mut completion = match route {
+        Some(route) => {
+            let (items, _) = crate::fusion::run(state, ctx, route, request);
+            let outcome = RunOutcome::read_with(items, |item| recorder.item(item)).await;
+            match outcome.and_then(|o| o.into_completion(model)) {
+                Ok(completion) => completion,
+                Err(e) => {
+                    recorder.fusion_failed(&e, false);
+                    return Err(Refused::Fusion(e));
+                }
+            }
+        }
+        None => match state.router.complete(ctx, request).await {
+            Ok(completion) => completion,
+            Err(e) => {
+                recorder.failed(&e, false);
+                return Err(Refused::Plain(e));
+            }
+        },
+    };
+    completion.id.clone_from(&ctx.id);
+    completion.created = unix_millis() / 1000;
+    recorder.completed_later(completion.clone());
+    Ok(completion)
+}
+
+/// The answer as it comes. It opens as a chat completion stream does: a failure before the
+/// first output (within one keep-alive interval for fusion) is refused with its status.
+pub async fn chunks(
+    state: &AppState,
+    ctx: RequestCtx,
+    accepted: Accepted,
+) -> Result<Chunks, Refused> {
+    let Accepted {
+        request,
+        route,
+        mut recorder,
+    } = accepted;
+    let model = request.model.clone();
+    match route {
+        Some(route) => {
+            let (mut items, _) = crate::fusion::run(state, &ctx, route, request);
+            let first = next_output(&mut items, &mut recorder);
+            let first = match tokio::time::timeout(state.keepalive, first).await {
+                Ok(Some(Err(e))) => {
+                    recorder.fusion_failed(&e, false);
+                    return Err(Refused::Fusion(e));
+                }
+                Ok(item) => item,
+                Err(_) => None,
+            };
+            Ok(fusion_chunks(first, items, model, recorder).boxed())
+        }
+        None => match state.router.stream(&ctx, request).await {
+            Ok(opened) => Ok(plain_chunks(opened, recorder).boxed()),
+            Err(e) => {
+                recorder.failed(&e, false);
+                Err(Refused::Plain(e))
+            }
+        },
+    }
+}
+
+fn plain_chunks(
+    mut opened: RoutedStream,
+    recorder: Recorder,
+) -> impl Stream<Item = Result<ChatChunk, Failure>> + Send + 'static {
+    async_stream::stream! {
+        // Dropped unfinished, it records a client that went away.
+        let mut recorder = Some(recorder);
+        while let Some(item) = opened.next().await {
+            match item {
+                Ok(chunk) => {
+                    if let Some(recorder) = recorder.as_mut() {
+                        recorder.chunk(&chunk);
+                    }
+                    yield Ok(chunk);
+                }
+                Err(e) => {
+                    if let Some(recorder) = recorder.take() {
+                        recorder.failed(&e, true);
+                    }
+                    yield Err((e.status(), e.to_string()));
+                    return;
+                }
+            }
+        }
+        if let Some(recorder) = recorder.take() {
+            recorder.streamed(None);
+        }
+    }
+}
+
+/// A fusion run's answer as chunks: the answer's own, then one with the usage and the `fusion`
+/// (or `research`) object.
+fn fusion_chunks(
+    first: Option<Result<Item, FusionError>>,
+    mut items: FusionStream,
+    model: String,
+    recorder: Recorder,
+) -> impl Stream<Item = Result<ChatChunk, Failure>> + Send + 'static {
+    async_stream::stream! {
+        let mut recorder = Some(recorder);
+        let mut outcome = RunOutcome::default();
+        let mut pending = first;
+        loop {
+            let item = match pending.take() {
+                Some(item) => Some(item),
+                None => items.next().await,
+            };
+            let item = match item {
+                Some(Ok(item)) => item,
+                Some(Err(e)) => {
+                    if let Some(recorder) = recorder.take() {
+                        recorder.fusion_failed(&e, true);
+                    }
+                    yield Err((e.status(), e.to_string()));
+                    return;
+                }
+                None => break,
+            };
+            outcome.record(&item);
+            if let Some(recorder) = recorder.as_mut() {
+                recorder.item(&item);
+            }
+            match item {
+                Item::Chunk(chunk) => yield Ok(*chunk),
+                Item::Answer(completion) => yield Ok(answer_chunk(&completion)),
+                Item::Done(report) => {
+                    if let Some(recorder) = recorder.take() {
+                        recorder.streamed(Some(&report));
+                    }
+                    yield Ok(final_chunk(&model, &report));
+                    return;
+                }
+                Item::Event(_) | Item::Annotations(_) => {}
+            }
+        }
+        // A whole answer with no report: research, or the fusion tool not called.
+        let Some(answer) = outcome.answer else {
+            let e = Error::InvalidResponse("the fusion run ended without a result".into());
+            if let Some(recorder) = recorder.take() {
+                recorder.failed(&e, true);
+            }
+            yield Err((e.status(), e.to_string()));
+            return;
+        };
+        if let Some(recorder) = recorder.take() {
+            recorder.completed(&answer);
+        }
+        let mut last = ChatChunk::empty(model);
+        last.usage = answer.usage.clone();
+        if let Some(research) = answer.extra.get("research") {
+            last.extra.insert("research".into(), research.clone());
+        }
+        yield Ok(last);
+    }
+}
