@@ -1,5 +1,5 @@
 //! Wire types of Quorate's surfaces: OpenAI-compatible chat completions, and Anthropic's Messages
-//! API read into the same internal request.
+//! API and OpenAI's Responses API read into the same internal request.
 //!
 //! Every object keeps the fields Quorate does not interpret in an `extra` map, so requests and
 //! responses pass through the gateway untouched (tools, `response_format`, provider extras, ...).
@@ -8,6 +8,7 @@ pub mod anthropic;
 pub mod chat;
 pub mod error;
 pub mod models;
+pub mod responses;
 pub mod text;
 pub mod time;
 

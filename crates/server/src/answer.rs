@@ -4,13 +4,17 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::response::{IntoResponse, Response};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use quorate_api::{ChatChunk, ChatCompletion};
+use quorate_api::{ChatChunk, ChatCompletion, ToolCallDelta, Usage};
 use quorate_fusion::{final_chunk, FusionError, FusionStream, Item, RunOutcome};
 use quorate_providers::{Error, RequestCtx, RoutedStream};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
-use crate::chat::{unix_millis, Accepted};
+use crate::chat::{sse_response, unix_millis, with_keepalive, Accepted};
 use crate::fusion::{answer_chunk, next_output};
 use crate::record::Recorder;
 use crate::AppState;
@@ -53,6 +57,108 @@ impl Refused {
     /// for one later); the error response then says not to retry.
     pub fn retry_cannot_help(&self) -> bool {
         matches!(self, Refused::Fusion(_)) && self.retry_after().is_none()
+    }
+}
+
+/// How a surface writes an answer: its stream events, its body, its error response.
+pub struct Dialect<E> {
+    /// The events of a stream, from the chunks, the run's id and the model asked.
+    pub events: fn(Chunks, String, String) -> E,
+    pub body: fn(&ChatCompletion) -> Value,
+    pub refuse: fn(&Refused) -> Response,
+}
+
+/// Answers an accepted request in a surface's dialect, streamed or whole.
+pub async fn respond<E>(
+    state: &AppState,
+    ctx: RequestCtx,
+    accepted: Accepted,
+    dialect: Dialect<E>,
+) -> Response
+where
+    E: Stream<Item = Bytes> + Send + 'static,
+{
+    let (id, model) = (ctx.id.clone(), accepted.request.model.clone());
+    if accepted.request.stream == Some(true) {
+        return match chunks(state, ctx, accepted).await {
+            Ok(chunks) => sse_response(with_keepalive(
+                (dialect.events)(chunks, id, model),
+                state.keepalive,
+            )),
+            Err(refused) => (dialect.refuse)(&refused),
+        };
+    }
+    match complete(state, &ctx, accepted).await {
+        Ok(completion) => axum::Json((dialect.body)(&completion)).into_response(),
+        Err(refused) => (dialect.refuse)(&refused),
+    }
+}
+
+/// A surface's request body, strictly: errors name the field (`messages[0].content: ...`).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() || path == "." {
+            Error::BadRequest(format!("invalid request: {inner}"))
+        } else {
+            Error::BadRequest(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// A streamed answer as a surface writes it: its text and calls in order, then how it ended.
+pub enum Step {
+    Text(String),
+    Call(ToolCallDelta),
+    /// The run failed midway: its status and message.
+    Failed(Failure),
+    /// The end: the usage, the finish reason and the `fusion` or `research` object.
+    Done(Tally),
+}
+
+#[derive(Default)]
+pub struct Tally {
+    pub usage: Option<Usage>,
+    pub finish: Option<String>,
+    pub extensions: Map<String, Value>,
+}
+
+/// The steps of an answer's chunks; `Failed` or `Done` comes last.
+pub fn steps(chunks: Chunks) -> impl Stream<Item = Step> + Send + 'static {
+    async_stream::stream! {
+        let mut tally = Tally::default();
+        let mut chunks = chunks;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(failure) => {
+                    yield Step::Failed(failure);
+                    return;
+                }
+            };
+            for key in ["fusion", "research"] {
+                if let Some(value) = chunk.extra.get(key) {
+                    tally.extensions.insert(key.into(), value.clone());
+                }
+            }
+            if chunk.usage.is_some() {
+                tally.usage = chunk.usage;
+            }
+            for choice in chunk.choices {
+                if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                    yield Step::Text(text);
+                }
+                for call in choice.delta.tool_calls.into_iter().flatten() {
+                    yield Step::Call(call);
+                }
+                if choice.finish_reason.is_some() {
+                    tally.finish = choice.finish_reason;
+                }
+            }
+        }
+        yield Step::Done(tally);
     }
 }
 

@@ -15,6 +15,7 @@ mod metrics;
 mod models;
 mod record;
 mod rejection;
+mod responses;
 mod runs;
 mod ui;
 mod usage;
@@ -92,6 +93,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/api/v1/chat/completions", post(chat::completions))
         .route("/v1/messages", post(messages::create))
         .route("/api/v1/messages", post(messages::create))
+        .route("/v1/responses", post(responses::create))
+        .route("/api/v1/responses", post(responses::create))
         .route("/v1/models", get(models::list))
         .route("/api/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::retrieve))

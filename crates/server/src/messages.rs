@@ -10,16 +10,16 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 use futures::{Stream, StreamExt};
 use quorate_api::anthropic::{self, MessageUsage, MessagesRequest};
 use quorate_api::{ChatRequest, ToolCallDelta};
 use quorate_providers::{Error, RequestCtx};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::answer::{self, Chunks, Refused};
-use crate::chat::{accept, sse_response, with_keepalive};
+use crate::answer::{self, Chunks, Dialect, Refused, Step, Tally};
+use crate::chat::accept;
 use crate::AppState;
 
 const SURFACE: &str = "messages";
@@ -35,32 +35,17 @@ pub async fn create(
         Ok(accepted) => accepted,
         Err(e) => return refuse(&Refused::Plain(e)),
     };
-    let (id, model) = (ctx.id.clone(), accepted.request.model.clone());
-    if accepted.request.stream == Some(true) {
-        return match answer::chunks(&state, ctx, accepted).await {
-            Ok(chunks) => sse_response(with_keepalive(events(chunks, id, model), state.keepalive)),
-            Err(refused) => refuse(&refused),
-        };
-    }
-    match answer::complete(&state, &ctx, accepted).await {
-        Ok(completion) => axum::Json(anthropic::message(&completion)).into_response(),
-        Err(refused) => refuse(&refused),
-    }
+    let dialect = Dialect {
+        events,
+        body: anthropic::message,
+        refuse,
+    };
+    answer::respond(&state, ctx, accepted, dialect).await
 }
 
 /// Strict parsing whose errors name the field, then the checks every surface shares.
 fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let request: MessagesRequest =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() || path == "." {
-                Error::BadRequest(format!("invalid request: {inner}"))
-            } else {
-                Error::BadRequest(format!("{path}: {inner}"))
-            }
-        })?;
+    let request: MessagesRequest = answer::decode(bytes)?;
     let request = request.into_chat().map_err(Error::BadRequest)?;
     request.validate().map_err(Error::BadRequest)?;
     Ok(request)
@@ -94,56 +79,45 @@ fn events(chunks: Chunks, id: String, model: String) -> impl Stream<Item = Bytes
             "usage": {"input_tokens": 0, "output_tokens": 0}}}));
         yield event("ping", &json!({"type": "ping"}));
         let mut blocks = Blocks::default();
-        let mut finish = None;
-        let mut usage = None;
-        let mut extensions = Map::new();
-        let mut chunks = pin!(chunks);
-        while let Some(chunk) = chunks.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err((status, message)) => {
+        let mut steps = pin!(answer::steps(chunks));
+        while let Some(step) = steps.next().await {
+            let (frames, tally) = match step {
+                Step::Text(text) => (blocks.text(&text), None),
+                Step::Call(call) => (blocks.tool(call), None),
+                Step::Failed((status, message)) => {
                     for frame in blocks.close() {
                         yield frame;
                     }
                     yield event("error", &anthropic::error_body(status, &message));
                     return;
                 }
+                Step::Done(tally) => (blocks.close(), Some(tally)),
             };
-            for key in ["fusion", "research"] {
-                if let Some(value) = chunk.extra.get(key) {
-                    extensions.insert(key.into(), value.clone());
-                }
+            for frame in frames {
+                yield frame;
             }
-            if chunk.usage.is_some() {
-                usage = chunk.usage;
-            }
-            for choice in chunk.choices {
-                if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-                    for frame in blocks.text(&text) {
-                        yield frame;
-                    }
-                }
-                for call in choice.delta.tool_calls.into_iter().flatten() {
-                    for frame in blocks.tool(call) {
-                        yield frame;
-                    }
-                }
-                finish = choice.finish_reason.or(finish);
+            if let Some(tally) = tally {
+                yield event("message_delta", &message_delta(tally));
             }
         }
-        for frame in blocks.close() {
-            yield frame;
-        }
-        let usage = usage.as_ref().map(MessageUsage::from).unwrap_or_default();
-        let mut delta = json!({"type": "message_delta",
-            "delta": {"stop_reason": anthropic::stop_reason(finish.as_deref()), "stop_sequence": null},
-            "usage": usage});
-        if let Some(object) = delta.as_object_mut() {
-            object.extend(extensions);
-        }
-        yield event("message_delta", &delta);
         yield event("message_stop", &json!({"type": "message_stop"}));
     }
+}
+
+/// The stop reason, the usage and the run's `fusion` (or `research`) object.
+fn message_delta(tally: Tally) -> Value {
+    let usage = tally
+        .usage
+        .as_ref()
+        .map(MessageUsage::from)
+        .unwrap_or_default();
+    let stop = anthropic::stop_reason(tally.finish.as_deref());
+    let mut delta = json!({"type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": usage});
+    if let Some(object) = delta.as_object_mut() {
+        object.extend(tally.extensions);
+    }
+    delta
 }
 
 fn event(name: &str, data: &Value) -> Bytes {
