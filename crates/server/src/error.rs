@@ -89,9 +89,9 @@ pub(crate) fn respond_with(
 pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let message = format!(
         "not implemented: this gateway does not serve {method} {}. It serves POST \
-         /v1/chat/completions, POST /v1/messages, POST /v1/responses, GET /v1/models, GET /v1/models/{{id}}, GET \
-         /v1/runs, GET /v1/runs/{{id}}, GET /v1/usage, GET /metrics and GET /health (each also \
-         under /api/v1), and the web UI at /",
+         /v1/chat/completions, POST /v1/messages, POST /v1/responses, GET /v1/models, GET \
+         /v1/models/{{id}}, GET /v1/runs, GET /v1/runs/{{id}}, GET /v1/usage, GET /metrics and \
+         GET /health (each also under /api/v1), and the web UI at /",
         uri.path()
     );
     respond(404, ErrorBody::new(404, message), None)
