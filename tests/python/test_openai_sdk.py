@@ -193,7 +193,10 @@ def test_models_list(client):
     ids = [m.id for m in client.models.list()]
     assert "sim/echo" in ids
     assert client.models.retrieve("sim/echo").id == "sim/echo"
-    assert client.models.retrieve("quorate/fusion").owned_by == "quorate"
+    fusion = client.models.retrieve("quorate/fusion")
+    assert fusion.owned_by == "quorate"
+    assert fusion.model_extra["architecture"]["output_modalities"] == ["text"]
+    assert client.models.retrieve("sim/echo").model_extra["canonical_slug"] == "sim/echo"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("sim/nothing")
 

@@ -14,4 +14,4 @@ pub mod time;
 
 pub use chat::*;
 pub use error::{ErrorBody, ErrorDetail};
-pub use models::{ModelInfo, ModelList, Pricing};
+pub use models::{Architecture, ModelInfo, ModelList, Pricing, TopProvider};
