@@ -196,10 +196,19 @@ pub enum Role {
     User,
     Assistant,
     Tool,
+    /// The legacy form of a tool result (`name` says which function), still accepted by OpenAI.
+    Function,
 }
 
 impl Role {
-    const NAMES: &'static [&'static str] = &["system", "developer", "user", "assistant", "tool"];
+    const NAMES: &'static [&'static str] = &[
+        "system",
+        "developer",
+        "user",
+        "assistant",
+        "tool",
+        "function",
+    ];
 }
 
 /// Read as a string rather than derived: serde_json answers a derived enum given a number or a
@@ -220,6 +229,7 @@ impl<'de> Deserialize<'de> for Role {
                     "user" => Ok(Role::User),
                     "assistant" => Ok(Role::Assistant),
                     "tool" => Ok(Role::Tool),
+                    "function" => Ok(Role::Function),
                     _ => Err(E::unknown_variant(s, Role::NAMES)),
                 }
             }
@@ -264,6 +274,9 @@ impl Message {
     fn validate(&self) -> Result<(), String> {
         if self.role == Role::Tool && self.tool_call_id.is_none() {
             return Err("tool_call_id: required on a tool message".into());
+        }
+        if self.role == Role::Function && self.name.is_none() {
+            return Err("name: required on a function message (the function's name)".into());
         }
         if let Some(Content::Parts(parts)) = &self.content {
             for (i, part) in parts.iter().enumerate() {

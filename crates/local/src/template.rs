@@ -57,7 +57,7 @@ fn role_name(role: Role) -> &'static str {
         Role::System | Role::Developer => "system",
         Role::User => "user",
         Role::Assistant => "assistant",
-        Role::Tool => "tool",
+        Role::Tool | Role::Function => "tool",
     }
 }
 

@@ -127,6 +127,8 @@ pub fn to_messages_request(req: &ChatRequest, stream: bool) -> Result<Value, Err
             ),
             Role::Assistant => ("assistant", assistant_blocks(message).map_err(field)?),
             Role::Tool => ("user", vec![tool_result_block(message)]),
+            // A legacy function result has no call id to answer: it is told as text.
+            Role::Function => ("user", vec![function_result_block(message)]),
         };
         if blocks.is_empty() {
             continue;
@@ -255,6 +257,11 @@ fn tool_result_block(message: &Message) -> Value {
         "tool_use_id": message.tool_call_id.clone().unwrap_or_default(),
         "content": message.text(),
     })
+}
+
+fn function_result_block(message: &Message) -> Value {
+    let name = message.name.as_deref().unwrap_or("function");
+    json!({"type": "text", "text": format!("{name} returned: {}", message.text())})
 }
 
 fn tool_definition(tool: &Value) -> Result<Value, Error> {

@@ -88,3 +88,44 @@ async fn a_messages_request_reaches_the_upstream_as_chat() {
         (&json!(20), &json!(["END"]))
     );
 }
+
+/// OpenAI still accepts the legacy `function` role (a function's result, named): so does the
+/// gateway, and an OpenAI-compatible upstream gets it as sent; without its `name` it is a 400.
+#[tokio::test]
+async fn legacy_function_messages_are_accepted() {
+    let (sim, addr) = sim(&[("a", json!({"reply": "warm"}))]).await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let call = json!({"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"});
+    let mut messages = vec![
+        json!({"role": "user", "content": "weather?"}),
+        json!({"role": "assistant", "content": null, "function_call": call}),
+        json!({"role": "function", "name": "get_weather", "content": "21 C"}),
+    ];
+    let answer = post(
+        &gw,
+        "/v1/chat/completions",
+        json!({"model": "sim/a", "messages": messages}),
+    )
+    .await;
+    assert_eq!(answer["choices"][0]["message"]["content"], "warm");
+    let sent = sim.requests().last().unwrap().body.clone();
+    assert_eq!(sent["messages"][2], messages[2]);
+    assert_eq!(sent["messages"][1]["function_call"], call);
+
+    messages[2].as_object_mut().unwrap().remove("name");
+    let refused = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "sim/a", "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("messages[2].name"),
+        "{body}"
+    );
+}
