@@ -8,8 +8,10 @@ use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use quorate_api::{ChatChunk, ChatCompletion, ToolCallDelta, Usage};
-use quorate_fusion::{final_chunk, FusionError, FusionStream, Item, RunOutcome};
+use quorate_api::{ChatChunk, ChatCompletion, ErrorBody, ToolCallDelta, Usage};
+use quorate_fusion::{
+    annotations_chunk, final_chunk, progress_chunk, FusionError, FusionStream, Item, RunOutcome,
+};
 use quorate_providers::{Error, RequestCtx, RoutedStream};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -19,8 +21,8 @@ use crate::fusion::{answer_chunk, next_output};
 use crate::record::Recorder;
 use crate::AppState;
 
-/// A failure in the middle of a stream: its status and message.
-pub type Failure = (u16, String);
+/// A failure in the middle of a stream: the error body (status, message, metadata).
+pub type Failure = ErrorBody;
 
 /// The answer's chunks; the last one carries the usage and the `fusion` or `research` object.
 pub type Chunks = BoxStream<'static, Result<ChatChunk, Failure>>;
@@ -225,7 +227,7 @@ pub async fn chunks(
                 Ok(item) => item,
                 Err(_) => None,
             };
-            Ok(fusion_chunks(first, items, model, recorder).boxed())
+            Ok(fusion_chunks(first, items, model, recorder, false).boxed())
         }
         None => match state.router.stream(&ctx, request).await {
             Ok(opened) => Ok(plain_chunks(opened, recorder).boxed()),
@@ -256,7 +258,7 @@ fn plain_chunks(
                     if let Some(recorder) = recorder.take() {
                         recorder.failed(&e, true);
                     }
-                    yield Err((e.status(), e.to_string()));
+                    yield Err(e.to_body());
                     return;
                 }
             }
@@ -267,15 +269,19 @@ fn plain_chunks(
     }
 }
 
-/// A fusion run's answer as chunks: the answer's own, then one with the usage and the `fusion`
-/// (or `research`) object.
-fn fusion_chunks(
+/// A fusion run's answer as chunks, the run recorded on the way: progress chunks when asked for,
+/// the answer's own chunks, its annotations, then one with the usage and the `fusion` (or
+/// `research`) object; or the failure.
+pub fn fusion_chunks(
     first: Option<Result<Item, FusionError>>,
     mut items: FusionStream,
     model: String,
     recorder: Recorder,
+    progress: bool,
 ) -> impl Stream<Item = Result<ChatChunk, Failure>> + Send + 'static {
     async_stream::stream! {
+        // Taken by whichever way the stream ends; dropped unfinished, it records a client
+        // that went away.
         let mut recorder = Some(recorder);
         let mut outcome = RunOutcome::default();
         let mut pending = first;
@@ -287,10 +293,11 @@ fn fusion_chunks(
             let item = match item {
                 Some(Ok(item)) => item,
                 Some(Err(e)) => {
+                    tracing::warn!(%model, status = e.status(), error = %e, "fusion stream failed");
                     if let Some(recorder) = recorder.take() {
                         recorder.fusion_failed(&e, true);
                     }
-                    yield Err((e.status(), e.to_string()));
+                    yield Err(e.to_body());
                     return;
                 }
                 None => break,
@@ -300,32 +307,36 @@ fn fusion_chunks(
                 recorder.item(&item);
             }
             match item {
+                Item::Event(event) if progress => yield Ok(progress_chunk(&model, &event)),
+                Item::Event(_) => {}
                 Item::Chunk(chunk) => yield Ok(*chunk),
                 Item::Answer(completion) => yield Ok(answer_chunk(&completion)),
+                Item::Annotations(annotations) => yield Ok(annotations_chunk(&model, annotations)),
                 Item::Done(report) => {
+                    tracing::info!(%model, preset = %report.preset, status = 200, "fusion stream");
                     if let Some(recorder) = recorder.take() {
                         recorder.streamed(Some(&report));
                     }
                     yield Ok(final_chunk(&model, &report));
                     return;
                 }
-                Item::Event(_) | Item::Annotations(_) => {}
             }
         }
-        // A whole answer with no report: research, or the fusion tool not called.
+        // A whole answer with no report (the fusion tool's model did not call fusion, or a
+        // research answer): its usage and `research` object close the stream.
         let Some(answer) = outcome.answer else {
             let e = Error::InvalidResponse("the fusion run ended without a result".into());
             if let Some(recorder) = recorder.take() {
                 recorder.failed(&e, true);
             }
-            yield Err((e.status(), e.to_string()));
+            yield Err(e.to_body());
             return;
         };
         if let Some(recorder) = recorder.take() {
             recorder.completed(&answer);
         }
         let mut last = ChatChunk::empty(model);
-        last.usage = answer.usage.clone();
+        last.usage = Some(answer.usage.clone().unwrap_or_default());
         if let Some(research) = answer.extra.get("research") {
             last.extra.insert("research".into(), research.clone());
         }

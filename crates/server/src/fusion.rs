@@ -7,13 +7,9 @@
 use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Usage};
-use quorate_fusion::{
-    annotations_chunk, final_chunk, progress_chunk, Fusion, FusionError, FusionStream, Item, Plan,
-    ResearchPlan, RunOutcome,
-};
+use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta};
+use quorate_fusion::{Fusion, FusionError, FusionStream, Item, Plan, ResearchPlan, RunOutcome};
 use quorate_providers::{Error, RequestCtx};
-use serde_json::Value;
 
 use crate::chat::{body_frame, data_frame, sse_response, unix_millis, with_keepalive};
 use crate::record::Recorder;
@@ -158,101 +154,45 @@ pub async fn next_output(
     }
 }
 
+/// The SSE body: the run's chunks with the request's id, shaped as `shape` says, then
+/// `[DONE]`; or the error body where the run failed.
 fn frames(
     first: Option<Result<Item, FusionError>>,
-    mut items: FusionStream,
+    items: FusionStream,
     id: String,
     model: String,
     shape: Shape,
     recorder: Recorder,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
+    let chunks = crate::answer::fusion_chunks(first, items, model, recorder, shape.progress);
     async_stream::stream! {
-        // Taken by whichever way the stream ends; dropped unfinished, it records a client
-        // that went away.
-        let mut recorder = Some(recorder);
         let created = unix_millis() / 1000;
         let stamp = |mut chunk: ChatChunk| {
             chunk.id.clone_from(&id);
             chunk.created = created;
             chunk
         };
-        let mut pending = first;
-        let mut outcome = RunOutcome::default();
         // Without a usage chunk, the chunk that finishes the answer waits to come last.
         let mut finishing: Option<ChatChunk> = None;
-        loop {
-            let item = match pending.take() {
-                Some(item) => Some(item),
-                None => items.next().await,
-            };
-            let item = match item {
-                Some(Ok(item)) => item,
-                Some(Err(e)) => {
-                    tracing::warn!(%model, status = e.status(), error = %e, "fusion stream failed");
-                    if let Some(recorder) = recorder.take() {
-                        recorder.fusion_failed(&e, true);
-                    }
-                    yield body_frame(&e.to_body());
+        let mut chunks = std::pin::pin!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(body) => {
+                    yield body_frame(&body);
                     return;
                 }
-                None => break,
             };
-            outcome.record(&item);
-            if let Some(recorder) = recorder.as_mut() {
-                recorder.item(&item);
-            }
-            match item {
-                Item::Event(event) if shape.progress => {
-                    yield data_frame(&stamp(progress_chunk(&model, &event)));
-                }
-                Item::Event(_) => {}
-                Item::Chunk(chunk) if !shape.usage_chunk && finishes(&chunk) => {
-                    finishing = Some(*chunk);
-                }
-                Item::Chunk(chunk) => yield data_frame(&stamp(*chunk)),
-                Item::Answer(completion) if !shape.usage_chunk => {
-                    finishing = Some(answer_chunk(&completion));
-                }
-                Item::Answer(completion) => yield data_frame(&stamp(answer_chunk(&completion))),
-                Item::Annotations(annotations) => {
-                    yield data_frame(&stamp(annotations_chunk(&model, annotations)));
-                }
-                Item::Done(report) => {
-                    tracing::info!(%model, preset = %report.preset, status = 200, "fusion stream");
-                    if let Some(recorder) = recorder.take() {
-                        recorder.streamed(Some(&report));
-                    }
-                    let last = if shape.usage_chunk {
-                        final_chunk(&model, &report)
-                    } else {
-                        closing(finishing.take(), &model, "fusion", Some(report.to_value()))
-                    };
-                    yield data_frame(&stamp(last));
-                    yield Bytes::from_static(b"data: [DONE]\n\n");
-                    return;
-                }
+            if shape.usage_chunk {
+                yield data_frame(&stamp(chunk));
+            } else if finishes(&chunk) {
+                finishing = Some(chunk);
+            } else if is_last(&chunk) {
+                yield data_frame(&stamp(closing(finishing.take(), chunk)));
+            } else {
+                yield data_frame(&stamp(chunk));
             }
         }
-        // A whole answer with no report (the fusion tool's model did not call fusion, or a
-        // research answer): its usage and `research` object close the stream.
-        let Some(answer) = outcome.answer else {
-            let e = Error::InvalidResponse("the fusion run ended without a result".into());
-            if let Some(recorder) = recorder.take() {
-                recorder.failed(&e, true);
-            }
-            yield body_frame(&e.to_body());
-            return;
-        };
-        if let Some(recorder) = recorder.take() {
-            recorder.completed(&answer);
-        }
-        let research = answer.extra.get("research").cloned();
-        let last = if shape.usage_chunk {
-            usage_chunk(&model, answer.usage.clone().unwrap_or_default(), research)
-        } else {
-            closing(finishing.take(), &model, "research", research)
-        };
-        yield data_frame(&stamp(last));
         yield Bytes::from_static(b"data: [DONE]\n\n");
     }
 }
@@ -305,11 +245,17 @@ fn finishes(chunk: &ChatChunk) -> bool {
     chunk.choices.iter().any(|c| c.finish_reason.is_some())
 }
 
+/// The run's last chunk (no choices: the usage and the `fusion` or `research` object), not a
+/// progress chunk.
+fn is_last(chunk: &ChatChunk) -> bool {
+    chunk.choices.is_empty() && !chunk.extra.contains_key("fusion_event")
+}
+
 /// The stream's last chunk when it has no usage chunk: the held finishing chunk (or a bare
-/// `stop`), carrying the run's `fusion` or `research` object.
-fn closing(held: Option<ChatChunk>, model: &str, key: &str, object: Option<Value>) -> ChatChunk {
+/// `stop`), carrying the run's `fusion` or `research` object from `last`.
+fn closing(held: Option<ChatChunk>, last: ChatChunk) -> ChatChunk {
     let mut chunk = held.unwrap_or_else(|| {
-        let mut chunk = ChatChunk::empty(model);
+        let mut chunk = ChatChunk::empty(last.model.clone());
         chunk.choices.push(ChunkChoice {
             index: 0,
             delta: Delta::default(),
@@ -318,17 +264,10 @@ fn closing(held: Option<ChatChunk>, model: &str, key: &str, object: Option<Value
         });
         chunk
     });
-    if let Some(object) = object {
-        chunk.extra.insert(key.into(), object);
-    }
-    chunk
-}
-
-fn usage_chunk(model: &str, usage: Usage, research: Option<Value>) -> ChatChunk {
-    let mut chunk = ChatChunk::empty(model);
-    chunk.usage = Some(usage);
-    if let Some(research) = research {
-        chunk.extra.insert("research".into(), research);
+    for key in ["fusion", "research"] {
+        if let Some(object) = last.extra.get(key) {
+            chunk.extra.insert(key.into(), object.clone());
+        }
     }
     chunk
 }

@@ -84,7 +84,8 @@ fn events(chunks: Chunks, id: String, model: String) -> impl Stream<Item = Bytes
             let (frames, tally) = match step {
                 Step::Text(text) => (blocks.text(&text), None),
                 Step::Call(call) => (blocks.tool(call), None),
-                Step::Failed((status, message)) => {
+                Step::Failed(failure) => {
+                    let (status, message) = (failure.error.code, failure.error.message);
                     for frame in blocks.close() {
                         yield frame;
                     }

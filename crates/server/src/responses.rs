@@ -160,7 +160,8 @@ fn events(chunks: Chunks, id: String, model: String) -> impl Stream<Item = Bytes
             let (frames, tally) = match step {
                 Step::Text(text) => (out.text(&text), None),
                 Step::Call(call) => (out.call(call), None),
-                Step::Failed((status, message)) => {
+                Step::Failed(failure) => {
+                    let (status, message) = (failure.error.code, failure.error.message);
                     let mut failed = responses::response(&id, &model, created, "failed", out.items());
                     failed["error"] = json!({"code": status.to_string(), "message": message});
                     yield out.event("response.failed", json!({"response": failed}));
