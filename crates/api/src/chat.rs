@@ -602,3 +602,118 @@ mod tests {
         assert_eq!(v["total_tokens"], json!(7));
     }
 }
+
+/// Property tests (`PROPTEST_CASES=1000000 cargo test -p quorate-api properties` for the
+/// million-case run): requests shaped like real ones, with wrong types and unknown fields mixed in.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-10.0f64..10.0).prop_map(Value::from),
+            "[a-z ]{0,12}".prop_map(Value::from),
+        ]
+    }
+
+    fn part() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            "[a-z ]{0,12}".prop_map(|t| json!({"type": "text", "text": t})),
+            "[a-z]{1,8}".prop_map(|u| json!({"type": "image_url", "image_url": {"url": u}})),
+            scalar().prop_map(|v| json!({"type": v})),
+            scalar(),
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Value> {
+        let role = prop_oneof![
+            prop::sample::select(vec![
+                "system",
+                "developer",
+                "user",
+                "assistant",
+                "tool",
+                "function"
+            ])
+            .prop_map(Value::from),
+            scalar(),
+        ];
+        let content = prop_oneof![
+            "[a-z ]{0,16}".prop_map(Value::from),
+            prop::collection::vec(part(), 0..3).prop_map(Value::from),
+            scalar(),
+        ];
+        (
+            role,
+            content,
+            prop::option::of("[a-z]{1,6}"),
+            prop::option::of("[a-z0-9]{1,6}"),
+        )
+            .prop_map(|(role, content, name, call)| {
+                let mut m = json!({"role": role, "content": content});
+                if let Some(name) = name {
+                    m["name"] = json!(name);
+                }
+                if let Some(call) = call {
+                    m["tool_call_id"] = json!(call);
+                }
+                m
+            })
+    }
+
+    fn request() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof!["[a-z]{1,6}/[a-z]{1,6}".prop_map(Value::from), scalar()],
+            prop::collection::vec(message(), 0..4),
+            prop::option::of(scalar()),
+            prop::option::of(prop::collection::vec(
+                "[a-z]{1,6}".prop_map(Value::from),
+                0..3,
+            )),
+            prop::option::of(scalar()),
+        )
+            .prop_map(|(model, messages, temperature, models, extra)| {
+                let mut r = json!({"model": model, "messages": messages});
+                if let Some(t) = temperature {
+                    r["temperature"] = t;
+                }
+                if let Some(m) = models {
+                    r["models"] = Value::from(m);
+                }
+                if let Some(x) = extra {
+                    r["vendor_field"] = x;
+                }
+                r
+            })
+    }
+
+    proptest! {
+        /// A request that parses and validates comes back the same after writing it out: what
+        /// is forwarded is what was sent, unknown fields included.
+        #[test]
+        fn valid_requests_round_trip(body in request()) {
+            let Ok(mut request) = serde_json::from_value::<ChatRequest>(body) else {
+                return Ok(());
+            };
+            request.take_model_from_models();
+            if request.validate().is_ok() {
+                let text = serde_json::to_string(&request).unwrap();
+                let again: ChatRequest = serde_json::from_str(&text).unwrap();
+                prop_assert_eq!(again, request);
+            }
+        }
+
+        /// Any bytes: an error or a request, never a panic.
+        #[test]
+        fn any_bytes_parse(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(request) = serde_json::from_slice::<ChatRequest>(&bytes) {
+                let _ = request.validate();
+            }
+        }
+    }
+}

@@ -265,3 +265,47 @@ mod tests {
         );
     }
 }
+
+/// Property tests (`PROPTEST_CASES=1000000 cargo test -p quorate-fusion properties` for the
+/// million-case run).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sources(n: usize) -> Vec<Source> {
+        (0..n)
+            .map(|i| Source {
+                url: format!("https://s{i}.example/page"),
+                title: format!("Source {i}"),
+                via: "web_search",
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Whatever the answer says (markers, links, brackets, any script), checking its
+        /// citations keeps the text in report mode, and every annotation spans characters of it.
+        #[test]
+        fn checking_keeps_the_text_and_annotates_within_it(
+            text in r"([a-zé中 .,:/()]|\[[0-9]{1,4}\]|\]\(|https://s[0-9]\.example/page|\[link\]\(https://[a-z]{1,8}\.example\)){0,40}",
+            n in 0usize..4,
+        ) {
+            let sources = sources(n);
+            let numbered = number(&sources);
+            let cited = check(&text, &numbered, &sources, false);
+            prop_assert_eq!(&cited.text, &text);
+            let length = text.chars().count() as u64;
+            for annotation in &cited.annotations {
+                let span = &annotation["url_citation"];
+                let (start, end) = (span["start_index"].as_u64(), span["end_index"].as_u64());
+                prop_assert!(matches!((start, end), (Some(s), Some(e)) if s < e && e <= length),
+                    "{annotation} in {text:?}");
+            }
+            // Strict mode only removes: its text is never longer.
+            let strict = check(&text, &numbered, &sources, true);
+            prop_assert!(strict.text.chars().count() <= text.chars().count());
+            prop_assert!(strict.unverified.iter().all(|u| cited.unverified.contains(u)));
+        }
+    }
+}

@@ -601,3 +601,69 @@ impl From<ChatChunk> for Step {
 
 #[cfg(test)]
 mod tests;
+
+/// Property tests (`PROPTEST_CASES=1000000 cargo test -p quorate-providers properties` for the
+/// million-case run).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use quorate_api::{FunctionCall, ToolCall};
+
+    fn message() -> impl Strategy<Value = Message> {
+        let role = prop::sample::select(vec![
+            Role::System,
+            Role::Developer,
+            Role::User,
+            Role::Assistant,
+            Role::Tool,
+            Role::Function,
+        ]);
+        (role, "[a-z ]{0,12}", any::<bool>()).prop_map(|(role, text, calls)| {
+            let mut message = Message::new(role, text);
+            match role {
+                Role::Tool => message.tool_call_id = Some("call_1".into()),
+                Role::Function => message.name = Some("get_weather".into()),
+                Role::Assistant if calls => {
+                    message.tool_calls = Some(vec![ToolCall {
+                        id: "call_1".into(),
+                        kind: "function".into(),
+                        function: FunctionCall {
+                            name: "get_weather".into(),
+                            arguments: "{\"city\":\"Oslo\"}".into(),
+                        },
+                        extra: Default::default(),
+                    }]);
+                }
+                _ => {}
+            }
+            message
+        })
+    }
+
+    proptest! {
+        /// Any conversation maps to a Messages request whose turns alternate (Anthropic refuses
+        /// two turns of one role in a row), with every system text in `system`.
+        #[test]
+        fn turns_alternate(messages in prop::collection::vec(message(), 1..10)) {
+            let mut request: ChatRequest =
+                serde_json::from_value(json!({"model": "m", "messages": []})).unwrap();
+            request.messages = messages;
+            let Ok(body) = to_messages_request(&request, false) else {
+                return Ok(());
+            };
+            let roles: Vec<&str> = body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["role"].as_str().unwrap())
+                .collect();
+            prop_assert!(roles.windows(2).all(|w| w[0] != w[1]), "{roles:?}");
+            let has_system = request
+                .messages
+                .iter()
+                .any(|m| matches!(m.role, Role::System | Role::Developer));
+            prop_assert_eq!(body.get("system").is_some(), has_system);
+        }
+    }
+}

@@ -183,3 +183,67 @@ mod tests {
         );
     }
 }
+
+/// Property tests: `PROPTEST_CASES=1000000 cargo test -p quorate-providers properties` runs the
+/// million-case check (the default run takes proptest's 256).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encode(events: &[(Option<String>, String)], crlf: bool) -> Vec<u8> {
+        let end = if crlf { "\r\n" } else { "\n" };
+        let mut bytes = String::from(": keep-alive comment");
+        bytes.push_str(end);
+        for (event, data) in events {
+            if let Some(name) = event {
+                bytes.push_str(&format!("event: {name}{end}"));
+            }
+            for line in data.split('\n') {
+                bytes.push_str(&format!("data: {line}{end}"));
+            }
+            bytes.push_str(end);
+        }
+        bytes.into_bytes()
+    }
+
+    proptest! {
+        /// Frames split at any byte (CRLF halves and UTF-8 sequences included) parse to the
+        /// events they hold, as if read whole.
+        #[test]
+        fn events_survive_any_split(
+            events in prop::collection::vec(
+                (prop::option::of("[a-z_]{1,12}"), "[^\r\n]{1,30}(\n[^\r\n]{1,30})?"), 0..6),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            crlf in any::<bool>(),
+        ) {
+            let bytes = encode(&events, crlf);
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut parser = SseParser::default();
+            let mut parsed = Vec::new();
+            let mut from = 0;
+            for point in points {
+                parsed.extend(parser.push(&bytes[from..point]));
+                from = point;
+            }
+            parsed.extend(parser.push(&bytes[from..]));
+            let expected: Vec<SseEvent> = events
+                .iter()
+                .map(|(event, data)| SseEvent { event: event.clone(), data: data.clone() })
+                .collect();
+            prop_assert_eq!(parsed, expected);
+            prop_assert!(!parser.is_mid_frame());
+        }
+
+        /// Any bytes at all: no panic, and what is left is reported as mid-frame or not.
+        #[test]
+        fn any_bytes_parse(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..8)) {
+            let mut parser = SseParser::default();
+            for chunk in &chunks {
+                let _ = parser.push(chunk);
+            }
+            let _ = parser.is_mid_frame();
+        }
+    }
+}
