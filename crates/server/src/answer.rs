@@ -91,7 +91,11 @@ where
         };
     }
     match complete(state, &ctx, accepted).await {
-        Ok(completion) => axum::Json((dialect.body)(&completion)).into_response(),
+        Ok((completion, recorder)) => {
+            let response = axum::Json((dialect.body)(&completion)).into_response();
+            recorder.completed_later(completion);
+            response
+        }
         Err(refused) => (dialect.refuse)(&refused),
     }
 }
@@ -164,12 +168,13 @@ pub fn steps(chunks: Chunks) -> impl Stream<Item = Step> + Send + 'static {
     }
 }
 
-/// The whole answer, recorded once the caller has it.
-pub async fn complete(
+/// The whole answer, with its recorder to finish once the response is built (so the record
+/// takes the completion without a copy); a refusal is recorded here.
+async fn complete(
     state: &AppState,
     ctx: &RequestCtx,
     accepted: Accepted,
-) -> Result<ChatCompletion, Refused> {
+) -> Result<(ChatCompletion, Recorder), Refused> {
     let Accepted {
         request,
         route,
@@ -198,8 +203,7 @@ pub async fn complete(
     };
     completion.id.clone_from(&ctx.id);
     completion.created = unix_millis() / 1000;
-    recorder.completed_later(completion.clone());
-    Ok(completion)
+    Ok((completion, recorder))
 }
 
 /// The answer as it comes. It opens as a chat completion stream does: a failure before the
