@@ -84,6 +84,17 @@ def test_errors_are_anthropic_errors(client, base_url):  # noqa: F811
     assert e.value.body["error"]["type"] == "authentication_error"
 
 
+def test_count_tokens_on_a_local_model_and_a_clear_refusal_elsewhere(client):
+    short = client.messages.count_tokens(model="local/smollm2-135m", messages=ask("Paris?"))
+    longer = client.messages.count_tokens(model="local/smollm2-135m",
+                                          messages=ask("Which city is the capital of France?"))
+    assert 0 < short.input_tokens < longer.input_tokens
+    # The sim speaks OpenAI's API, which has no count.
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.count_tokens(model="sim/echo", messages=ask("x"))
+    assert "cannot count tokens" in e.value.body["error"]["message"]
+
+
 def test_fusion_through_the_messages_api(client):
     r = client.messages.create(model="quorate/fusion", max_tokens=200, messages=ask("Why fuse?"),
                                extra_body={"plugins": [FUSION]})

@@ -158,6 +158,8 @@ def test_errors_are_typed_exceptions(client, base_url):
         client.chat.completions.create(model="nope/missing", messages=ask("x"))
     assert e.value.status_code == 404
     assert "/v1/models" in e.value.message
+    # OpenAI's type and string code, which frameworks match on.
+    assert (e.value.type, e.value.code) == ("invalid_request_error", "model_not_found")
 
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="sim/echo", messages=ask("x"), temperature=5)
@@ -166,6 +168,7 @@ def test_errors_are_typed_exceptions(client, base_url):
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="sim/echo", messages=ask("x"), extra_body={"sim": SCRIPTS["limited"]})
     assert e.value.response.headers["retry-after"] == "9"
+    assert (e.value.type, e.value.code) == ("rate_limit_error", "rate_limit_exceeded")
 
     with pytest.raises(openai.InternalServerError) as e:
         client.chat.completions.create(model="sim/echo", messages=ask("x"), extra_body={"sim": SCRIPTS["broken"]})
@@ -187,6 +190,7 @@ def test_mid_stream_error_raises(client):
                 seen.append(chunk.choices[0].delta.content)
     assert "".join(seen) == "one two "
     assert "mid-stream" in e.value.message
+    assert e.value.type == "server_error"
 
 
 def test_models_list(client):

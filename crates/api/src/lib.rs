@@ -13,5 +13,5 @@ pub mod text;
 pub mod time;
 
 pub use chat::*;
-pub use error::{ErrorBody, ErrorDetail};
+pub use error::{ErrorBody, ErrorDetail, OpenAiErrorBody};
 pub use models::{Architecture, ModelInfo, ModelList, Pricing, TopProvider};

@@ -21,7 +21,10 @@ pub async fn spawn_listening(
 ) -> anyhow::Result<(tokio::process::Child, String)> {
     let mut child = tokio::process::Command::new(bin)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -42,6 +45,96 @@ pub async fn spawn_listening(
         bail!("{} did not start: {line:?}", bin.display());
     };
     Ok((child, url.to_string()))
+}
+
+/// The simulator answering `scripts`, and a gateway in front of it whose default fusion preset
+/// has `panel` (see [`sim_config`]); each a process of its own, killed on drop, as are the files
+/// they read.
+pub struct SimStack {
+    pub sim: tokio::process::Child,
+    pub sim_url: String,
+    pub gateway: tokio::process::Child,
+    pub gateway_url: String,
+    files: [PathBuf; 2],
+}
+
+impl SimStack {
+    pub async fn start(
+        name: &str,
+        scripts: &serde_json::Value,
+        panel: &[&str],
+        sim_bin: &Option<PathBuf>,
+        gateway_bin: &Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let file = |ext: &str| {
+            std::env::temp_dir().join(format!("quorate-bench-{name}-{}.{ext}", std::process::id()))
+        };
+        let files = [file("json"), file("toml")];
+        std::fs::write(&files[0], scripts.to_string())?;
+        let scripts_arg = files[0].to_string_lossy().into_owned();
+        let (sim, sim_url) = spawn_listening(
+            &sibling(sim_bin, "quorate-sim")?,
+            &["--listen", "127.0.0.1:0", "--scripts", &scripts_arg],
+        )
+        .await?;
+        std::fs::write(
+            &files[1],
+            sim_config(sim_url.trim_start_matches("http://"), panel),
+        )?;
+        let config_arg = files[1].to_string_lossy().into_owned();
+        let (gateway, gateway_url) = spawn_listening(
+            &sibling(gateway_bin, "quorate")?,
+            &["serve", "--listen", "127.0.0.1:0", "--config", &config_arg],
+        )
+        .await?;
+        Ok(Self {
+            sim,
+            sim_url,
+            gateway,
+            gateway_url,
+            files,
+        })
+    }
+}
+
+impl Drop for SimStack {
+    fn drop(&mut self) {
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// A gateway config with the simulator at `sim` as provider `sim` (no retries) and a default
+/// fusion preset `bench` over `panel` (model ids on the sim), judged by `sim/judge` and written
+/// by `sim/synth`.
+pub fn sim_config(sim: &str, panel: &[&str]) -> String {
+    let panel: Vec<String> = panel.iter().map(|m| format!("\"sim/{m}\"")).collect();
+    format!(
+        r#"
+[providers.sim]
+kind = "openai"
+base_url = "http://{sim}/v1"
+max_retries = 0
+
+[fusion]
+default_preset = "bench"
+
+[presets.bench]
+panel = [{}]
+judge = "sim/judge"
+synthesizer = "sim/synth"
+member_timeout_s = 30
+total_timeout_s = 60
+"#,
+        panel.join(", ")
+    )
+}
+
+/// The judge's script: a valid analysis after `ttft_ms`.
+pub fn judge_script(ttft_ms: u64) -> serde_json::Value {
+    serde_json::json!({"ttft_ms": ttft_ms, "json": {"consensus": ["x"], "contradictions": [],
+        "partial_coverage": [], "unique_insights": [], "blind_spots": []}})
 }
 
 /// The `q` quantile of sorted values (0 when empty).

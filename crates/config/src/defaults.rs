@@ -48,6 +48,15 @@ pub fn max_header_bytes() -> usize {
     32 * 1024
 }
 
+/// Enough to absorb a burst's reconnects to one provider; past it, connections close once idle.
+pub fn upstream_idle_per_host() -> usize {
+    32
+}
+
+pub fn upstream_idle_s() -> f64 {
+    30.0
+}
+
 pub fn timeout_s() -> f64 {
     120.0
 }

@@ -121,6 +121,12 @@ pub struct ServerConfig {
     /// The largest request line and headers, in bytes (431 beyond).
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Idle connections kept open to each upstream host; the rest close when a burst ends.
+    #[serde(default = "defaults::upstream_idle_per_host")]
+    pub upstream_idle_per_host: usize,
+    /// An idle upstream connection is closed after this long.
+    #[serde(default = "defaults::upstream_idle_s")]
+    pub upstream_idle_s: f64,
     /// Serve the web UI (`/`, `/runs`, `/usage`); its data comes from the API, behind the keys.
     #[serde(default = "defaults::yes")]
     pub ui: bool,
@@ -143,6 +149,8 @@ impl Default for ServerConfig {
             idle_timeout_s: defaults::idle_timeout_s(),
             max_connections: defaults::max_connections(),
             max_header_bytes: defaults::max_header_bytes(),
+            upstream_idle_per_host: defaults::upstream_idle_per_host(),
+            upstream_idle_s: defaults::upstream_idle_s(),
             ui: true,
             cors_origins: Vec::new(),
         }
@@ -464,11 +472,18 @@ fn validate_limits(s: &ServerConfig) -> Result<(), (String, String)> {
         ("header_timeout_s", s.header_timeout_s),
         ("body_timeout_s", s.body_timeout_s),
         ("idle_timeout_s", s.idle_timeout_s),
+        ("upstream_idle_s", s.upstream_idle_s),
     ];
     for (key, value) in timeouts {
         if !(value > 0.0 && value <= 3600.0) {
             return Err((key.into(), "must be in (0, 3600]".into()));
         }
+    }
+    if s.upstream_idle_per_host > 100_000 {
+        return Err((
+            "upstream_idle_per_host".into(),
+            "must be 0 to 100000".into(),
+        ));
     }
     if !(1..=1_000_000).contains(&s.max_connections) {
         return Err(("max_connections".into(), "must be 1 to 1000000".into()));

@@ -184,7 +184,7 @@ impl Engine {
             return Err(Error::BadRequest("messages: the prompt is empty".into()));
         }
         if prompt >= self.model.context_length {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::ContextTooLong(format!(
                 "messages: the prompt is {prompt} tokens but {} holds {} tokens of context",
                 self.model.name, self.model.context_length
             )));

@@ -187,6 +187,15 @@ impl Provider for LocalProvider {
         Ok(whole.completion(model))
     }
 
+    /// The templated prompt's tokens, as a generation would feed them (tools and the answer's
+    /// forced start included).
+    async fn count_tokens(&self, _ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
+        let engine = self.engine(&req.model).await?;
+        let tool_use = ToolUse::of(&req, &req.model, engine.supports_tools())?;
+        let prompt = engine.prompt(&req.messages, tool_use.tools, &tool_use.prefill)?;
+        Ok(prompt.len() as u64)
+    }
+
     async fn stream(&self, _ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error> {
         let params = params(&req)?;
         let engine = self.engine(&req.model).await?;

@@ -42,8 +42,20 @@ const OPENAI_ONLY: &[&str] = &[
     "service_tier",
 ];
 
+/// The fields `count_tokens` takes; it refuses the generation ones (`max_tokens`, `stream`, ...).
+const COUNT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+];
+
 pub struct Anthropic {
     endpoint: Endpoint,
+    /// `messages/count_tokens`, with the same key and headers.
+    counter: Endpoint,
 }
 
 impl Anthropic {
@@ -55,8 +67,16 @@ impl Anthropic {
         let auth = |key: &str| vec![(HeaderName::from_static("x-api-key"), key.to_string())];
         let mut fixed = HeaderMap::new();
         fixed.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
-        let endpoint = Endpoint::new(name, config, client, "messages", auth, fixed)?;
-        Ok(Self { endpoint })
+        let endpoint = Endpoint::new(
+            name,
+            config,
+            client.clone(),
+            "messages",
+            auth,
+            fixed.clone(),
+        )?;
+        let counter = Endpoint::new(name, config, client, "messages/count_tokens", auth, fixed)?;
+        Ok(Self { endpoint, counter })
     }
 }
 
@@ -69,6 +89,20 @@ impl Provider for Anthropic {
             Error::InvalidResponse(format!(
                 "{}: not a Messages response: {m}",
                 self.endpoint.name
+            ))
+        })
+    }
+
+    async fn count_tokens(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
+        let mut body = to_messages_request(&req, false)?;
+        if let Some(fields) = body.as_object_mut() {
+            fields.retain(|key, _| COUNT_FIELDS.contains(&key.as_str()));
+        }
+        let value = self.counter.post_json(&body, ctx).await?;
+        value["input_tokens"].as_u64().ok_or_else(|| {
+            Error::InvalidResponse(format!(
+                "{}: count_tokens answered without input_tokens",
+                self.counter.name
             ))
         })
     }

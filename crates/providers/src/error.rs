@@ -13,6 +13,9 @@ pub enum Error {
     /// The caller's request is malformed or names an invalid field (or the upstream said so).
     #[error("{0}")]
     BadRequest(String),
+    /// The prompt is longer than the model's context (400, `context_length_exceeded`).
+    #[error("{0}")]
+    ContextTooLong(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -126,6 +129,7 @@ impl Error {
             Error::InsufficientCredits(_) => "insufficient_credits",
             Error::Timeout(_) => "timeout",
             Error::BadRequest(_) | Error::PayloadTooLarge(_) => "bad_request",
+            Error::ContextTooLong(_) => "context_length_exceeded",
             Error::Unauthorized(_) => "unauthorized",
             Error::UnknownModel(_) => "unknown_model",
             Error::Upstream { .. } => "upstream_error",
@@ -137,7 +141,7 @@ impl Error {
 
     pub fn status(&self) -> u16 {
         match self.cause() {
-            Error::BadRequest(_) => 400,
+            Error::BadRequest(_) | Error::ContextTooLong(_) => 400,
             Error::Unauthorized(_) => 401,
             Error::InsufficientCredits(_) => 402,
             Error::UnknownModel(_) => 404,
@@ -184,6 +188,7 @@ impl Error {
     pub fn map_messages(self, f: &impl Fn(String) -> String) -> Self {
         match self {
             Error::BadRequest(m) => Error::BadRequest(f(m)),
+            Error::ContextTooLong(m) => Error::ContextTooLong(f(m)),
             Error::Unauthorized(m) => Error::Unauthorized(f(m)),
             Error::UnknownModel(m) => Error::UnknownModel(f(m)),
             Error::PayloadTooLarge(m) => Error::PayloadTooLarge(f(m)),
@@ -225,6 +230,9 @@ impl Error {
 
     pub fn to_body(&self) -> ErrorBody {
         let mut body = ErrorBody::new(self.status(), self.to_string());
+        if let Some(name) = self.openai_code() {
+            body = body.named(name);
+        }
         if let Error::Upstream {
             status: Some(s), ..
         } = self.cause()
@@ -242,6 +250,19 @@ impl Error {
         body
     }
 
+    /// OpenAI's code name where the kind says more than the status does.
+    fn openai_code(&self) -> Option<&'static str> {
+        match self.cause() {
+            Error::ContextTooLong(_) => Some("context_length_exceeded"),
+            Error::UnknownModel(_) => Some("model_not_found"),
+            Error::InsufficientCredits(_) => Some("insufficient_quota"),
+            Error::Upstream { .. } => Some("upstream_error"),
+            Error::InvalidResponse(_) => Some("invalid_response"),
+            Error::Unavailable(_) => Some("unavailable"),
+            _ => None,
+        }
+    }
+
     /// Maps an upstream HTTP error status and its message to the error kind.
     pub fn from_upstream_status(
         status: u16,
@@ -249,6 +270,9 @@ impl Error {
         retry_after: Option<Duration>,
     ) -> Self {
         match status {
+            400 | 413 | 422 if overflows_context(&message) => {
+                Error::ContextTooLong(format!("upstream rejected the request: {message}"))
+            }
             400 | 413 | 422 => {
                 Error::BadRequest(format!("upstream rejected the request: {message}"))
             }
@@ -274,6 +298,20 @@ impl Error {
     }
 }
 
+/// How OpenAI (`context_length_exceeded`, "maximum context length"), Anthropic ("prompt is too
+/// long") and llama.cpp's server ("exceeds the available context size") say the prompt is too long.
+fn overflows_context(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "context_length_exceeded",
+        "maximum context length",
+        "prompt is too long",
+        "exceeds the available context size",
+    ]
+    .iter()
+    .any(|phrase| message.contains(phrase))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +329,13 @@ mod tests {
         assert_eq!((e.status(), e.is_retryable()), (502, true));
         let e = Error::from_upstream_status(400, "bad".into(), None);
         assert_eq!((e.status(), e.is_retryable()), (400, false));
+        let e = Error::from_upstream_status(
+            400,
+            "This model's maximum context length is 8192 tokens".into(),
+            None,
+        );
+        assert_eq!((e.status(), e.reason()), (400, "context_length_exceeded"));
+        assert_eq!(e.to_body().error.name, "context_length_exceeded");
         let e = Error::from_upstream_status(401, "key sk-secret is wrong".into(), None);
         assert!(!e.to_string().contains("sk-secret"));
         let e = Error::Upstream {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use quorate_api::{FUSION_DEPTH_HEADER, REQUEST_ID_HEADER};
-use quorate_config::ProviderConfig;
+use quorate_config::{ProviderConfig, ServerConfig};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{RequestBuilder, Response};
 use serde_json::Value;
@@ -138,9 +138,12 @@ fn extra_headers(name: &str, config: &ProviderConfig) -> Result<HeaderMap, Error
     Ok(headers)
 }
 
-pub fn client() -> Result<reqwest::Client, Error> {
+/// One client for every HTTP provider: its pool keeps at most `upstream_idle_per_host` idle
+/// connections per host, so the sockets and buffers of a burst are given back when it ends.
+pub fn client(server: &ServerConfig) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(server.upstream_idle_per_host)
+        .pool_idle_timeout(Duration::from_secs_f64(server.upstream_idle_s))
         .tcp_nodelay(true)
         .build()
         .map_err(|e| Error::Unavailable(format!("cannot build the HTTP client: {}", describe(&e))))

@@ -33,4 +33,13 @@ pub trait Provider: Send + Sync {
     /// Resolves once the upstream has accepted the request (its status is known); the stream then
     /// yields chunks, ending with an error if the upstream breaks off.
     async fn stream(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error>;
+
+    /// The prompt's size in tokens as the model reads it (Anthropic's `count_tokens`). Only
+    /// providers that know the model's tokenizer can answer; OpenAI-style APIs have no count.
+    async fn count_tokens(&self, _ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
+        Err(Error::BadRequest(format!(
+            "model: {} cannot count tokens (its API has no count); local and Anthropic models can",
+            req.model
+        )))
+    }
 }

@@ -86,7 +86,7 @@ impl Router {
     }
 
     pub fn with_local(config: Config, local: Option<&ProviderFactory>) -> Result<Self, Error> {
-        let client = http::client()?;
+        let client = http::client(&config.server)?;
         let secrets = Secrets::from_env(&config);
         let mut providers = HashMap::new();
         for (name, p) in &config.providers {
@@ -171,6 +171,18 @@ impl Router {
             }
         }
         Err(tried.into_error())
+    }
+
+    /// The prompt's size in tokens, counted by the requested model's provider: no retries and no
+    /// fallbacks, since another model's count would be another number.
+    pub async fn count_tokens(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
+        let model = self.candidates(&req)?.swap_remove(0);
+        let entry = self.entry(&model)?;
+        let _waiting = ctx.waiting();
+        let call = entry
+            .provider
+            .count_tokens(ctx, upstream_request(&req, &model));
+        with_timeout(entry.policy.timeout, call, &model).await
     }
 
     /// Opens a stream on the first candidate that accepts the request. The returned stream keeps

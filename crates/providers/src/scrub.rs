@@ -42,6 +42,11 @@ impl Provider for Scrubbed {
             chunks.map(move |item| item.map_err(|e| scrub(e, &secrets))),
         ))
     }
+
+    async fn count_tokens(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
+        let result = self.inner.count_tokens(ctx, req).await;
+        result.map_err(|e| scrub(e, &self.secrets))
+    }
 }
 
 /// The same error with every message scrubbed, the kind kept.

@@ -397,7 +397,8 @@ async fn quorum_not_met_and_all_failing_are_502_with_a_reason() {
                 assert_eq!(response.headers()["x-should-retry"], "false");
             }
             let body: Value = response.json().await.unwrap();
-            assert_eq!(body["error"]["code"], 502);
+            assert_eq!(body["error"]["status"], 502);
+            assert_eq!(body["error"]["type"], "server_error");
             assert_eq!(
                 body["error"]["metadata"]["failure_reason"], reason,
                 "{body}"

@@ -174,7 +174,8 @@ async fn client_errors_have_status_and_json_body() {
         "SDKs must not resend it"
     );
     let e: Value = r.json().await.unwrap();
-    assert_eq!(e["error"]["code"], 400);
+    assert_eq!(e["error"]["status"], 400);
+    assert_eq!(e["error"]["type"], "invalid_request_error");
     assert!(e["error"]["message"]
         .as_str()
         .unwrap()
@@ -204,7 +205,8 @@ async fn client_errors_have_status_and_json_body() {
     let r = gw.post(&ask("sim/a", &"word ".repeat(1000))).await;
     assert_eq!(r.status(), 413);
     let e: Value = r.json().await.unwrap();
-    assert_eq!(e["error"]["code"], 413);
+    assert_eq!(e["error"]["status"], 413);
+    assert_eq!(e["error"]["code"], "request_too_large");
 
     let r = client
         .get(gw.url("/v1/chat/completions"))
@@ -212,7 +214,7 @@ async fn client_errors_have_status_and_json_body() {
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["status"], 405);
     let r = client.get(gw.url("/v1/embeddings")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let message = r.json::<Value>().await.unwrap()["error"]["message"].clone();
@@ -585,7 +587,7 @@ fallbacks = ["sim/b"]
         );
         let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
         assert_eq!(
-            last["error"]["code"], 502,
+            last["error"]["status"], 502,
             "{model}: error reported in-stream: {last}"
         );
         assert!(!data.contains(&"[DONE]".to_string()));
@@ -761,7 +763,12 @@ async fn gateway_keys_are_required_when_configured() {
     };
     let r = send(None).await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 401);
+    let e = r.json::<Value>().await.unwrap();
+    assert_eq!(e["error"]["status"], 401);
+    assert_eq!(
+        (&e["error"]["type"], &e["error"]["code"]),
+        (&json!("authentication_error"), &json!("invalid_api_key"))
+    );
     assert_eq!(send(Some("k-three")).await.unwrap().status(), 401);
     assert_eq!(send(Some("k-two")).await.unwrap().status(), 200);
     assert_eq!(

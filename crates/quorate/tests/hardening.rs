@@ -124,7 +124,7 @@ async fn a_dribbled_body_gets_a_408() {
     dribble.abort();
     let (status, body) = parse_response(&String::from_utf8_lossy(&raw));
     assert_eq!(status, 408, "{}", String::from_utf8_lossy(&raw));
-    assert_eq!(body["error"]["code"], 408);
+    assert_eq!(body["error"]["status"], 408);
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
@@ -151,7 +151,7 @@ async fn past_the_connection_limit_health_answers_and_the_rest_get_a_503() {
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], 503);
+    assert_eq!(body["error"]["status"], 503);
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
@@ -187,7 +187,7 @@ async fn rejections_by_the_http_layer_are_json() {
         let (got, body) = parse_response(&raw);
         assert_eq!(got, status, "{raw}");
         assert!(raw.contains("content-type: application/json"), "{raw}");
-        assert_eq!(body["error"]["code"], status);
+        assert_eq!(body["error"]["status"], status);
         assert!(
             body["error"]["message"].as_str().unwrap().contains(says),
             "{raw}"
@@ -205,7 +205,7 @@ async fn a_declared_oversized_body_gets_its_413_before_any_upload() {
     assert!(!raw.contains("100 Continue"), "{raw}");
     let (status, body) = parse_response(&raw);
     assert_eq!(status, 413, "{raw}");
-    assert_eq!(body["error"]["code"], 413);
+    assert_eq!(body["error"]["status"], 413);
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
@@ -312,7 +312,7 @@ synthesizer = "sim/synth"
     let (data, raw) = sse(post_with_key(&gw, &streaming).await).await;
     assert!(raw.starts_with(": quorate processing"), "{raw}");
     let error: Value = serde_json::from_str(data.last().unwrap()).unwrap();
-    assert_eq!(error["error"]["code"], 400);
+    assert_eq!(error["error"]["status"], 400);
     assert_scrubbed(&raw);
 
     let fused = json!({"model": "quorate/fusion:leaky", "messages": [{"role": "user", "content": "Capital?"}]});

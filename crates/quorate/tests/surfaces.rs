@@ -129,3 +129,135 @@ async fn legacy_function_messages_are_accepted() {
         "{body}"
     );
 }
+
+/// One error, two dialects: on `/v1` OpenAI's (`code` a name frameworks match on, the status as
+/// `status`), on `/api/v1` OpenRouter's (`code` the status); both carry `type` and `param`.
+/// In-stream errors follow the same rule.
+#[tokio::test]
+async fn errors_speak_openai_on_v1_and_openrouter_on_api_v1() {
+    let too_long = "This model's maximum context length is 4097 tokens, you asked for 9000";
+    let (_sim, addr) = sim(&[
+        (
+            "long",
+            json!({"fault": "status", "status": 400, "reply": too_long}),
+        ),
+        ("cut", json!({"fault": "cut", "reply": "a b c d e f"})),
+    ])
+    .await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let client = reqwest::Client::new();
+    let call = |path: &'static str, body: Value| {
+        let request = client.post(gw.url(path)).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, body) = call("/v1/chat/completions", common::ask("sim/long", "x")).await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 400);
+    let error = &body["error"];
+    assert_eq!(
+        (&error["code"], &error["type"], &error["status"]),
+        (
+            &json!("context_length_exceeded"),
+            &json!("invalid_request_error"),
+            &json!(400)
+        ),
+        "{body}"
+    );
+    assert!(error["param"].is_null() && error["message"].as_str().unwrap().contains("4097"));
+
+    let (status, body) = call("/api/v1/chat/completions", common::ask("sim/long", "x")).await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(
+        (&body["error"]["code"], &body["error"]["type"]),
+        (&json!(400), &json!("invalid_request_error")),
+        "{body}"
+    );
+    assert!(body["error"].get("status").is_none());
+
+    let mut streamed = common::ask("sim/cut", "x");
+    streamed["stream"] = json!(true);
+    for (path, code) in [
+        ("/v1/chat/completions", json!("invalid_response")),
+        ("/api/v1/chat/completions", json!(502)),
+    ] {
+        let (status, text) = call(path, streamed.clone()).await;
+        assert_eq!(status, 200, "{text}");
+        let event = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .find(|d| d.starts_with("{\"error\""))
+            .unwrap_or_else(|| panic!("{path}: no error event in {text}"));
+        let event: Value = serde_json::from_str(event).unwrap();
+        assert_eq!(event["error"]["code"], code, "{path}: {event}");
+    }
+
+    let (status, body) = call("/v1/nothing/here", json!({})).await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, &body["error"]["status"]), (404, &json!(404)));
+}
+
+async fn count(gw: &common::Gateway, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(gw.url("/v1/messages/count_tokens"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// `count_tokens` on an Anthropic model asks the upstream, with only the fields a count takes
+/// (the simulator, like Anthropic, refuses `max_tokens`); a model whose API cannot count and a
+/// fusion get a 400 in Anthropic's error shape.
+#[tokio::test]
+async fn count_tokens_asks_an_anthropic_upstream_and_refuses_what_cannot_count() {
+    let (sim, addr) = sim(&[]).await;
+    let gw = start(&config(addr, ""), &[("SIM_ANTHROPIC_KEY", "k")]).await;
+    let body = json!({"model": "simant/c", "system": "be brief",
+        "messages": [{"role": "user", "content": "three words here"}]});
+    let (status, counted) = count(&gw, body).await;
+    assert_eq!((status, &counted), (200, &json!({"input_tokens": 5})));
+    let sent = sim.requests().last().unwrap().clone();
+    assert_eq!(sent.path, "/v1/messages/count_tokens");
+    assert_eq!(sent.body["model"], "c");
+    assert!(sent.body.get("max_tokens").is_none(), "{}", sent.body);
+
+    for model in ["sim/a", "quorate/fusion"] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
+        let (status, error) = count(&gw, body).await;
+        assert_eq!(status, 400, "{model}: {error}");
+        assert_eq!(error["type"], "error");
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert!(error["error"]["message"].as_str().unwrap().contains(model));
+    }
+}
+
+/// A local model counts with its own tokenizer and chat template: the same number its answer
+/// reports as `prompt_tokens`.
+#[tokio::test]
+async fn count_tokens_on_a_local_model_matches_its_prompt_tokens() {
+    let gw = start("", &[]).await;
+    let messages = json!([{"role": "user", "content": "Which city is the capital of France?"}]);
+    let (status, counted) = count(
+        &gw,
+        json!({"model": "local/smollm2-135m", "messages": messages}),
+    )
+    .await;
+    assert_eq!(status, 200, "{counted}");
+    let answer: Value = gw
+        .post(&json!({"model": "local/smollm2-135m", "messages": messages, "max_tokens": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        counted["input_tokens"], answer["usage"]["prompt_tokens"],
+        "{answer}"
+    );
+    assert!(counted["input_tokens"].as_u64().unwrap() > 8);
+}

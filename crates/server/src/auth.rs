@@ -64,7 +64,8 @@ pub async fn require_key(
     let presented = bearer
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
-    let anthropic = request.uri().path().ends_with("/messages");
+    let path = request.uri().path();
+    let anthropic = path.ends_with("/messages") || path.ends_with("/messages/count_tokens");
     let matched = presented.and_then(|key| {
         keys.iter()
             .find(|k| constant_time_eq(k.secret.as_bytes(), key.as_bytes()))

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
-use quorate_api::{ChatChunk, ChatRequest, Content, Usage, FUSION_DEPTH_HEADER};
+use quorate_api::{ChatChunk, ChatRequest, Content, ErrorBody, Usage, FUSION_DEPTH_HEADER};
 use quorate_config::{Config, ProviderKind};
 use quorate_providers::{in_span, Error, RequestCtx, RoutedStream};
 use serde::Serialize;
@@ -38,12 +38,12 @@ pub async fn completions(
         Ok(accepted) => accepted,
         Err(e) => return ApiError(e).into_response(),
     };
-    let usage_chunk = usage_chunk(openrouter, &request);
+    let framing = Framing::of(openrouter, &request);
     if let Some(route) = route {
-        return crate::fusion::respond(&state, &ctx, route, request, recorder, usage_chunk).await;
+        return crate::fusion::respond(&state, &ctx, route, request, recorder, framing).await;
     }
     if request.stream == Some(true) {
-        return stream(&state, ctx, request, recorder, usage_chunk).await;
+        return stream(&state, ctx, request, recorder, framing).await;
     }
     let model = request.model.clone();
     match state.router.complete(&ctx, request).await {
@@ -153,16 +153,39 @@ fn servable(config: &Config, request: &ChatRequest, gateway_run: bool) -> Result
     Ok(())
 }
 
-/// Whether a stream ends with a usage chunk (`choices: []`). OpenAI sends one only when
-/// `stream_options.include_usage` asks for it, and the usual client loop
-/// (`chunk.choices[0].delta`) fails on it otherwise; OpenRouter (`/api/v1`) always sends it.
-fn usage_chunk(openrouter: bool, request: &ChatRequest) -> bool {
-    openrouter
-        || request
+/// How a chat completions stream is framed: as OpenAI does on `/v1`, as OpenRouter does on
+/// `/api/v1`.
+#[derive(Clone, Copy)]
+pub struct Framing {
+    /// Whether the stream ends with a usage chunk (`choices: []`). OpenAI sends one only when
+    /// `stream_options.include_usage` asks for it, and the usual client loop
+    /// (`chunk.choices[0].delta`) fails on it otherwise; OpenRouter always sends it.
+    pub usage_chunk: bool,
+    /// Error events in OpenAI's dialect (`code` a name) rather than OpenRouter's (the status).
+    openai_errors: bool,
+}
+
+impl Framing {
+    fn of(openrouter: bool, request: &ChatRequest) -> Self {
+        let asked = request
             .stream_options
             .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false)
+            .and_then(|o| o.include_usage);
+        Self {
+            usage_chunk: openrouter || asked.unwrap_or(false),
+            openai_errors: !openrouter,
+        }
+    }
+
+    /// The SSE event of a failure.
+    pub fn error(&self, body: &ErrorBody) -> Bytes {
+        let json = if self.openai_errors {
+            serde_json::to_string(&body.openai())
+        } else {
+            serde_json::to_string(body)
+        };
+        Bytes::from(format!("data: {}\n\n", json.unwrap_or_default()))
+    }
 }
 
 /// How deep in fusion runs the caller is: another Quorate's inner calls carry the header.
@@ -179,7 +202,7 @@ fn fusion_depth(headers: &HeaderMap) -> Result<u8, Error> {
 
 /// The whole body, within `server.body_timeout_s` of the headers: one deadline for all of it, not
 /// per read (tower-http's body timeout restarts at every frame, so a byte a second never trips it).
-async fn read_body(request: Request, limit: Duration) -> Result<Bytes, Error> {
+pub(crate) async fn read_body(request: Request, limit: Duration) -> Result<Bytes, Error> {
     match tokio::time::timeout(limit, Bytes::from_request(request, &())).await {
         Ok(body) => body.map_err(body_error),
         Err(_) => Err(Error::Timeout(format!(
@@ -228,7 +251,7 @@ async fn stream(
     ctx: RequestCtx,
     request: ChatRequest,
     recorder: Recorder,
-    usage_chunk: bool,
+    framing: Framing,
 ) -> Response {
     let router = state.router.clone();
     let model = request.model.clone();
@@ -246,7 +269,7 @@ async fn stream(
             Err(_) => open,
         };
     sse_response(with_keepalive(
-        sse_frames(opened, id, model, recorder, usage_chunk),
+        sse_frames(opened, id, model, recorder, framing),
         state.keepalive,
     ))
 }
@@ -270,32 +293,21 @@ pub fn sse_response(frames: impl Stream<Item = Bytes> + Send + 'static) -> Respo
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// A chunk as an SSE event. Chunks are plain data: serializing one cannot fail, and if it ever
+/// did the client would see an empty event rather than a half-written one.
 pub fn data_frame(value: &impl Serialize) -> Bytes {
-    match serde_json::to_string(value) {
-        Ok(json) => Bytes::from(format!("data: {json}\n\n")),
-        Err(e) => error_frame(&Error::InvalidResponse(format!(
-            "chunk does not serialize: {e}"
-        ))),
-    }
+    let json = serde_json::to_string(value).unwrap_or_default();
+    Bytes::from(format!("data: {json}\n\n"))
 }
 
-fn error_frame(error: &Error) -> Bytes {
-    body_frame(&error.to_body())
-}
-
-pub fn body_frame(body: &quorate_api::ErrorBody) -> Bytes {
-    let body = serde_json::to_string(body).unwrap_or_default();
-    Bytes::from(format!("data: {body}\n\n"))
-}
-
-/// The SSE body: chunks with the gateway's id, a usage chunk last when `usage_chunk`, then
+/// The SSE body: chunks with the gateway's id, a usage chunk last when `framing` says so, then
 /// `[DONE]`; or an error event where the upstream failed. The usage is recorded either way.
 fn sse_frames(
     opened: BoxFuture<'static, Result<RoutedStream, Error>>,
     id: String,
     model: String,
     recorder: Recorder,
-    usage_chunk: bool,
+    framing: Framing,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
         // Taken by whichever way the stream ends; dropped unfinished, it records a client
@@ -310,7 +322,7 @@ fn sse_frames(
                 if let Some(recorder) = recorder.take() {
                     recorder.failed(&e, true);
                 }
-                yield error_frame(&e);
+                yield framing.error(&e.to_body());
                 return;
             }
         };
@@ -326,7 +338,7 @@ fn sse_frames(
                     if let Some(recorder) = recorder.as_mut() {
                         recorder.chunk(&chunk);
                     }
-                    if !usage_chunk {
+                    if !framing.usage_chunk {
                         if chunk.choices.is_empty() {
                             continue;
                         }
@@ -339,14 +351,14 @@ fn sse_frames(
                     if let Some(recorder) = recorder.take() {
                         recorder.failed(&e, true);
                     }
-                    yield error_frame(&e);
+                    yield framing.error(&e.to_body());
                     return;
                 }
             }
         }
         if !saw_usage {
             tracing::warn!(%model, "upstream stream carried no usage");
-            if usage_chunk {
+            if framing.usage_chunk {
                 yield data_frame(&empty_usage_chunk(&id, created, last_model));
             }
         }

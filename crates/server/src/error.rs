@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::Request;
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use quorate_api::ErrorBody;
 use quorate_fusion::FusionError;
@@ -60,8 +63,30 @@ fn retry_cannot_help(status: StatusCode) -> bool {
         .contains(&status)
 }
 
+/// An error in OpenRouter's body shape; the body also rides along as a response extension, so
+/// that [`dialect`] can answer `/v1` callers in OpenAI's.
 pub(crate) fn respond(status: u16, body: ErrorBody, retry_after: Option<Duration>) -> Response {
-    respond_with(status, body, retry_after)
+    let mut response = respond_with(status, &body, retry_after);
+    response.extensions_mut().insert(body);
+    response
+}
+
+/// The edge decides the error dialect: OpenRouter's under `/api/` (`code` is the status),
+/// OpenAI's everywhere else (`code` is a name such as `rate_limit_exceeded`, the status is
+/// `status`), so frameworks that match on either find what they look for.
+pub async fn dialect(request: Request, next: Next) -> Response {
+    let openrouter = request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    let Some(body) = response.extensions_mut().remove::<ErrorBody>() else {
+        return response;
+    };
+    if openrouter {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    let json = serde_json::to_vec(&body.openai()).unwrap_or_default();
+    Response::from_parts(parts, Body::from(json))
 }
 
 /// An error response in any surface's body shape, with the headers every error carries.
@@ -89,7 +114,8 @@ pub(crate) fn respond_with(
 pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let message = format!(
         "not implemented: this gateway does not serve {method} {}. It serves POST \
-         /v1/chat/completions, POST /v1/messages, POST /v1/responses, GET /v1/models, GET \
+         /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST \
+         /v1/responses, GET /v1/models, GET \
          /v1/models/{{id}}, GET /v1/runs, GET /v1/runs/{{id}}, GET /v1/usage, GET /metrics and \
          GET /health (each also under /api/v1), and the web UI at /",
         uri.path()
@@ -117,15 +143,17 @@ pub async fn over_connection_limit(max_connections: usize) -> Response {
         "the server is at its connection limit (server.max_connections = {max_connections}); \
          retry shortly"
     );
-    let body = ErrorBody::new(503, message);
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert("retry-after", HeaderValue::from_static("1"));
-    response
+    respond(
+        503,
+        ErrorBody::new(503, message),
+        Some(Duration::from_secs(1)),
+    )
 }
 
 pub async fn method_not_allowed() -> Response {
-    let body = ErrorBody::new(405, "method not allowed on this route");
-    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+    respond(
+        405,
+        ErrorBody::new(405, "method not allowed on this route"),
+        None,
+    )
 }

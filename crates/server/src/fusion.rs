@@ -11,7 +11,7 @@ use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta};
 use quorate_fusion::{Fusion, FusionError, FusionStream, Item, Plan, ResearchPlan, RunOutcome};
 use quorate_providers::{Error, RequestCtx};
 
-use crate::chat::{body_frame, data_frame, sse_response, unix_millis, with_keepalive};
+use crate::chat::{data_frame, sse_response, unix_millis, with_keepalive, Framing};
 use crate::record::Recorder;
 use crate::{AppState, FusionApiError};
 
@@ -52,17 +52,14 @@ pub async fn respond(
     route: Route,
     request: ChatRequest,
     mut recorder: Recorder,
-    usage_chunk: bool,
+    framing: Framing,
 ) -> Response {
     let model = request.model.clone();
     let id = ctx.id.clone();
     let streaming = request.stream == Some(true);
     let (items, progress) = run(state, ctx, route, request);
     if streaming {
-        let shape = Shape {
-            progress,
-            usage_chunk,
-        };
+        let shape = Shape { progress, framing };
         return stream(state, items, shape, model, id, recorder).await;
     }
     let outcome = RunOutcome::read_with(items, |item| recorder.item(item)).await;
@@ -108,9 +105,9 @@ pub fn run(
 struct Shape {
     /// `fusion_event` chunks (the plan's `stream_progress`).
     progress: bool,
-    /// A last chunk with `choices: []` carrying usage and the `fusion` object; without it, the
-    /// chunk that finishes the answer carries the `fusion` object and comes last.
-    usage_chunk: bool,
+    /// With a usage chunk, the last chunk (`choices: []`) carries usage and the `fusion` object;
+    /// without it, the chunk that finishes the answer carries the `fusion` object and comes last.
+    framing: Framing,
 }
 
 /// Without progress events, waits up to one keep-alive interval for the first output so that a
@@ -179,11 +176,11 @@ fn frames(
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(body) => {
-                    yield body_frame(&body);
+                    yield shape.framing.error(&body);
                     return;
                 }
             };
-            if shape.usage_chunk {
+            if shape.framing.usage_chunk {
                 yield data_frame(&stamp(chunk));
             } else if finishes(&chunk) {
                 finishing = Some(chunk);

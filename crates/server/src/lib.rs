@@ -93,6 +93,11 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/api/v1/chat/completions", post(chat::completions))
         .route("/v1/messages", post(messages::create))
         .route("/api/v1/messages", post(messages::create))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route(
+            "/api/v1/messages/count_tokens",
+            post(messages::count_tokens),
+        )
         .route("/v1/responses", post(responses::create))
         .route("/api/v1/responses", post(responses::create))
         .route("/v1/models", get(models::list))
@@ -125,6 +130,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             state.clone(),
             context::attach,
         ))
+        .layer(axum::middleware::from_fn(error::dialect))
         .with_state(state);
     match cors {
         Some(cors) => app.layer(cors),
@@ -173,6 +179,7 @@ fn overflow_app(max_connections: usize) -> axum::Router {
     axum::Router::new()
         .route("/health", get(health))
         .fallback(refuse)
+        .layer(axum::middleware::from_fn(error::dialect))
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

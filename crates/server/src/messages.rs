@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
 use quorate_api::anthropic::{self, MessageUsage, MessagesRequest};
@@ -41,6 +41,42 @@ pub async fn create(
         refuse,
     };
     answer::respond(&state, ctx, accepted, dialect).await
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's size as the model reads it, counted by the
+/// model's own tokenizer (local models) or by its upstream (Anthropic models). The body is a
+/// Messages request without `max_tokens`. A fusion's prompts depend on its members' answers, so it
+/// has no single count: a 400 says to count a member.
+pub async fn count_tokens(
+    State(state): State<Arc<AppState>>,
+    Extension(ctx): Extension<RequestCtx>,
+    request: Request,
+) -> Response {
+    match count(&state, &ctx, request).await {
+        Ok(tokens) => axum::Json(json!({"input_tokens": tokens})).into_response(),
+        Err(e) => {
+            tracing::info!(status = e.status(), error = %e, "count_tokens refused");
+            refuse(&Refused::Plain(e))
+        }
+    }
+}
+
+async fn count(state: &AppState, ctx: &RequestCtx, request: Request) -> Result<u64, Error> {
+    let bytes = crate::chat::read_body(request, state.body_timeout).await?;
+    let mut body: Value = answer::decode(&bytes)?;
+    if let Some(fields) = body.as_object_mut() {
+        // Only a generation needs a cap; the Messages request type wants one.
+        fields.entry("max_tokens").or_insert(json!(1));
+    }
+    let request = parse(&serde_json::to_vec(&body).unwrap_or_default())?;
+    if crate::fusion::route(&state.fusion, ctx, &request)?.is_some() {
+        return Err(Error::BadRequest(format!(
+            "model: {} runs the gateway's fusion or tools, whose prompts depend on other models' \
+             answers; count the tokens of one of its models instead",
+            request.model
+        )));
+    }
+    state.router.count_tokens(ctx, request).await
 }
 
 /// Strict parsing whose errors name the field, then the checks every surface shares.

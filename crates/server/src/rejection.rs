@@ -104,8 +104,9 @@ fn rewrite(written: &[u8], max_header_bytes: usize) -> Option<Bytes> {
         return None;
     }
     let status: u16 = status_line.get(9..12)?.parse().ok()?;
-    let body =
-        serde_json::to_string(&ErrorBody::new(status, message(status, max_header_bytes))).ok()?;
+    // No route was chosen, so the default dialect: OpenAI's, as on `/v1`.
+    let error = ErrorBody::new(status, message(status, max_header_bytes));
+    let body = serde_json::to_string(&error.openai()).ok()?;
     let mut answer = format!(
         "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
         body.len()
@@ -149,9 +150,10 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
         assert!(head.contains("content-type: application/json") && head.contains("date: x"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
-        let body: ErrorBody = serde_json::from_str(body).unwrap();
-        assert_eq!(body.error.code, 431);
-        assert!(body.error.message.contains("8192"));
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["status"], 431);
+        assert_eq!(body["error"]["code"], "headers_too_large");
+        assert!(body["error"]["message"].as_str().unwrap().contains("8192"));
 
         let app = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n";
         assert!(rewrite(app, 8192).is_none());

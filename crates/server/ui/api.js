@@ -171,8 +171,9 @@ function handleFrame(frame, onChunk) {
     return "skip"; // a frame that is not JSON carries nothing we can show
   }
   if (chunk?.error) {
-    const { code, message, metadata } = chunk.error;
-    throw new ApiError(code ?? 0, message || "The stream failed.", metadata ?? null);
+    // On /v1 the status is `status` (`code` is OpenAI's name for the error).
+    const { status, message, metadata } = chunk.error;
+    throw new ApiError(status ?? 0, message || "The stream failed.", metadata ?? null);
   }
   onChunk(chunk);
   return "chunk";

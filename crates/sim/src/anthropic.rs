@@ -3,15 +3,44 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::openai::{respond, Ctx, Dialect, Piece};
+use crate::openai::{error, prompt_tokens, respond, Ctx, Dialect, Piece};
 use crate::script::Answer;
 use crate::Sim;
 
 pub(crate) async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
     respond(sim, "/v1/messages", headers, body, AnthropicDialect).await
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's tokens as usage counts them. Like Anthropic's,
+/// it refuses the generation fields (`max_tokens`, `stream`, ...).
+pub(crate) async fn count_tokens(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // What a generation takes and a count does not.
+    const REFUSED: &[&str] = &[
+        "max_tokens",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+    ];
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(&AnthropicDialect, 400, &format!("invalid JSON: {e}"), None),
+    };
+    sim.record("/v1/messages/count_tokens", &headers, &body);
+    let fields = body.as_object().into_iter().flat_map(|o| o.keys());
+    if let Some(extra) = fields.into_iter().find(|k| REFUSED.contains(&k.as_str())) {
+        let message = format!("{extra}: Extra inputs are not permitted");
+        return error(&AnthropicDialect, 400, &message, None);
+    }
+    axum::Json(json!({"input_tokens": prompt_tokens(&body)})).into_response()
 }
 
 struct AnthropicDialect;

@@ -70,6 +70,7 @@ impl Sim {
         axum::Router::new()
             .route("/v1/chat/completions", post(openai::chat))
             .route("/v1/messages", post(anthropic::messages))
+            .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
             .route("/v1/models", get(models))
             .route("/sim/stats", get(stats))
             .route("/sim/requests", get(recorded))

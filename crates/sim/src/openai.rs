@@ -60,6 +60,20 @@ pub(crate) fn text_of(content: &Value) -> String {
     }
 }
 
+/// The prompt's tokens: every message's text and the system prompt, a word each.
+pub(crate) fn prompt_tokens(body: &Value) -> u64 {
+    let messages = body.get("messages").and_then(Value::as_array);
+    let mut tokens: u64 = messages
+        .into_iter()
+        .flatten()
+        .map(|m| count_tokens(&text_of(m.get("content").unwrap_or(&Value::Null))))
+        .sum();
+    if let Some(system) = body.get("system") {
+        tokens += count_tokens(&text_of(system));
+    }
+    tokens
+}
+
 /// Parses the body and answers it per script, in `dialect`.
 pub(crate) async fn respond(
     sim: Sim,
@@ -88,13 +102,7 @@ pub(crate) async fn respond(
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .map(|m| text_of(m.get("content").unwrap_or(&Value::Null)))
         .unwrap_or_default();
-    let mut prompt_tokens: u64 = messages
-        .iter()
-        .map(|m| count_tokens(&text_of(m.get("content").unwrap_or(&Value::Null))))
-        .sum();
-    if let Some(system) = body.get("system") {
-        prompt_tokens += count_tokens(&text_of(system));
-    }
+    let prompt_tokens = prompt_tokens(&body);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let (script, faulty, guard) = sim.begin(path, &headers, &body, &model);
     let fault = if faulty { script.fault } else { None };
@@ -166,7 +174,12 @@ fn tokens_of(answer: &Answer) -> Vec<String> {
     }
 }
 
-fn error(dialect: &impl Dialect, status: u16, message: &str, retry_after: Option<u64>) -> Response {
+pub(crate) fn error(
+    dialect: &impl Dialect,
+    status: u16,
+    message: &str,
+    retry_after: Option<u64>,
+) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (code, axum::Json(dialect.error_body(status, message))).into_response();
     if let Some(after) = retry_after {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use quorate_bench::{percentile, sibling, spawn_listening};
+use quorate_bench::{judge_script, percentile, SimStack};
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 
@@ -49,23 +49,16 @@ enum Target {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = std::env::temp_dir();
-    let scripts = dir.join(format!("quorate-bench-fusion-{}.json", std::process::id()));
-    std::fs::write(&scripts, scripts_json().to_string())?;
-    let scripts_arg = scripts.to_string_lossy().into_owned();
-    let (_sim, sim_url) = spawn_listening(
-        &sibling(&args.sim_bin, "quorate-sim")?,
-        &["--listen", "127.0.0.1:0", "--scripts", &scripts_arg],
+    let panel = ["m200", "m400", "m800"];
+    let stack = SimStack::start(
+        "fusion",
+        &scripts_json(),
+        &panel,
+        &args.sim_bin,
+        &args.gateway_bin,
     )
     .await?;
-    let config = dir.join(format!("quorate-bench-fusion-{}.toml", std::process::id()));
-    std::fs::write(&config, config_toml(sim_url.trim_start_matches("http://")))?;
-    let config_arg = config.to_string_lossy().into_owned();
-    let (_gateway, gateway_url) = spawn_listening(
-        &sibling(&args.gateway_bin, "quorate")?,
-        &["serve", "--listen", "127.0.0.1:0", "--config", &config_arg],
-    )
-    .await?;
+    let (sim_url, gateway_url) = (&stack.sim_url, &stack.gateway_url);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(2048)
         .tcp_nodelay(true)
@@ -110,8 +103,6 @@ async fn main() -> anyhow::Result<()> {
         let [p50, p90, p99] = a.map(|us| format!("{:+.2}", us / 1000.0));
         println!("| {concurrency} | {p50} | {p90} | {p99} |");
     }
-    let _ = std::fs::remove_file(scripts);
-    let _ = std::fs::remove_file(config);
     Ok(())
 }
 
@@ -122,31 +113,9 @@ fn scripts_json() -> serde_json::Value {
         "m200": {"reply": "member answer", "ttft_ms": 200},
         "m400": {"reply": "member answer", "ttft_ms": 400},
         "m800": {"reply": "member answer", "ttft_ms": 800},
-        "judge": {"ttft_ms": 300, "json": {"consensus": ["x"], "contradictions": [],
-            "partial_coverage": [], "unique_insights": [], "blind_spots": []}},
+        "judge": judge_script(300),
         "synth": {"reply": synthesis, "ttft_ms": 250, "token_ms": 10},
     })
-}
-
-fn config_toml(sim: &str) -> String {
-    format!(
-        r#"
-[providers.sim]
-kind = "openai"
-base_url = "http://{sim}/v1"
-max_retries = 0
-
-[fusion]
-default_preset = "bench"
-
-[presets.bench]
-panel = ["sim/m200", "sim/m400", "sim/m800"]
-judge = "sim/judge"
-synthesizer = "sim/synth"
-member_timeout_s = 30
-total_timeout_s = 60
-"#
-    )
 }
 
 /// Runs `total` times with `concurrency` in flight; returns wall times in µs and the error count.
