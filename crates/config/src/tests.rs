@@ -224,7 +224,10 @@ fn server_limits_have_safe_defaults_and_are_checked() {
         ("max_connections = 0", "server.max_connections"),
         ("max_header_bytes = 100", "server.max_header_bytes"),
         ("upstream_idle_s = 0", "server.upstream_idle_s"),
-        ("upstream_idle_per_host = 200000", "server.upstream_idle_per_host"),
+        (
+            "upstream_idle_per_host = 200000",
+            "server.upstream_idle_per_host",
+        ),
         ("body_timeout = 3", "server.body_timeout"),
         ("cors_origins = [\"app.example\"]", "server.cors_origins[0]"),
         (

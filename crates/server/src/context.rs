@@ -1,8 +1,8 @@
 //! Every request's context, made once at the edge: its id, a `request` span that holds it (so
 //! every log line of the request names it, and every upstream attempt and fusion stage nests
 //! under it), and on the response the `x-request-id` and `Server-Timing` headers, whatever path
-//! answered (JSON, SSE, fusion, errors). A declared body over the limit is refused here, before
-//! anything reads it. One middleware for all of it: each layer costs every request a boxed
+//! answered (JSON, SSE, fusion, errors), and errors in the path's dialect. A declared body over
+//! the limit is refused here, before anything reads it. One middleware for all of it: each layer costs every request a boxed
 //! future.
 
 use std::sync::atomic::Ordering;
@@ -38,14 +38,16 @@ pub async fn attach(State(state): State<Arc<AppState>>, mut req: Request, next: 
         let client: String = client.chars().take(MAX_CLIENT_ID).collect();
         span.record("client_request_id", tracing::field::debug(client));
     }
+    let openrouter = req.uri().path().starts_with("/api/");
     // The record a completion leaves in the run store is read back by this id.
     let recorded = state.store.is_some() && req.uri().path().ends_with("/chat/completions");
     req.extensions_mut().insert(ctx.clone());
     let max_body = state.router.config().server.max_body_bytes;
-    let mut response = match crate::error::declared_oversize(req.headers(), max_body) {
+    let response = match crate::error::declared_oversize(req.headers(), max_body) {
         Some(refused) => refused,
         None => next.run(req).instrument(span.clone()).await,
     };
+    let mut response = crate::error::in_dialect(response, openrouter);
     span.record("status", response.status().as_u16());
     let headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&ctx.id) {

@@ -3,10 +3,8 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use quorate_api::ErrorBody;
 use quorate_fusion::FusionError;
@@ -74,9 +72,7 @@ pub(crate) fn respond(status: u16, body: ErrorBody, retry_after: Option<Duration
 /// The edge decides the error dialect: OpenRouter's under `/api/` (`code` is the status),
 /// OpenAI's everywhere else (`code` is a name such as `rate_limit_exceeded`, the status is
 /// `status`), so frameworks that match on either find what they look for.
-pub async fn dialect(request: Request, next: Next) -> Response {
-    let openrouter = request.uri().path().starts_with("/api/");
-    let mut response = next.run(request).await;
+pub fn in_dialect(mut response: Response, openrouter: bool) -> Response {
     let Some(body) = response.extensions_mut().remove::<ErrorBody>() else {
         return response;
     };
@@ -137,17 +133,15 @@ pub fn declared_oversize(headers: &HeaderMap, max_body: usize) -> Option<Respons
     })
 }
 
-/// The answer past `server.max_connections`.
+/// The answer past `server.max_connections`, in the default (OpenAI's) dialect: this lane has no
+/// edge middleware to choose one.
 pub async fn over_connection_limit(max_connections: usize) -> Response {
     let message = format!(
         "the server is at its connection limit (server.max_connections = {max_connections}); \
          retry shortly"
     );
-    respond(
-        503,
-        ErrorBody::new(503, message),
-        Some(Duration::from_secs(1)),
-    )
+    let body = ErrorBody::new(503, message);
+    in_dialect(respond(503, body, Some(Duration::from_secs(1))), false)
 }
 
 pub async fn method_not_allowed() -> Response {

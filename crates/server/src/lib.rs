@@ -130,7 +130,6 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             state.clone(),
             context::attach,
         ))
-        .layer(axum::middleware::from_fn(error::dialect))
         .with_state(state);
     match cors {
         Some(cors) => app.layer(cors),
@@ -179,7 +178,6 @@ fn overflow_app(max_connections: usize) -> axum::Router {
     axum::Router::new()
         .route("/health", get(health))
         .fallback(refuse)
-        .layer(axum::middleware::from_fn(error::dialect))
 }
 
 async fn health() -> axum::Json<serde_json::Value> {
