@@ -18,6 +18,13 @@ const COLUMNS: &str = "id, created_ms, caller, surface, model, answered_by, kind
 /// Connects and brings the schema up to date. A SQLite file (and its folder) is created.
 pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {
     sqlx::any::install_default_drivers();
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Err(StoreError::Connect(
+            "an in-memory SQLite database cannot be shared by the writer and the readers, which \
+             have connections of their own: give a file (sqlite://PATH)"
+                .into(),
+        ));
+    }
     let url = sqlite_create(url)?;
     let pool = AnyPoolOptions::new()
         .max_connections(if url.starts_with("sqlite:") { 1 } else { 4 })
@@ -123,71 +130,76 @@ pub async fn get(pool: &AnyPool, id: &str) -> Result<Option<Run>, StoreError> {
 }
 
 /// A page of runs, newest first.
+/// A WHERE clause being built: each condition names its parameters as it binds their values, so
+/// the `$n` and the values cannot drift apart.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    values: Vec<Bound>,
+}
+
+enum Bound {
+    Text(String),
+    Int(i64),
+}
+
+impl Conditions {
+    /// The next parameter (`$n`), bound to `value`.
+    fn param(&mut self, value: Bound) -> String {
+        self.values.push(value);
+        format!("${}", self.values.len())
+    }
+}
+
 pub async fn list(pool: &AnyPool, filter: &Filter) -> Result<Page, StoreError> {
-    let mut clauses = Vec::new();
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        format!("${n}")
-    };
-    if filter.model.is_some() {
-        clauses.push(format!("model = {}", next()));
+    let mut w = Conditions::default();
+    if let Some(model) = &filter.model {
+        let p = w.param(Bound::Text(model.clone()));
+        w.clauses.push(format!("model = {p}"));
     }
-    if filter.status.is_some() {
-        clauses.push(format!("status = {}", next()));
+    if let Some(status) = filter.status {
+        let p = w.param(Bound::Int(i64::from(status)));
+        w.clauses.push(format!("status = {p}"));
     }
-    if filter.caller.is_some() {
-        clauses.push(format!("caller = {}", next()));
+    if let Some(caller) = &filter.caller {
+        let p = w.param(Bound::Text(caller.clone()));
+        w.clauses.push(format!("caller = {p}"));
     }
-    if filter.since_ms.is_some() {
-        clauses.push(format!("created_ms >= {}", next()));
+    if let Some(since) = filter.since_ms {
+        let p = w.param(Bound::Int(since));
+        w.clauses.push(format!("created_ms >= {p}"));
     }
-    if filter.until_ms.is_some() {
-        clauses.push(format!("created_ms < {}", next()));
+    if let Some(until) = filter.until_ms {
+        let p = w.param(Bound::Int(until));
+        w.clauses.push(format!("created_ms < {p}"));
     }
-    if filter.cursor.is_some() {
+    if let Some(cursor) = &filter.cursor {
         // Each parameter once: the cursor's time is bound twice.
-        let (a, b, c) = (next(), next(), next());
-        clauses.push(format!(
+        let a = w.param(Bound::Int(cursor.created_ms));
+        let b = w.param(Bound::Int(cursor.created_ms));
+        let c = w.param(Bound::Text(cursor.id.clone()));
+        w.clauses.push(format!(
             "(created_ms < {a} OR (created_ms = {b} AND id < {c}))"
         ));
     }
-    let limit = next();
+    let limit = w.param(Bound::Int(i64::from(filter.limit) + 1));
     let sql = format!(
         "SELECT {COLUMNS} FROM runs {} ORDER BY created_ms DESC, id DESC LIMIT {limit}",
-        if clauses.is_empty() {
+        if w.clauses.is_empty() {
             String::new()
         } else {
-            format!("WHERE {}", clauses.join(" AND "))
+            format!("WHERE {}", w.clauses.join(" AND "))
         }
     );
     let mut query = sqlx::query(&sql);
-    if let Some(model) = &filter.model {
-        query = query.bind(model.clone());
+    for value in w.values {
+        query = match value {
+            Bound::Text(text) => query.bind(text),
+            Bound::Int(n) => query.bind(n),
+        };
     }
-    if let Some(status) = filter.status {
-        query = query.bind(i64::from(status));
-    }
-    if let Some(caller) = &filter.caller {
-        query = query.bind(caller.clone());
-    }
-    if let Some(since) = filter.since_ms {
-        query = query.bind(since);
-    }
-    if let Some(until) = filter.until_ms {
-        query = query.bind(until);
-    }
-    if let Some(cursor) = &filter.cursor {
-        query = query
-            .bind(cursor.created_ms)
-            .bind(cursor.created_ms)
-            .bind(cursor.id.clone());
-    }
-    // One more than asked: whether there is a next page.
-    let rows = query
-        .bind(i64::from(filter.limit) + 1)
-        .fetch_all(pool)
-        .await?;
+    // One more than asked (the limit above): whether there is a next page.
+    let rows = query.fetch_all(pool).await?;
     let mut data = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
     let more = data.len() > filter.limit as usize;
     data.truncate(filter.limit as usize);

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::AnyPool;
-use tokio::sync::{mpsc, watch, Mutex};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 pub use record::{
     Attempt, Cursor, Detail, FailureCount, Filter, Kind, Page, Run, Summary, TimedEvent, Usage,
@@ -50,7 +49,8 @@ pub struct Store {
     content: bool,
     counters: Arc<Counters>,
     stop: watch::Sender<bool>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Resolves when the writer's thread has finished.
+    writer: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl Store {
@@ -61,7 +61,6 @@ impl Store {
         let (stop, stopped) = watch::channel(false);
         let counters = Arc::new(Counters::default());
         let writer = writer::Writer {
-            pool: pool.clone(),
             runs,
             counters: counters.clone(),
             retention: options
@@ -69,6 +68,7 @@ impl Store {
                 .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
             stop: stopped,
         };
+        let written = writer::spawn(options.url.clone(), writer).await?;
         Ok(Self {
             pool,
             queue,
@@ -76,7 +76,7 @@ impl Store {
             content: options.content,
             counters,
             stop,
-            writer: Mutex::new(Some(tokio::spawn(writer.run()))),
+            writer: Mutex::new(Some(written)),
         })
     }
 

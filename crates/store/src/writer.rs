@@ -1,16 +1,21 @@
 //! Off the request path: records wait in a bounded queue and one task writes them in batches.
 //! A slow or dead database never holds a request up: when the queue is full, records are
 //! dropped and counted; a failed batch is retried with backoff until the database is back.
+//!
+//! The task runs on a thread of its own at a lower CPU priority, with a connection of its own
+//! (SQLite's worker thread, started from it, inherits the priority): on a small machine, encoding
+//! and inserting records otherwise takes turns with request handling and shows in its p99.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::AnyPool;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::db;
 use crate::record::Run;
+use crate::StoreError;
 
 /// Rows written per transaction at most.
 const BATCH: usize = 256;
@@ -29,7 +34,6 @@ pub struct Counters {
 }
 
 pub struct Writer {
-    pub pool: AnyPool,
     pub runs: mpsc::Receiver<Run>,
     pub counters: Arc<Counters>,
     pub retention: Option<Duration>,
@@ -37,15 +41,66 @@ pub struct Writer {
     pub stop: watch::Receiver<bool>,
 }
 
+/// Starts the writer on its own thread once its connection is open; the receiver resolves when
+/// the writer has stopped.
+pub async fn spawn(url: String, writer: Writer) -> Result<oneshot::Receiver<()>, StoreError> {
+    let (opened, open) = oneshot::channel();
+    let (done, finished) = oneshot::channel();
+    let thread = move || {
+        lower_priority();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(runtime) => runtime.block_on(async move {
+                match db::connect(&url).await {
+                    Ok(pool) => {
+                        let _ = opened.send(Ok(()));
+                        writer.run(&pool).await;
+                        pool.close().await;
+                    }
+                    Err(e) => {
+                        let _ = opened.send(Err(e));
+                    }
+                }
+            }),
+            Err(e) => {
+                let message = format!("cannot start the writer's runtime: {e}");
+                let _ = opened.send(Err(StoreError::Connect(message)));
+            }
+        }
+        let _ = done.send(());
+    };
+    std::thread::Builder::new()
+        .name("quorate-store".into())
+        .spawn(thread)
+        .map_err(|e| StoreError::Connect(format!("cannot start the writer's thread: {e}")))?;
+    match open.await {
+        Ok(result) => result.map(|()| finished),
+        Err(_) => Err(StoreError::Connect("the writer's thread stopped".into())),
+    }
+}
+
+/// Nice 10 for the calling thread (Linux keeps a nice value per thread), so request handling
+/// goes first when both want a CPU. Not worth failing over: the writer works without it.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread's own id; no memory is passed.
+    unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, 10);
+    }
+}
+
 impl Writer {
-    pub async fn run(mut self) {
+    pub async fn run(mut self, pool: &AnyPool) {
         let mut batch = Vec::new();
         let mut backoff = FIRST_BACKOFF;
         let mut failing = false;
         let mut last_prune: Option<Instant> = None;
         loop {
             if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-                self.prune().await;
+                self.prune(pool).await;
                 last_prune = Some(Instant::now());
             }
             if batch.is_empty() {
@@ -70,7 +125,7 @@ impl Writer {
                 }
             }
             let started = Instant::now();
-            match db::insert(&self.pool, &batch).await {
+            match db::insert(pool, &batch).await {
                 Ok(()) => {
                     let us = started.elapsed().as_micros() as u64;
                     self.counters.last_write_us.store(us, Ordering::Relaxed);
@@ -104,7 +159,7 @@ impl Writer {
         }
     }
 
-    async fn prune(&self) {
+    async fn prune(&self, pool: &AnyPool) {
         let Some(keep) = self.retention else {
             return;
         };
@@ -112,7 +167,7 @@ impl Writer {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let before = now.saturating_sub(keep).as_millis() as i64;
-        match db::prune(&self.pool, before).await {
+        match db::prune(pool, before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "pruned runs past retention_days"),
             Err(e) => tracing::warn!(error = %e, "pruning old runs failed"),

@@ -162,3 +162,13 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The writer has a connection of its own, so an in-memory database (one per connection) would
+/// keep the records where no reader sees them: refused, with the way out.
+#[tokio::test]
+async fn an_in_memory_database_is_refused_with_a_reason() {
+    let (mut options, _dir) = options("memory", true, 100);
+    options.url = "sqlite::memory:".into();
+    let error = Store::open(&options).await.err().unwrap().to_string();
+    assert!(error.contains("in-memory") && error.contains("sqlite://PATH"), "{error}");
+}
