@@ -170,5 +170,8 @@ async fn an_in_memory_database_is_refused_with_a_reason() {
     let (mut options, _dir) = options("memory", true, 100);
     options.url = "sqlite::memory:".into();
     let error = Store::open(&options).await.err().unwrap().to_string();
-    assert!(error.contains("in-memory") && error.contains("sqlite://PATH"), "{error}");
+    assert!(
+        error.contains("in-memory") && error.contains("sqlite://PATH"),
+        "{error}"
+    );
 }
