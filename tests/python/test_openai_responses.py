@@ -8,7 +8,7 @@ import json
 import openai
 import pytest
 
-from test_openai_sdk import FUSION, client, base_url  # noqa: F401  (fixtures)
+from test_openai_sdk import FUSION, SCRIPTS, client, base_url  # noqa: F401  (fixtures)
 
 WEATHER = [{"type": "function", "name": "get_weather", "description": "The weather in a city",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
@@ -80,6 +80,14 @@ def test_structured_output_and_errors(client):  # noqa: F811
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model="sim/echo", input=[{"type": "reasoning", "summary": []}])
     assert "input[0].type" in e.value.message
+
+
+def test_a_stream_failing_midway_ends_with_response_failed(client):  # noqa: F811
+    events = list(client.responses.create(model="sim/echo", input="x", stream=True,
+                                          extra_body={"sim": SCRIPTS["midway"]}))
+    assert events[-1].type == "response.failed"
+    error = events[-1].response.error
+    assert error.code == "upstream_error" and "mid-stream" in error.message
 
 
 def test_fusion_through_the_responses_api(client):  # noqa: F811

@@ -161,9 +161,10 @@ fn events(chunks: Chunks, id: String, model: String) -> impl Stream<Item = Bytes
                 Step::Text(text) => (out.text(&text), None),
                 Step::Call(call) => (out.call(call), None),
                 Step::Failed(failure) => {
-                    let (status, message) = (failure.error.code, failure.error.message);
+                    // OpenAI's Responses errors name the failure (`server_error`, ...).
+                    let (code, message) = (failure.error.name, failure.error.message);
                     let mut failed = responses::response(&id, &model, created, "failed", out.items());
-                    failed["error"] = json!({"code": status.to_string(), "message": message});
+                    failed["error"] = json!({"code": code, "message": message});
                     yield out.event("response.failed", json!({"response": failed}));
                     return;
                 }
