@@ -20,7 +20,8 @@ pub struct ErrorDetail {
     /// OpenAI's error class (`invalid_request_error`, `rate_limit_error`, `server_error`, ...).
     #[serde(rename = "type", default)]
     pub kind: String,
-    /// The request field at fault, when one is.
+    /// OpenAI's field at fault. Quorate names the field at the start of `message` instead
+    /// (`messages[1].role: ...`), so this is null; it is here for clients that read it.
     #[serde(default)]
     pub param: Option<String>,
     /// OpenAI's string code: what frameworks match on (`context_length_exceeded`,
@@ -66,7 +67,12 @@ impl ErrorBody {
                 message: &e.message,
                 kind: &e.kind,
                 param: e.param.as_deref(),
-                code: &e.name,
+                // A body read back from JSON has no name: the status's stands in.
+                code: if e.name.is_empty() {
+                    by_status(e.code).1
+                } else {
+                    &e.name
+                },
                 status: e.code,
                 metadata: &e.metadata,
             },

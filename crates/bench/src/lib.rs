@@ -55,7 +55,18 @@ pub struct SimStack {
     pub sim_url: String,
     pub gateway: tokio::process::Child,
     pub gateway_url: String,
-    files: [PathBuf; 2],
+    _files: TempFiles,
+}
+
+/// Files removed when dropped, whether the stack started or not.
+struct TempFiles([PathBuf; 2]);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            let _ = std::fs::remove_file(file);
+        }
+    }
 }
 
 impl SimStack {
@@ -66,22 +77,22 @@ impl SimStack {
         sim_bin: &Option<PathBuf>,
         gateway_bin: &Option<PathBuf>,
     ) -> anyhow::Result<Self> {
-        let file = |ext: &str| {
+        let files = TempFiles(["json", "toml"].map(|ext| {
             std::env::temp_dir().join(format!("quorate-bench-{name}-{}.{ext}", std::process::id()))
-        };
-        let files = [file("json"), file("toml")];
-        std::fs::write(&files[0], scripts.to_string())?;
-        let scripts_arg = files[0].to_string_lossy().into_owned();
+        }));
+        let [scripts_file, config_file] = &files.0;
+        std::fs::write(scripts_file, scripts.to_string())?;
+        let scripts_arg = scripts_file.to_string_lossy().into_owned();
         let (sim, sim_url) = spawn_listening(
             &sibling(sim_bin, "quorate-sim")?,
             &["--listen", "127.0.0.1:0", "--scripts", &scripts_arg],
         )
         .await?;
         std::fs::write(
-            &files[1],
+            config_file,
             sim_config(sim_url.trim_start_matches("http://"), panel),
         )?;
-        let config_arg = files[1].to_string_lossy().into_owned();
+        let config_arg = config_file.to_string_lossy().into_owned();
         let (gateway, gateway_url) = spawn_listening(
             &sibling(gateway_bin, "quorate")?,
             &["serve", "--listen", "127.0.0.1:0", "--config", &config_arg],
@@ -92,16 +103,8 @@ impl SimStack {
             sim_url,
             gateway,
             gateway_url,
-            files,
+            _files: files,
         })
-    }
-}
-
-impl Drop for SimStack {
-    fn drop(&mut self) {
-        for file in &self.files {
-            let _ = std::fs::remove_file(file);
-        }
     }
 }
 

@@ -336,6 +336,13 @@ mod tests {
         );
         assert_eq!((e.status(), e.reason()), (400, "context_length_exceeded"));
         assert_eq!(e.to_body().error.name, "context_length_exceeded");
+        for wording in [
+            "prompt is too long: 250000 tokens > 200000 maximum",
+            "the request exceeds the available context size, try increasing it",
+        ] {
+            let e = Error::from_upstream_status(400, wording.into(), None);
+            assert_eq!(e.reason(), "context_length_exceeded", "{wording}");
+        }
         let e = Error::from_upstream_status(401, "key sk-secret is wrong".into(), None);
         assert!(!e.to_string().contains("sk-secret"));
         let e = Error::Upstream {

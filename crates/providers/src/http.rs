@@ -243,18 +243,20 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     get("retry-after").map(|s| Duration::from_secs_f64(s.max(0.0)))
 }
 
-/// Errors that an upstream sends inside a 200 body or stream: `{"error": {"code", "message"}}`.
+/// Errors that an upstream sends inside a 200 body or stream: `{"error": {"code", "message"}}`,
+/// the status as OpenRouter's `code` or as `status` beside OpenAI's named `code` (another
+/// Quorate's `/v1` sends both).
 pub fn embedded_error(value: &Value, who: &str) -> Option<Error> {
     let error = value.get("error")?;
     if error.is_null() {
         return None;
     }
-    let code = error
-        .get("code")
-        .and_then(|c| c.as_u64().or_else(|| c.as_str()?.parse().ok()))
-        .and_then(|c| u16::try_from(c).ok())
-        .filter(|c| (400..600).contains(c))
-        .unwrap_or(502);
+    let status = |key: &str| {
+        let field = error.get(key)?;
+        let n = field.as_u64().or_else(|| field.as_str()?.parse().ok())?;
+        u16::try_from(n).ok().filter(|c| (400..600).contains(c))
+    };
+    let code = status("code").or_else(|| status("status")).unwrap_or(502);
     let message = upstream_message(&value.to_string());
     Some(Error::from_upstream_status(code, message, None).context(who))
 }
@@ -290,6 +292,10 @@ mod tests {
         assert_eq!(e.status(), 429);
         let e = embedded_error(&json!({"error": {"message": "odd"}}), "p").unwrap();
         assert_eq!(e.status(), 502);
+        // Another Quorate's /v1: OpenAI's named code, the status beside it.
+        let openai =
+            json!({"error": {"code": "rate_limit_exceeded", "status": 429, "message": "x"}});
+        assert_eq!(embedded_error(&openai, "p").unwrap().status(), 429);
         assert!(embedded_error(&json!({"choices": []}), "p").is_none());
     }
 

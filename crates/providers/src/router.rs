@@ -113,13 +113,7 @@ impl Router {
     /// has one, else the model's configured fallbacks.
     pub fn candidates(&self, req: &ChatRequest) -> Result<Vec<ResolvedModel>, Error> {
         let config = &self.inner.config;
-        let primary = config.resolve(&req.model).ok_or_else(|| {
-            Error::UnknownModel(format!(
-                "model {:?} is not configured: GET /v1/models lists the available models",
-                req.model
-            ))
-        })?;
-        let mut out = vec![primary];
+        let mut out = vec![self.primary(req)?];
         match &req.models {
             Some(models) => {
                 for (i, id) in models.iter().enumerate() {
@@ -173,10 +167,20 @@ impl Router {
         Err(tried.into_error())
     }
 
+    /// The requested model.
+    fn primary(&self, req: &ChatRequest) -> Result<ResolvedModel, Error> {
+        self.inner.config.resolve(&req.model).ok_or_else(|| {
+            Error::UnknownModel(format!(
+                "model {:?} is not configured: GET /v1/models lists the available models",
+                req.model
+            ))
+        })
+    }
+
     /// The prompt's size in tokens, counted by the requested model's provider: no retries and no
     /// fallbacks, since another model's count would be another number.
     pub async fn count_tokens(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
-        let model = self.candidates(&req)?.swap_remove(0);
+        let model = self.primary(&req)?;
         let entry = self.entry(&model)?;
         let _waiting = ctx.waiting();
         let call = entry

@@ -784,6 +784,16 @@ async fn gateway_keys_are_required_when_configured() {
         client.get(gw.url("/health")).send().await.unwrap().status(),
         200
     );
+    // The Anthropic surface's token count, keyless: refused in Anthropic's shape.
+    let r = client
+        .post(gw.url("/v1/messages/count_tokens"))
+        .json(&json!({"model": "sim/a", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let e = r.json::<Value>().await.unwrap();
+    assert_eq!(e["error"]["type"], "authentication_error", "{e}");
 }
 
 #[tokio::test]

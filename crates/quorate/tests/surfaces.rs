@@ -178,6 +178,15 @@ async fn errors_speak_openai_on_v1_and_openrouter_on_api_v1() {
     );
     assert!(body["error"].get("status").is_none());
 
+    // The Responses surface names the same error the same way.
+    let (status, body) = call("/v1/responses", json!({"model": "sim/long", "input": "x"})).await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("context_length_exceeded")),
+        "{body}"
+    );
+
     let mut streamed = common::ask("sim/cut", "x");
     streamed["stream"] = json!(true);
     for (path, code) in [
@@ -260,4 +269,22 @@ async fn count_tokens_on_a_local_model_matches_its_prompt_tokens() {
         "{answer}"
     );
     assert!(counted["input_tokens"].as_u64().unwrap() > 8);
+
+    // What a generation refuses, a count refuses: an image for a model that reads text only.
+    let image = json!({"model": "local/smollm2-135m", "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}]});
+    let (status, error) = count(&gw, image).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("reads text only"));
+
+    // A prompt past the model's context is OpenAI's context_length_exceeded.
+    let long = json!({"model": "local/smollm2-135m", "max_tokens": 1,
+        "messages": [{"role": "user", "content": "word ".repeat(9000)}]});
+    let response = gw.post(&long).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "context_length_exceeded", "{error}");
 }

@@ -48,6 +48,15 @@ impl Refused {
         }
     }
 
+    /// The error body with everything the error knows: its code name, attempts, a fusion's
+    /// report and failure reason.
+    pub fn to_body(&self) -> ErrorBody {
+        match self {
+            Refused::Plain(e) => e.to_body(),
+            Refused::Fusion(e) => e.to_body(),
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Refused::Plain(e) => e.retry_after(),

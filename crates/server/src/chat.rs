@@ -124,7 +124,11 @@ pub async fn accept(
 /// Refuses what the answer would silently drop: more than one choice where only one comes back
 /// (fusion, local and Anthropic models; OpenAI-compatible upstreams get `n` as sent), and images
 /// for a model that reads text only (local models).
-fn servable(config: &Config, request: &ChatRequest, gateway_run: bool) -> Result<(), Error> {
+pub(crate) fn servable(
+    config: &Config,
+    request: &ChatRequest,
+    gateway_run: bool,
+) -> Result<(), Error> {
     let kind = config
         .resolve(&request.model)
         .and_then(|m| config.providers.get(&m.provider))

@@ -2,8 +2,8 @@
 //! every log line of the request names it, and every upstream attempt and fusion stage nests
 //! under it), and on the response the `x-request-id` and `Server-Timing` headers, whatever path
 //! answered (JSON, SSE, fusion, errors), and errors in the path's dialect. A declared body over
-//! the limit is refused here, before anything reads it. One middleware for all of it: each layer costs every request a boxed
-//! future.
+//! the limit is refused here, before anything reads it. One middleware for all of it: each layer
+//! costs every request a boxed future.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::header::CONTENT_LENGTH;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use quorate_api::ErrorBody;
@@ -61,10 +61,12 @@ fn retry_cannot_help(status: StatusCode) -> bool {
         .contains(&status)
 }
 
-/// An error in OpenRouter's body shape; the body also rides along as a response extension, so
-/// that [`dialect`] can answer `/v1` callers in OpenAI's.
+/// An error whose body the edge writes ([`in_dialect`]): the typed body rides on the response
+/// as an extension, so it is serialized once, in the dialect of the path that was asked.
 pub(crate) fn respond(status: u16, body: ErrorBody, retry_after: Option<Duration>) -> Response {
-    let mut response = respond_with(status, &body, retry_after);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = status.into_response();
+    error_headers(&mut response, status, retry_after);
     response.extensions_mut().insert(body);
     response
 }
@@ -76,16 +78,21 @@ pub fn in_dialect(mut response: Response, openrouter: bool) -> Response {
     let Some(body) = response.extensions_mut().remove::<ErrorBody>() else {
         return response;
     };
-    if openrouter {
-        return response;
-    }
+    let json = if openrouter {
+        serde_json::to_vec(&body)
+    } else {
+        serde_json::to_vec(&body.openai())
+    };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(CONTENT_LENGTH);
-    let json = serde_json::to_vec(&body.openai()).unwrap_or_default();
-    Response::from_parts(parts, Body::from(json))
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, Body::from(json.unwrap_or_default()))
 }
 
-/// An error response in any surface's body shape, with the headers every error carries.
+/// An error response in another surface's body shape (Anthropic's), with the headers every
+/// error carries.
 pub(crate) fn respond_with(
     status: u16,
     body: impl serde::Serialize,
@@ -93,6 +100,12 @@ pub(crate) fn respond_with(
 ) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, axum::Json(body)).into_response();
+    error_headers(&mut response, status, retry_after);
+    response
+}
+
+/// `x-should-retry: false` where a retry cannot help, `Retry-After` where it is known.
+fn error_headers(response: &mut Response, status: StatusCode, retry_after: Option<Duration>) {
     if retry_cannot_help(status) {
         response
             .headers_mut()
@@ -104,7 +117,6 @@ pub(crate) fn respond_with(
             response.headers_mut().insert("retry-after", value);
         }
     }
-    response
 }
 
 pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {

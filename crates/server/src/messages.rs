@@ -76,6 +76,8 @@ async fn count(state: &AppState, ctx: &RequestCtx, request: Request) -> Result<u
             request.model
         )));
     }
+    // What a generation would refuse (images for a text-only model), a count refuses too.
+    crate::chat::servable(state.router.config(), &request, false)?;
     state.router.count_tokens(ctx, request).await
 }
 

@@ -6,7 +6,6 @@
 
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -15,7 +14,7 @@ use axum::response::Response;
 use axum::Extension;
 use futures::{Stream, StreamExt};
 use quorate_api::responses::{self, ResponsesRequest};
-use quorate_api::{ChatRequest, ErrorBody, FunctionCall, Message, Role, ToolCall, ToolCallDelta};
+use quorate_api::{ChatRequest, FunctionCall, Message, Role, ToolCall, ToolCallDelta};
 use quorate_providers::{Error, RequestCtx};
 use quorate_store::{Run, Store};
 use serde_json::{json, Map, Value};
@@ -116,28 +115,20 @@ async fn history(state: &AppState, id: &str) -> Result<Vec<Message>, Error> {
     Ok(turns.into_iter().rev().flatten().collect())
 }
 
-/// A run by id. A response answered a moment ago may still be on its way to the database (runs
-/// are written in batches within milliseconds), so a missing one is looked for a little longer.
+/// A response kept in the run store (one written a moment ago is waited for: see `runs::fetch`).
 async fn kept(store: &Store, id: &str) -> Result<Run, Error> {
-    for _ in 0..20 {
-        match store.get(id).await {
-            Ok(Some(run)) => return Ok(run),
-            Ok(None) => tokio::time::sleep(Duration::from_millis(25)).await,
-            Err(e) => return Err(Error::Unavailable(format!("{PREVIOUS}: {e}"))),
-        }
+    match crate::runs::fetch(store, id).await {
+        Ok(Some(run)) => Ok(run),
+        Ok(None) => Err(Error::BadRequest(format!(
+            "{PREVIOUS}: no response {id:?} in the run store"
+        ))),
+        Err(e) => Err(Error::Unavailable(format!("{PREVIOUS}: {e}"))),
     }
-    Err(Error::BadRequest(format!(
-        "{PREVIOUS}: no response {id:?} in the run store"
-    )))
 }
 
 fn refuse(refused: &Refused) -> Response {
-    let status = refused.status();
-    let mut response = crate::error::respond(
-        status,
-        ErrorBody::new(status, refused.message()),
-        refused.retry_after(),
-    );
+    let mut response =
+        crate::error::respond(refused.status(), refused.to_body(), refused.retry_after());
     if refused.retry_cannot_help() {
         crate::error::no_retry(&mut response);
     }

@@ -3,12 +3,13 @@
 //! cost). Gateway keys apply as on every API route.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use quorate_api::ErrorBody;
-use quorate_store::{Cursor, Filter, Run, Store};
+use quorate_store::{Cursor, Filter, Run, Store, StoreError};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -123,11 +124,30 @@ pub async fn generation(
 
 async fn find(state: &AppState, id: &str) -> Result<Run, Refusal> {
     let store = store(state)?;
-    match store.get(id).await {
+    match fetch(store, id).await {
         Ok(Some(run)) => Ok(run),
         Ok(None) => Err(Refusal(404, format!("no run {id:?} in the run store"))),
         Err(e) => Err(unavailable(&e)),
     }
+}
+
+/// A run by id. The record of a request answered a moment ago may still be on its way to the
+/// database (written in batches, off the request path), so a run made in the last few seconds
+/// (its id says when: `gen-<ms>-...`) is looked for a little longer; an old id is not.
+pub(crate) async fn fetch(store: &Store, id: &str) -> Result<Option<Run>, StoreError> {
+    const FRESH_MS: u64 = 10_000;
+    const TRIES: usize = 40;
+    let made_ms = id
+        .strip_prefix("gen-")
+        .and_then(|rest| rest.split('-').next()?.parse::<u64>().ok());
+    let fresh = made_ms.is_some_and(|ms| crate::chat::unix_millis().saturating_sub(ms) < FRESH_MS);
+    for _ in 1..if fresh { TRIES } else { 1 } {
+        if let Some(run) = store.get(id).await? {
+            return Ok(Some(run));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    store.get(id).await
 }
 
 /// The store and the parsed query string, or the refusal to answer with.

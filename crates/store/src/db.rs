@@ -129,7 +129,6 @@ pub async fn get(pool: &AnyPool, id: &str) -> Result<Option<Run>, StoreError> {
     }))
 }
 
-/// A page of runs, newest first.
 /// A WHERE clause being built: each condition names its parameters as it binds their values, so
 /// the `$n` and the values cannot drift apart.
 #[derive(Default)]
@@ -151,6 +150,7 @@ impl Conditions {
     }
 }
 
+/// A page of runs, newest first.
 pub async fn list(pool: &AnyPool, filter: &Filter) -> Result<Page, StoreError> {
     let mut w = Conditions::default();
     if let Some(model) = &filter.model {

@@ -2,7 +2,7 @@
 //! A slow or dead database never holds a request up: when the queue is full, records are
 //! dropped and counted; a failed batch is retried with backoff until the database is back.
 //!
-//! The task runs on a thread of its own at a lower CPU priority, with a connection of its own
+//! The task runs on a thread of its own at a lower CPU priority, with connections of its own
 //! (SQLite's worker thread, started from it, inherits the priority): on a small machine, encoding
 //! and inserting records otherwise takes turns with request handling and shows in its p99.
 
@@ -46,34 +46,12 @@ pub struct Writer {
 pub async fn spawn(url: String, writer: Writer) -> Result<oneshot::Receiver<()>, StoreError> {
     let (opened, open) = oneshot::channel();
     let (done, finished) = oneshot::channel();
-    let thread = move || {
-        lower_priority();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        match runtime {
-            Ok(runtime) => runtime.block_on(async move {
-                match db::connect(&url).await {
-                    Ok(pool) => {
-                        let _ = opened.send(Ok(()));
-                        writer.run(&pool).await;
-                        pool.close().await;
-                    }
-                    Err(e) => {
-                        let _ = opened.send(Err(e));
-                    }
-                }
-            }),
-            Err(e) => {
-                let message = format!("cannot start the writer's runtime: {e}");
-                let _ = opened.send(Err(StoreError::Connect(message)));
-            }
-        }
-        let _ = done.send(());
-    };
     std::thread::Builder::new()
         .name("quorate-store".into())
-        .spawn(thread)
+        .spawn(move || {
+            write_on_this_thread(url, writer, opened);
+            let _ = done.send(());
+        })
         .map_err(|e| StoreError::Connect(format!("cannot start the writer's thread: {e}")))?;
     match open.await {
         Ok(result) => result.map(|()| finished),
@@ -81,14 +59,48 @@ pub async fn spawn(url: String, writer: Writer) -> Result<oneshot::Receiver<()>,
     }
 }
 
-/// Nice 10 for the calling thread (Linux keeps a nice value per thread), so request handling
+/// The writer thread's whole life: a lower priority, a runtime and connections of its own (its
+/// open or its failure reported on `opened`), then writing until told to stop.
+fn write_on_this_thread(url: String, writer: Writer, opened: Opened) {
+    lower_priority();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let message = format!("cannot start the writer's runtime: {e}");
+            let _ = opened.send(Err(StoreError::Connect(message)));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match db::connect(&url).await {
+            Ok(pool) => {
+                let _ = opened.send(Ok(()));
+                writer.run(&pool).await;
+                pool.close().await;
+            }
+            Err(e) => {
+                let _ = opened.send(Err(e));
+            }
+        }
+    });
+}
+
+type Opened = oneshot::Sender<Result<(), StoreError>>;
+
+/// Ten nice steps below the process (Linux keeps a nice value per thread), so request handling
 /// goes first when both want a CPU. Not worth failing over: the writer works without it.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain syscalls on the calling thread's own id; no memory is passed.
     unsafe {
         let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, thread, 10);
+        let current = libc::getpriority(libc::PRIO_PROCESS, thread);
+        if libc::setpriority(libc::PRIO_PROCESS, thread, (current + 10).min(19)) != 0 {
+            tracing::debug!("run store writer: could not lower its CPU priority");
+        }
     }
 }
 
@@ -145,7 +157,7 @@ impl Writer {
                         tracing::warn!(error = %e, rows = batch.len(), "run store write failed; retrying until the database is back (records past the queue are dropped)");
                         failing = true;
                     }
-                    if *self.stop.borrow() {
+                    if self.stopping() {
                         tracing::warn!(
                             rows = batch.len(),
                             "run store stopping with a batch unwritten"
@@ -157,6 +169,12 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Told to stop, or abandoned: the store was dropped without `close` (its queue and stop
+    /// signal are gone), so a failing database must not keep this thread retrying forever.
+    fn stopping(&self) -> bool {
+        *self.stop.borrow() || self.runs.is_closed() || self.stop.has_changed().is_err()
     }
 
     async fn prune(&self, pool: &AnyPool) {

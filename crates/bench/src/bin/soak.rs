@@ -220,6 +220,9 @@ async fn hang_up(client: &reqwest::Client, url: &str) -> bool {
     let Some(response) = post(client, url, "sim/slow", true).await else {
         return false;
     };
+    if !response.status().is_success() {
+        return false;
+    }
     let mut body = response.bytes_stream();
     matches!(body.next().await, Some(Ok(_)))
 }
