@@ -28,7 +28,7 @@ pub async fn completions(
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let openrouter = request.uri().path().starts_with("/api/");
+    let openrouter = crate::context::openrouter_path(request.uri().path());
     let accepted = accept(&state, &mut ctx, &headers, request, "chat", parse).await;
     let Accepted {
         request,

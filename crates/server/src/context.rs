@@ -38,7 +38,7 @@ pub async fn attach(State(state): State<Arc<AppState>>, mut req: Request, next: 
         let client: String = client.chars().take(MAX_CLIENT_ID).collect();
         span.record("client_request_id", tracing::field::debug(client));
     }
-    let openrouter = req.uri().path().starts_with("/api/");
+    let openrouter = openrouter_path(req.uri().path());
     // The record a completion leaves in the run store is read back by this id.
     let recorded = state.store.is_some() && req.uri().path().ends_with("/chat/completions");
     req.extensions_mut().insert(ctx.clone());
@@ -61,6 +61,12 @@ pub async fn attach(State(state): State<Arc<AppState>>, mut req: Request, next: 
         headers.insert("server-timing", timing);
     }
     response
+}
+
+/// Whether a path is under OpenRouter's prefix (`/api/v1/...`), whose clients get OpenRouter's
+/// shapes (errors, stream usage); every other path speaks OpenAI's.
+pub fn openrouter_path(path: &str) -> bool {
+    path.starts_with("/api/")
 }
 
 /// A `Server-Timing` header: time waiting on providers and the whole handling up to the response

@@ -141,13 +141,16 @@ pub(crate) async fn fetch(store: &Store, id: &str) -> Result<Option<Run>, StoreE
         .strip_prefix("gen-")
         .and_then(|rest| rest.split('-').next()?.parse::<u64>().ok());
     let fresh = made_ms.is_some_and(|ms| crate::chat::unix_millis().saturating_sub(ms) < FRESH_MS);
-    for _ in 1..if fresh { TRIES } else { 1 } {
+    let tries = if fresh { TRIES } else { 1 };
+    for attempt in 1..=tries {
         if let Some(run) = store.get(id).await? {
             return Ok(Some(run));
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        if attempt < tries {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
-    store.get(id).await
+    Ok(None)
 }
 
 /// The store and the parsed query string, or the refusal to answer with.
