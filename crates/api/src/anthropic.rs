@@ -1,78 +1,118 @@
-//! Anthropic's Messages API as a surface: its request read into the internal `ChatRequest`, a
-//! completion written back as a message, its errors and its stream events. Only the edge speaks
-//! this dialect; routing, fusion, the store and metrics see the one internal request.
+//! Anthropic's Messages API on the wire, both ways: the request, the message, the stream events
+//! and the error body. The gateway's `/v1/messages` surface reads requests and writes messages
+//! (`surface`), the Anthropic provider writes requests and reads messages, and the simulator
+//! plays the upstream: one dialect, one set of types. Routing, fusion, the store and metrics see
+//! only the internal `ChatRequest`.
 
-use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use crate::chat::{
-    ChatCompletion, ChatRequest, Content, FunctionCall, Message, Role, Stop, ToolCall, Usage,
-};
+mod surface;
 
-/// `POST /v1/messages` body. Fields Quorate does not read go upstream as they came, as on chat
+pub use surface::{message, stop_reason, tool_use_block, usage};
+
+/// `POST /v1/messages` body. Fields no one here reads pass through in `extra`, as on chat
 /// completions.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MessagesRequest {
     pub model: String,
     pub max_tokens: u32,
-    pub messages: Vec<InMessage>,
-    #[serde(default)]
+    pub messages: Vec<Turn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<System>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_sequences: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Tool>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice>,
-    /// `user_id` and the like: accepted, not forwarded.
-    #[serde(default)]
+    /// `user_id` and the like: the surface accepts it and does not forward it; the provider
+    /// sends what a chat request's caller gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
-    /// Quorate's `fusion` plugin works here as on chat completions.
-    #[serde(default)]
+    /// Quorate's `fusion` plugin, read by the surface; never sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins: Option<Vec<Value>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `POST /v1/messages/count_tokens` body: a request without what only a generation takes (the
+/// upstream refuses `max_tokens`, `stream`, sampling).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CountTokensRequest {
+    pub model: String,
+    pub messages: Vec<Turn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<System>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// Extended thinking changes the count, so it is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<Value>,
+}
+
+impl From<MessagesRequest> for CountTokensRequest {
+    fn from(request: MessagesRequest) -> Self {
+        Self {
+            model: request.model,
+            messages: request.messages,
+            system: request.system,
+            tools: request.tools,
+            tool_choice: request.tool_choice,
+            thinking: request.extra.get("thinking").cloned(),
+        }
+    }
+}
+
+/// `{"input_tokens": n}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCount {
+    pub input_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum System {
     Text(String),
-    Blocks(Vec<InBlock>),
+    Blocks(Vec<Block>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct InMessage {
-    pub role: InRole,
-    pub content: InContent,
+/// One turn of the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub role: TurnRole,
+    pub content: Content,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum InRole {
+pub enum TurnRole {
     User,
     Assistant,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum InContent {
+pub enum Content {
     Text(String),
-    Blocks(Vec<InBlock>),
+    Blocks(Vec<Block>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A content block, in requests and in messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum InBlock {
+pub enum Block {
     Text {
         text: String,
     },
@@ -87,30 +127,40 @@ pub enum InBlock {
     },
     ToolResult {
         tool_use_id: String,
-        #[serde(default)]
-        content: Option<InContent>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content: Option<Content>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         is_error: Option<bool>,
     },
+    /// Thinking, documents, server tools' blocks: read past by the provider, refused by the
+    /// surface (neither has a chat counterpart).
+    #[serde(other)]
+    Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl Block {
+    pub fn text(text: impl Into<String>) -> Self {
+        Block::Text { text: text.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ImageSource {
     Base64 { media_type: String, data: String },
     Url { url: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tool {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToolChoice {
     Auto,
@@ -119,245 +169,226 @@ pub enum ToolChoice {
     Tool { name: String },
 }
 
-impl MessagesRequest {
-    /// The internal request. Errors name the field, as Anthropic's do.
-    pub fn into_chat(self) -> Result<ChatRequest, String> {
-        let mut messages = Vec::new();
-        if let Some(system) = self.system {
-            let text = match system {
-                System::Text(text) => text,
-                System::Blocks(blocks) => texts(&blocks, "system")?,
-            };
-            messages.push(Message::new(Role::System, text));
-        }
-        for (i, message) in self.messages.into_iter().enumerate() {
-            let field = format!("messages[{i}]");
-            match message.role {
-                InRole::User => user_messages(message.content, &field, &mut messages)?,
-                InRole::Assistant => messages.push(assistant_message(message.content, &field)?),
-            }
-        }
-        let mut extra = self.extra;
-        if let Some(top_k) = self.top_k {
-            extra.insert("top_k".into(), json!(top_k));
-        }
-        let mut request: ChatRequest = serde_json::from_value(json!({
-            "model": self.model,
-            "messages": [],
-        }))
-        .map_err(|e| e.to_string())?;
-        request.messages = messages;
-        request.max_tokens = Some(self.max_tokens);
-        request.stream = self.stream;
-        request.temperature = self.temperature;
-        request.top_p = self.top_p;
-        request.stop = self.stop_sequences.map(Stop::Many);
-        request.tools = self
-            .tools
-            .map(|tools| tools.into_iter().map(function_tool).collect());
-        request.tool_choice = self.tool_choice.map(openai_tool_choice);
-        request.plugins = self.plugins;
-        request.extra = extra;
-        Ok(request)
-    }
+/// A whole answer; also the `message` of `message_start`, with no content yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageResponse {
+    pub id: String,
+    /// Always `message`.
+    #[serde(rename = "type", default = "message_type")]
+    pub kind: String,
+    /// Always `assistant`.
+    #[serde(default = "assistant")]
+    pub role: String,
+    pub model: String,
+    #[serde(default)]
+    pub content: Vec<Block>,
+    #[serde(default)]
+    pub stop_reason: Option<StopReason>,
+    #[serde(default)]
+    pub stop_sequence: Option<String>,
+    #[serde(default)]
+    pub usage: MessageUsage,
+    /// Quorate's extensions (`fusion`, `research`) at the top level, as on chat completions.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
-/// The text of text blocks; another kind of block is an error naming where it is.
-fn texts(blocks: &[InBlock], field: &str) -> Result<String, String> {
-    blocks
-        .iter()
-        .enumerate()
-        .map(|(j, block)| match block {
-            InBlock::Text { text } => Ok(text.as_str()),
-            _ => Err(format!("{field}[{j}]: only text blocks are allowed here")),
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|parts| parts.join("\n\n"))
+fn message_type() -> String {
+    "message".into()
 }
 
-/// A user turn: its tool results become `tool` messages (first, as they answer the previous
-/// turn's calls), the rest one user message.
-fn user_messages(content: InContent, field: &str, out: &mut Vec<Message>) -> Result<(), String> {
-    let blocks = match content {
-        InContent::Text(text) => {
-            out.push(Message::new(Role::User, text));
-            return Ok(());
-        }
-        InContent::Blocks(blocks) => blocks,
-    };
-    let mut parts = Vec::new();
-    for (j, block) in blocks.into_iter().enumerate() {
-        match block {
-            InBlock::Text { text } => parts.push(json!({"type": "text", "text": text})),
-            InBlock::Image { source } => parts.push(image_part(source)),
-            InBlock::ToolResult {
-                tool_use_id,
-                content,
-                is_error,
-            } => {
-                let text = match content {
-                    None => String::new(),
-                    Some(InContent::Text(text)) => text,
-                    Some(InContent::Blocks(blocks)) => {
-                        texts(&blocks, &format!("{field}.content[{j}].content"))?
-                    }
-                };
-                let text = if is_error == Some(true) {
-                    format!("Error: {text}")
-                } else {
-                    text
-                };
-                let mut message = Message::new(Role::Tool, text);
-                message.tool_call_id = Some(tool_use_id);
-                out.push(message);
-            }
-            InBlock::ToolUse { .. } => {
-                return Err(format!(
-                    "{field}.content[{j}]: tool_use blocks belong in assistant turns"
-                ))
-            }
+fn assistant() -> String {
+    "assistant".into()
+}
+
+impl MessageResponse {
+    pub fn new(id: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind: message_type(),
+            role: assistant(),
+            model: model.into(),
+            content: Vec::new(),
+            stop_reason: None,
+            stop_sequence: None,
+            usage: MessageUsage::default(),
+            extra: Map::new(),
         }
     }
-    if !parts.is_empty() {
-        let mut message = Message::new(Role::User, String::new());
-        message.content = Some(Content::Parts(parts));
-        out.push(message);
-    }
-    Ok(())
 }
 
-fn image_part(source: ImageSource) -> Value {
-    let url = match source {
-        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
-        ImageSource::Url { url } => url,
-    };
-    json!({"type": "image_url", "image_url": {"url": url}})
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    EndTurn,
+    MaxTokens,
+    StopSequence,
+    ToolUse,
+    PauseTurn,
+    Refusal,
+    ModelContextWindowExceeded,
+    /// A reason newer than this code: read as an ordinary end.
+    #[serde(other)]
+    Other,
 }
 
-fn assistant_message(content: InContent, field: &str) -> Result<Message, String> {
-    let blocks = match content {
-        InContent::Text(text) => return Ok(Message::new(Role::Assistant, text)),
-        InContent::Blocks(blocks) => blocks,
-    };
-    let mut text = String::new();
-    let mut calls = Vec::new();
-    for (j, block) in blocks.into_iter().enumerate() {
-        match block {
-            InBlock::Text { text: t } => text.push_str(&t),
-            InBlock::ToolUse { id, name, input } => calls.push(ToolCall {
-                id,
-                kind: "function".into(),
-                function: FunctionCall {
-                    name,
-                    arguments: input.to_string(),
-                },
-                extra: Map::new(),
-            }),
-            _ => {
-                return Err(format!(
-                    "{field}.content[{j}]: assistant turns hold text and tool_use blocks"
-                ))
-            }
-        }
-    }
-    let mut message = Message::new(Role::Assistant, text);
-    if !calls.is_empty() {
-        message.tool_calls = Some(calls);
-    }
-    Ok(message)
-}
-
-fn function_tool(tool: Tool) -> Value {
-    let parameters = tool
-        .input_schema
-        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-    let mut function = json!({"name": tool.name, "parameters": parameters});
-    if let Some(description) = tool.description {
-        function["description"] = json!(description);
-    }
-    json!({"type": "function", "function": function})
-}
-
-fn openai_tool_choice(choice: ToolChoice) -> Value {
-    match choice {
-        ToolChoice::Auto => json!("auto"),
-        ToolChoice::Any => json!("required"),
-        ToolChoice::None => json!("none"),
-        ToolChoice::Tool { name } => json!({"type": "function", "function": {"name": name}}),
-    }
-}
-
-/// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
-pub fn stop_reason(finish_reason: Option<&str>) -> &'static str {
-    match finish_reason {
-        Some("length") => "max_tokens",
-        Some("tool_calls" | "function_call") => "tool_use",
-        Some("content_filter") => "refusal",
-        _ => "end_turn",
-    }
-}
-
-/// A message's usage: tokens, and the exact cost as Quorate adds it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// Tokens (and Quorate's exact cost). In a `message_delta` only the output count may be there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MessageUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
 }
 
-impl From<&Usage> for MessageUsage {
-    fn from(usage: &Usage) -> Self {
+impl MessageUsage {
+    /// The whole prompt: cached input is still input.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.input_tokens
+            + self.cache_creation_input_tokens.unwrap_or(0)
+            + self.cache_read_input_tokens.unwrap_or(0)
+    }
+}
+
+/// A stream's events, each sent as `event: <type>` with its JSON as `data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    MessageStart {
+        message: MessageResponse,
+    },
+    ContentBlockStart {
+        index: usize,
+        content_block: Block,
+    },
+    ContentBlockDelta {
+        index: usize,
+        delta: BlockDelta,
+    },
+    ContentBlockStop {
+        index: usize,
+    },
+    MessageDelta(MessageDelta),
+    MessageStop,
+    Ping,
+    Error {
+        error: ErrorDetail,
+    },
+    /// An event type newer than this code.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BlockDelta {
+    TextDelta {
+        text: String,
+    },
+    InputJsonDelta {
+        partial_json: String,
+    },
+    /// Thinking, signatures, citations: nothing a chat chunk carries.
+    #[serde(other)]
+    Other,
+}
+
+/// The message's end: why it stopped and the output's size.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessageDelta {
+    pub delta: Stop,
+    #[serde(default)]
+    pub usage: MessageUsage,
+    /// Quorate's extensions (`fusion`, `research`), as on the whole message.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stop {
+    #[serde(default)]
+    pub stop_reason: Option<StopReason>,
+    #[serde(default)]
+    pub stop_sequence: Option<String>,
+}
+
+impl StreamEvent {
+    /// The event's name: its `type`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StreamEvent::MessageStart { .. } => "message_start",
+            StreamEvent::ContentBlockStart { .. } => "content_block_start",
+            StreamEvent::ContentBlockDelta { .. } => "content_block_delta",
+            StreamEvent::ContentBlockStop { .. } => "content_block_stop",
+            StreamEvent::MessageDelta(_) => "message_delta",
+            StreamEvent::MessageStop => "message_stop",
+            StreamEvent::Ping => "ping",
+            StreamEvent::Error { .. } => "error",
+            StreamEvent::Other => "other",
+        }
+    }
+
+    /// The server-sent event: `event: <type>` and the JSON.
+    pub fn sse(&self) -> String {
+        // Strings, numbers and maps with string keys: serializing cannot fail.
+        let data = serde_json::to_string(self).unwrap_or_default();
+        format!("event: {}\ndata: {data}\n\n", self.name())
+    }
+}
+
+/// `{"type": "error", "error": {"type", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+}
+
+impl ErrorDetail {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
         Self {
-            input_tokens: usage.prompt_tokens,
-            output_tokens: usage.completion_tokens,
-            cost: usage.cost.and_then(|c| c.to_f64()),
+            kind: error_type(status).into(),
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status an error of this type comes with (for errors inside a stream).
+    pub fn status(&self) -> u16 {
+        match self.kind.as_str() {
+            "invalid_request_error" => 400,
+            "authentication_error" => 401,
+            "billing_error" => 402,
+            "permission_error" => 403,
+            "not_found_error" => 404,
+            "request_too_large" => 413,
+            "rate_limit_error" => 429,
+            "timeout_error" => 504,
+            "overloaded_error" => 529,
+            _ => 500,
         }
     }
 }
 
-/// The message a completion answers with; the completion's extensions (`fusion`, `research`)
-/// ride along as top-level fields.
-pub fn message(completion: &ChatCompletion) -> Value {
-    let choice = completion.choices.first();
-    let mut content = Vec::new();
-    if let Some(message) = choice.map(|c| &c.message) {
-        let text = message.text();
-        if !text.is_empty() {
-            content.push(json!({"type": "text", "text": text}));
-        }
-        for call in message.tool_calls.iter().flatten() {
-            content.push(tool_use_block(call));
+impl ErrorResponse {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            kind: "error".into(),
+            error: ErrorDetail::new(status, message),
         }
     }
-    let usage = completion
-        .usage
-        .as_ref()
-        .map(MessageUsage::from)
-        .unwrap_or_default();
-    let mut body = json!({
-        "id": completion.id,
-        "type": "message",
-        "role": "assistant",
-        "model": completion.model,
-        "content": content,
-        "stop_reason": stop_reason(choice.and_then(|c| c.finish_reason.as_deref())),
-        "stop_sequence": null,
-        "usage": usage,
-    });
-    if let Some(object) = body.as_object_mut() {
-        for (key, value) in &completion.extra {
-            object.entry(key.clone()).or_insert_with(|| value.clone());
-        }
-    }
-    body
-}
-
-/// A `tool_use` block for a whole call; arguments that are not JSON are kept as a string.
-pub fn tool_use_block(call: &ToolCall) -> Value {
-    let input = serde_json::from_str::<Value>(&call.function.arguments)
-        .unwrap_or_else(|_| json!({"arguments": call.function.arguments}));
-    json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input})
 }
 
 /// Anthropic's error type for an HTTP status.
@@ -376,84 +407,84 @@ pub fn error_type(status: u16) -> &'static str {
     }
 }
 
-/// `{"type": "error", "error": {"type", "message"}}`.
-pub fn error_body(status: u16, message: &str) -> Value {
-    json!({"type": "error", "error": {"type": error_type(status), "message": message}})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn request(body: Value) -> ChatRequest {
-        serde_json::from_value::<MessagesRequest>(body)
-            .unwrap()
-            .into_chat()
-            .unwrap()
+    #[test]
+    fn stream_events_read_and_write_anthropics_json() {
+        let delta: StreamEvent = serde_json::from_value(json!({"type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+            "usage": {"output_tokens": 7}, "fusion": {"panel": []}}))
+        .unwrap();
+        let StreamEvent::MessageDelta(delta) = &delta else {
+            panic!("{delta:?}")
+        };
+        assert_eq!(delta.delta.stop_reason, Some(StopReason::ToolUse));
+        assert_eq!(delta.usage.output_tokens, 7);
+        assert_eq!(delta.extra.keys().collect::<Vec<_>>(), ["fusion"]);
+        let written = StreamEvent::MessageDelta(delta.clone()).sse();
+        assert!(
+            written.starts_with("event: message_delta\ndata: {"),
+            "{written}"
+        );
+        assert!(written.contains(r#""type":"message_delta""#), "{written}");
+        assert!(written.contains(r#""fusion":{"panel":[]}"#), "{written}");
+        let newer: StreamEvent =
+            serde_json::from_value(json!({"type": "content_block_delta", "index": 1,
+                "delta": {"type": "thinking_delta", "thinking": "hm"}}))
+            .unwrap();
+        assert_eq!(
+            newer,
+            StreamEvent::ContentBlockDelta {
+                index: 1,
+                delta: BlockDelta::Other
+            }
+        );
+        let unknown: StreamEvent = serde_json::from_value(json!({"type": "later"})).unwrap();
+        assert_eq!(unknown, StreamEvent::Other);
     }
 
     #[test]
-    fn a_conversation_with_tools_becomes_the_internal_request() {
-        let chat = request(json!({
-        "model": "m", "max_tokens": 50, "system": "be brief", "stop_sequences": ["END"],
-        "top_k": 5, "tool_choice": {"type": "tool", "name": "weather"},
-        "tools": [{"name": "weather", "description": "d", "input_schema": {"type": "object"}}],
-        "messages": [
-            {"role": "user", "content": "weather in Oslo?"},
-            {"role": "assistant", "content": [
-                {"type": "text", "text": "Looking."},
-                {"type": "tool_use", "id": "tu1", "name": "weather", "input": {"city": "Oslo"}}]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "tu1", "content": "rain"},
-                {"type": "text", "text": "thanks"}]}
-        ]}));
-        let roles: Vec<Role> = chat.messages.iter().map(|m| m.role).collect();
-        assert_eq!(
-            roles,
-            [
-                Role::System,
-                Role::User,
-                Role::Assistant,
-                Role::Tool,
-                Role::User
-            ]
-        );
-        let call = &chat.messages[2].tool_calls.as_ref().unwrap()[0];
-        assert_eq!(
-            (call.id.as_str(), call.function.arguments.as_str()),
-            ("tu1", r#"{"city":"Oslo"}"#)
-        );
-        assert_eq!(chat.messages[3].tool_call_id.as_deref(), Some("tu1"));
-        assert_eq!(chat.messages[3].text(), "rain");
-        assert_eq!(chat.max_tokens, Some(50));
-        assert_eq!(chat.extra["top_k"], 5);
-        assert_eq!(
-            chat.tool_choice,
-            Some(json!({"type": "function", "function": {"name": "weather"}}))
-        );
-        assert_eq!(
-            chat.tools.unwrap()[0]["function"]["parameters"]["type"],
-            "object"
-        );
+    fn a_message_reads_unknown_blocks_and_reasons_as_other() {
+        let message: MessageResponse = serde_json::from_value(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "c",
+            "content": [{"type": "thinking", "thinking": "hm", "signature": "s"},
+                        {"type": "text", "text": "hi", "citations": []}],
+            "stop_reason": "something_new",
+            "usage": {"input_tokens": 3, "output_tokens": 2, "cache_read_input_tokens": 10}}))
+        .unwrap();
+        assert_eq!(message.content, [Block::Other, Block::text("hi")]);
+        assert_eq!(message.stop_reason, Some(StopReason::Other));
+        assert_eq!(message.usage.prompt_tokens(), 13);
     }
 
     #[test]
-    fn misplaced_blocks_are_named() {
-        let error = serde_json::from_value::<MessagesRequest>(json!({
-            "model": "m", "max_tokens": 5, "messages": [
-                {"role": "user", "content": [{"type": "tool_use", "id": "x", "name": "n"}]}]}))
-        .unwrap()
-        .into_chat()
-        .unwrap_err();
-        assert!(error.starts_with("messages[0].content[0]"), "{error}");
-    }
-
-    #[test]
-    fn errors_and_stop_reasons_use_anthropics_names() {
-        assert_eq!(error_body(404, "no")["error"]["type"], "not_found_error");
+    fn errors_use_anthropics_names_both_ways() {
+        let body = serde_json::to_value(ErrorResponse::new(404, "no")).unwrap();
+        assert_eq!(
+            body,
+            json!({"type": "error", "error": {"type": "not_found_error", "message": "no"}})
+        );
         assert_eq!(error_type(529), "overloaded_error");
-        assert_eq!(stop_reason(Some("tool_calls")), "tool_use");
-        assert_eq!(stop_reason(Some("length")), "max_tokens");
-        assert_eq!(stop_reason(None), "end_turn");
+        for status in [400, 401, 402, 403, 404, 413, 429, 504, 529, 500] {
+            assert_eq!(ErrorDetail::new(status, "m").status(), status);
+        }
+    }
+
+    #[test]
+    fn a_count_keeps_only_what_count_tokens_takes() {
+        let request: MessagesRequest = serde_json::from_value(json!({
+            "model": "c", "max_tokens": 9, "stream": true, "temperature": 0.5,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .unwrap();
+        let count = serde_json::to_value(CountTokensRequest::from(request)).unwrap();
+        assert_eq!(
+            count,
+            json!({"model": "c", "messages": [{"role": "user", "content": "hi"}],
+                   "thinking": {"type": "enabled", "budget_tokens": 1024}})
+        );
     }
 }

@@ -6,6 +6,11 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use quorate_api::anthropic::{
+    self as wire, Block, BlockDelta, CountTokensRequest, ImageSource, MessageResponse,
+    MessageUsage, MessagesRequest, StopReason, StreamEvent, System, TokenCount, Tool, ToolChoice,
+    Turn, TurnRole,
+};
 use quorate_api::{
     ChatChunk, ChatCompletion, ChatRequest, Choice, Content, Delta, FunctionCall, FunctionDelta,
     Message, Role, ToolCall, ToolCallDelta, Usage,
@@ -42,14 +47,21 @@ const OPENAI_ONLY: &[&str] = &[
     "service_tier",
 ];
 
-/// The fields `count_tokens` takes; it refuses the generation ones (`max_tokens`, `stream`, ...).
-const COUNT_FIELDS: &[&str] = &[
+/// Extras that are fields of the wire request: read into them, never sent twice.
+const TYPED: &[&str] = &[
     "model",
+    "max_tokens",
     "messages",
     "system",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
     "tools",
     "tool_choice",
-    "thinking",
+    "metadata",
+    "plugins",
 ];
 
 pub struct Anthropic {
@@ -84,27 +96,14 @@ impl Anthropic {
 impl Provider for Anthropic {
     async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error> {
         let body = to_messages_request(&req, false)?;
-        let value = self.endpoint.post_json(&body, ctx).await?;
-        from_messages_response(&value).map_err(|m| {
-            Error::InvalidResponse(format!(
-                "{}: not a Messages response: {m}",
-                self.endpoint.name
-            ))
-        })
+        let message: MessageResponse = self.endpoint.post_json(&body, ctx).await?;
+        Ok(from_message(message))
     }
 
     async fn count_tokens(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
-        let mut body = to_messages_request(&req, false)?;
-        if let Some(fields) = body.as_object_mut() {
-            fields.retain(|key, _| COUNT_FIELDS.contains(&key.as_str()));
-        }
-        let value = self.counter.post_json(&body, ctx).await?;
-        value["input_tokens"].as_u64().ok_or_else(|| {
-            Error::InvalidResponse(format!(
-                "{}: count_tokens answered without input_tokens",
-                self.counter.name
-            ))
-        })
+        let body = CountTokensRequest::from(to_messages_request(&req, false)?);
+        let count: TokenCount = self.counter.post_json(&body, ctx).await?;
+        Ok(count.input_tokens)
     }
 
     async fn stream(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error> {
@@ -124,14 +123,14 @@ impl Provider for Anthropic {
                     Ok(e) => e,
                     Err(e) => { yield Err(e); return; }
                 };
-                let value: Value = match serde_json::from_str(&event.data) {
+                let event: StreamEvent = match serde_json::from_str(&event.data) {
                     Ok(v) => v,
                     Err(e) => {
                         yield Err(Error::InvalidResponse(format!("{who}: malformed stream event: {e}")));
                         return;
                     }
                 };
-                match state.on_event(&value) {
+                match state.on_event(event) {
                     Ok(Step::Emit(chunk)) => yield Ok(chunk),
                     Ok(Step::Skip) => {}
                     Ok(Step::Done(chunk)) => { yield Ok(chunk); return; }
@@ -145,9 +144,10 @@ impl Provider for Anthropic {
 
 // ---- request: OpenAI → Anthropic ----
 
-pub fn to_messages_request(req: &ChatRequest, stream: bool) -> Result<Value, Error> {
+/// The wire request for an internal one.
+pub fn to_messages_request(req: &ChatRequest, stream: bool) -> Result<MessagesRequest, Error> {
     let mut system = Vec::new();
-    let mut messages: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
     for (i, message) in req.messages.iter().enumerate() {
         let field = |m: String| Error::BadRequest(format!("messages[{i}].{m}"));
         let (role, blocks) = match message.role {
@@ -156,82 +156,86 @@ pub fn to_messages_request(req: &ChatRequest, stream: bool) -> Result<Value, Err
                 continue;
             }
             Role::User => (
-                "user",
+                TurnRole::User,
                 content_blocks(message.content.as_ref()).map_err(field)?,
             ),
-            Role::Assistant => ("assistant", assistant_blocks(message).map_err(field)?),
-            Role::Tool => ("user", vec![tool_result_block(message)]),
+            Role::Assistant => (
+                TurnRole::Assistant,
+                assistant_blocks(message).map_err(field)?,
+            ),
+            Role::Tool => (TurnRole::User, vec![tool_result_block(message)]),
             // A legacy function result has no call id to answer: it is told as text.
-            Role::Function => ("user", vec![function_result_block(message)]),
+            Role::Function => (TurnRole::User, vec![function_result_block(message)]),
         };
         if blocks.is_empty() {
             continue;
         }
         // Consecutive turns of one role become one turn: every tool result of a turn must sit in
         // the single user message that follows it.
-        match messages.last_mut() {
-            Some((last, existing)) if last == role => existing.extend(blocks),
-            _ => messages.push((role.to_string(), blocks)),
+        match turns.last_mut() {
+            Some(Turn {
+                role: last,
+                content: wire::Content::Blocks(existing),
+            }) if *last == role => existing.extend(blocks),
+            _ => turns.push(Turn {
+                role,
+                content: wire::Content::Blocks(blocks),
+            }),
         }
     }
-    let mut body = Map::new();
-    body.insert("model".into(), json!(req.model));
-    body.insert(
-        "messages".into(),
-        Value::Array(
-            messages
-                .into_iter()
-                .map(|(role, content)| json!({"role": role, "content": content}))
-                .collect(),
-        ),
-    );
-    if !system.is_empty() {
-        body.insert("system".into(), json!(system.join("\n\n")));
-    }
-    let max_tokens = req.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
-    body.insert("max_tokens".into(), json!(max_tokens));
-    if let Some(t) = req.temperature {
+    Ok(MessagesRequest {
+        model: req.model.clone(),
+        max_tokens: req.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS),
+        messages: turns,
+        system: (!system.is_empty()).then(|| System::Text(system.join("\n\n"))),
+        stop_sequences: req.stop.as_ref().map(|stop| stop.to_vec()),
+        stream: stream.then_some(true),
         // OpenAI's range is 0..2, Anthropic's 0..1.
-        body.insert("temperature".into(), json!(t.min(1.0)));
-    }
-    if let Some(p) = req.top_p {
-        body.insert("top_p".into(), json!(p));
-    }
-    if let Some(stop) = &req.stop {
-        body.insert("stop_sequences".into(), json!(stop.to_vec()));
-    }
-    if let Some(tools) = &req.tools {
-        body.insert(
-            "tools".into(),
-            Value::Array(
-                tools
-                    .iter()
-                    .map(tool_definition)
-                    .collect::<Result<_, _>>()?,
-            ),
-        );
-    }
-    if let Some(choice) = &req.tool_choice {
-        if let Some(mapped) = tool_choice(choice)? {
-            body.insert("tool_choice".into(), mapped);
-        }
-    }
-    if stream {
-        body.insert("stream".into(), json!(true));
-    }
-    for (key, value) in &req.extra {
-        if !OPENAI_ONLY.contains(&key.as_str()) && !body.contains_key(key) {
-            body.insert(key.clone(), value.clone());
-        }
-    }
-    Ok(Value::Object(body))
+        temperature: req.temperature.map(|t| t.min(1.0)),
+        top_p: req.top_p,
+        top_k: top_k(&req.extra)?,
+        tools: req
+            .tools
+            .as_ref()
+            .map(|tools| tools.iter().map(tool_definition).collect())
+            .transpose()?,
+        tool_choice: req
+            .tool_choice
+            .as_ref()
+            .map(tool_choice)
+            .transpose()?
+            .flatten(),
+        metadata: req.extra.get("metadata").cloned(),
+        plugins: None,
+        extra: passthrough(&req.extra),
+    })
 }
 
-fn content_blocks(content: Option<&Content>) -> Result<Vec<Value>, String> {
+/// `top_k` from the caller's extras: Anthropic's own sampling field (an ill-typed one is the
+/// caller's error, named).
+fn top_k(extra: &Map<String, Value>) -> Result<Option<u32>, Error> {
+    extra
+        .get("top_k")
+        .map(|v| serde_json::from_value(v.clone()))
+        .transpose()
+        .map_err(|e| Error::BadRequest(format!("top_k: {e}")))
+}
+
+/// The caller's other extras that Anthropic takes (thinking, ...), as they came: OpenAI-only
+/// ones dropped, the request's own fields never sent twice.
+fn passthrough(extra: &Map<String, Value>) -> Map<String, Value> {
+    extra
+        .iter()
+        .filter(|(key, _)| !OPENAI_ONLY.contains(&key.as_str()) && !TYPED.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>, String> {
     match content {
         None => Ok(vec![]),
         Some(Content::Text(text)) if text.is_empty() => Ok(vec![]),
-        Some(Content::Text(text)) => Ok(vec![json!({"type": "text", "text": text})]),
+        Some(Content::Text(text)) => Ok(vec![Block::text(text.as_str())]),
         Some(Content::Parts(parts)) => parts
             .iter()
             .enumerate()
@@ -240,17 +244,19 @@ fn content_blocks(content: Option<&Content>) -> Result<Vec<Value>, String> {
     }
 }
 
-fn part_block(part: &Value) -> Result<Value, String> {
+fn part_block(part: &Value) -> Result<Block, String> {
     match part.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(
-            json!({"type": "text", "text": part.get("text").and_then(Value::as_str).unwrap_or_default()}),
-        ),
+        Some("text") => Ok(Block::text(
+            part.get("text").and_then(Value::as_str).unwrap_or_default(),
+        )),
         Some("image_url") => {
             let url = part
                 .pointer("/image_url/url")
                 .and_then(Value::as_str)
                 .ok_or("image_url.url: required")?;
-            Ok(json!({"type": "image", "source": image_source(url)?}))
+            Ok(Block::Image {
+                source: image_source(url)?,
+            })
         }
         Some(other) => Err(format!(
             "type: content part {other:?} is not supported by Anthropic models"
@@ -259,17 +265,20 @@ fn part_block(part: &Value) -> Result<Value, String> {
     }
 }
 
-fn image_source(url: &str) -> Result<Value, String> {
+fn image_source(url: &str) -> Result<ImageSource, String> {
     let Some(data) = url.strip_prefix("data:") else {
-        return Ok(json!({"type": "url", "url": url}));
+        return Ok(ImageSource::Url { url: url.into() });
     };
     let (media_type, payload) = data
         .split_once(";base64,")
         .ok_or("image_url.url: a data URL must be base64")?;
-    Ok(json!({"type": "base64", "media_type": media_type, "data": payload}))
+    Ok(ImageSource::Base64 {
+        media_type: media_type.into(),
+        data: payload.into(),
+    })
 }
 
-fn assistant_blocks(message: &Message) -> Result<Vec<Value>, String> {
+fn assistant_blocks(message: &Message) -> Result<Vec<Block>, String> {
     let mut blocks = content_blocks(message.content.as_ref())?;
     for (i, call) in message.tool_calls.iter().flatten().enumerate() {
         let input: Value = if call.function.arguments.trim().is_empty() {
@@ -278,27 +287,29 @@ fn assistant_blocks(message: &Message) -> Result<Vec<Value>, String> {
             serde_json::from_str(&call.function.arguments)
                 .map_err(|e| format!("tool_calls[{i}].function.arguments: not JSON: {e}"))?
         };
-        blocks.push(
-            json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}),
-        );
+        blocks.push(Block::ToolUse {
+            id: call.id.clone(),
+            name: call.function.name.clone(),
+            input,
+        });
     }
     Ok(blocks)
 }
 
-fn tool_result_block(message: &Message) -> Value {
-    json!({
-        "type": "tool_result",
-        "tool_use_id": message.tool_call_id.clone().unwrap_or_default(),
-        "content": message.text(),
-    })
+fn tool_result_block(message: &Message) -> Block {
+    Block::ToolResult {
+        tool_use_id: message.tool_call_id.clone().unwrap_or_default(),
+        content: Some(wire::Content::Text(message.text())),
+        is_error: None,
+    }
 }
 
-fn function_result_block(message: &Message) -> Value {
+fn function_result_block(message: &Message) -> Block {
     let name = message.name.as_deref().unwrap_or("function");
-    json!({"type": "text", "text": format!("{name} returned: {}", message.text())})
+    Block::text(format!("{name} returned: {}", message.text()))
 }
 
-fn tool_definition(tool: &Value) -> Result<Value, Error> {
+fn tool_definition(tool: &Value) -> Result<Tool, Error> {
     let function = tool
         .get("function")
         .filter(|_| tool.get("type").and_then(Value::as_str) == Some("function"))
@@ -309,22 +320,27 @@ fn tool_definition(tool: &Value) -> Result<Value, Error> {
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::BadRequest("tools[].function.name: required".into()))?;
-    let mut out = json!({
-        "name": name,
-        "input_schema": function.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-    });
-    if let Some(description) = function.get("description") {
-        out["description"] = description.clone();
-    }
-    Ok(out)
+    Ok(Tool {
+        name: name.into(),
+        description: function
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        input_schema: Some(
+            function
+                .get("parameters")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        ),
+    })
 }
 
-fn tool_choice(choice: &Value) -> Result<Option<Value>, Error> {
+fn tool_choice(choice: &Value) -> Result<Option<ToolChoice>, Error> {
     let mapped = match choice {
         Value::String(s) => match s.as_str() {
-            "auto" => json!({"type": "auto"}),
-            "required" => json!({"type": "any"}),
-            "none" => json!({"type": "none"}),
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Any,
+            "none" => ToolChoice::None,
             other => {
                 return Err(Error::BadRequest(format!(
                     "tool_choice: unknown value {other:?}"
@@ -332,7 +348,7 @@ fn tool_choice(choice: &Value) -> Result<Option<Value>, Error> {
             }
         },
         Value::Object(_) => match choice.pointer("/function/name").and_then(Value::as_str) {
-            Some(name) => json!({"type": "tool", "name": name}),
+            Some(name) => ToolChoice::Tool { name: name.into() },
             None => {
                 return Err(Error::BadRequest(
                     "tool_choice.function.name: required".into(),
@@ -351,91 +367,66 @@ fn tool_choice(choice: &Value) -> Result<Option<Value>, Error> {
 
 // ---- response: Anthropic → OpenAI ----
 
-pub fn finish_reason(stop_reason: &str) -> &'static str {
+pub fn finish_reason(stop_reason: StopReason) -> &'static str {
     match stop_reason {
-        "max_tokens" | "model_context_window_exceeded" => "length",
-        "tool_use" => "tool_calls",
-        "refusal" => "content_filter",
-        _ => "stop", // end_turn, stop_sequence, pause_turn
+        StopReason::MaxTokens | StopReason::ModelContextWindowExceeded => "length",
+        StopReason::ToolUse => "tool_calls",
+        StopReason::Refusal => "content_filter",
+        StopReason::EndTurn | StopReason::StopSequence | StopReason::PauseTurn => "stop",
+        StopReason::Other => "stop",
     }
 }
 
-fn usage_from(value: &Value) -> Usage {
-    let n = |key: &str| value.get(key).and_then(Value::as_u64).unwrap_or(0);
+fn usage_from(usage: &MessageUsage) -> Usage {
     // Cached input is still input: the caller's prompt_tokens count all of it.
-    let prompt =
-        n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens");
-    Usage::new(prompt, n("output_tokens"))
+    Usage::new(usage.prompt_tokens(), usage.output_tokens)
 }
 
-pub fn from_messages_response(value: &Value) -> Result<ChatCompletion, String> {
-    let blocks = value
-        .get("content")
-        .and_then(Value::as_array)
-        .ok_or("content: missing")?;
+/// The chat completion a whole message answers.
+pub fn from_message(message: MessageResponse) -> ChatCompletion {
     let mut text = String::new();
     let mut calls = Vec::new();
-    for block in blocks {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(
-                block
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-            ),
-            Some("tool_use") => calls.push(ToolCall {
-                id: block
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                kind: "function".into(),
-                function: FunctionCall {
-                    name: block
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    arguments: block
-                        .get("input")
-                        .map(Value::to_string)
-                        .unwrap_or_else(|| "{}".into()),
-                },
-                extra: Map::new(),
-            }),
-            _ => {} // thinking and server-tool blocks have no OpenAI counterpart
+    for block in message.content {
+        match block {
+            Block::Text { text: t } => text.push_str(&t),
+            Block::ToolUse { id, name, input } => calls.push(tool_call(id, name, &input)),
+            // Thinking and server-tool blocks have no chat counterpart.
+            _ => {}
         }
     }
-    let mut message = Message::new(Role::Assistant, text);
+    let mut answer = Message::new(Role::Assistant, text);
     if !calls.is_empty() {
-        message.tool_calls = Some(calls);
+        answer.tool_calls = Some(calls);
     }
-    let stop = value
-        .get("stop_reason")
-        .and_then(Value::as_str)
-        .unwrap_or("end_turn");
-    Ok(ChatCompletion {
-        id: value
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
+    let stop = message.stop_reason.unwrap_or(StopReason::EndTurn);
+    ChatCompletion {
+        id: message.id,
         object: "chat.completion".into(),
         created: 0,
-        model: value
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
+        model: message.model,
         choices: vec![Choice {
             index: 0,
-            message,
+            message: answer,
             finish_reason: Some(finish_reason(stop).to_string()),
             extra: Map::new(),
         }],
-        usage: Some(usage_from(value.get("usage").unwrap_or(&Value::Null))),
+        usage: Some(usage_from(&message.usage)),
         extra: Map::new(),
-    })
+    }
+}
+
+fn tool_call(id: String, name: String, input: &Value) -> ToolCall {
+    let arguments = if input.is_null() {
+        "{}".into()
+    } else {
+        input.to_string()
+    };
+    ToolCall {
+        id,
+        kind: "function".into(),
+        function: FunctionCall { name, arguments },
+        extra: Map::new(),
+    }
 }
 
 enum Step {
@@ -451,7 +442,7 @@ struct StreamState {
     model: String,
     usage: Usage,
     /// Content block index → tool call index, for `input_json_delta`s.
-    tool_index: HashMap<u64, u32>,
+    tool_index: HashMap<usize, u32>,
 }
 
 impl StreamState {
@@ -459,25 +450,12 @@ impl StreamState {
         ChatChunk::single(&self.id, &self.model, delta, finish_reason)
     }
 
-    fn on_event(&mut self, event: &Value) -> Result<Step, Error> {
-        let kind = event
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        match kind {
-            "message_start" => {
-                let message = event.get("message").unwrap_or(&Value::Null);
-                self.id = message
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                self.model = message
-                    .get("model")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                self.usage = usage_from(message.get("usage").unwrap_or(&Value::Null));
+    fn on_event(&mut self, event: StreamEvent) -> Result<Step, Error> {
+        match event {
+            StreamEvent::MessageStart { message } => {
+                self.id = message.id;
+                self.model = message.model;
+                self.usage = usage_from(&message.usage);
                 Ok(Step::Emit(self.chunk(
                     Delta {
                         role: Some(Role::Assistant),
@@ -486,110 +464,80 @@ impl StreamState {
                     None,
                 )))
             }
-            "content_block_start" => self.block_start(event),
-            "content_block_delta" => Ok(self.block_delta(event)),
-            "message_delta" => {
-                if let Some(out) = event
-                    .pointer("/usage/output_tokens")
-                    .and_then(Value::as_u64)
-                {
-                    self.usage.completion_tokens = out;
-                    self.usage.total_tokens = self.usage.prompt_tokens + out;
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => Ok(self.block_start(index, content_block)),
+            StreamEvent::ContentBlockDelta { index, delta } => Ok(self.block_delta(index, delta)),
+            StreamEvent::MessageDelta(end) => {
+                // Zero is "not said": a message_delta may carry only part of the usage.
+                if end.usage.output_tokens > 0 {
+                    self.usage.completion_tokens = end.usage.output_tokens;
+                    self.usage.total_tokens = self.usage.prompt_tokens + end.usage.output_tokens;
                 }
-                let stop = event.pointer("/delta/stop_reason").and_then(Value::as_str);
-                Ok(match stop {
+                Ok(match end.delta.stop_reason {
                     Some(s) => {
                         Step::Emit(self.chunk(Delta::default(), Some(finish_reason(s).to_string())))
                     }
                     None => Step::Skip,
                 })
             }
-            "message_stop" => {
+            StreamEvent::MessageStop => {
                 let mut last = self.chunk(Delta::default(), None);
                 last.choices.clear();
                 last.usage = Some(self.usage.clone());
                 Ok(Step::Done(last))
             }
-            "error" => {
-                let error_type = event
-                    .pointer("/error/type")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let status = match error_type {
-                    "invalid_request_error" => 400,
-                    "authentication_error" => 401,
-                    "permission_error" => 403,
-                    "not_found_error" => 404,
-                    "request_too_large" => 413,
-                    "rate_limit_error" => 429,
-                    "overloaded_error" => 529,
-                    _ => 500,
+            StreamEvent::Error { error } => {
+                let body = wire::ErrorResponse {
+                    kind: "error".into(),
+                    error: error.clone(),
                 };
+                let text = serde_json::to_string(&body).unwrap_or_default();
                 Err(Error::from_upstream_status(
-                    status,
-                    upstream_message(&event.to_string()),
+                    error.status(),
+                    upstream_message(&text),
                     None,
                 ))
             }
-            _ => Ok(Step::Skip), // ping, content_block_stop, future event types
+            // ping, content_block_stop, future event types
+            StreamEvent::Ping | StreamEvent::ContentBlockStop { .. } | StreamEvent::Other => {
+                Ok(Step::Skip)
+            }
         }
     }
 
-    fn block_start(&mut self, event: &Value) -> Result<Step, Error> {
-        let block = event.get("content_block").unwrap_or(&Value::Null);
-        match block.get("type").and_then(Value::as_str) {
-            Some("tool_use") => {
-                let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+    fn block_start(&mut self, index: usize, block: Block) -> Step {
+        match block {
+            Block::ToolUse { id, name, .. } => {
                 let call_index = u32::try_from(self.tool_index.len()).unwrap_or(u32::MAX);
                 self.tool_index.insert(index, call_index);
                 let call = ToolCallDelta {
                     index: call_index,
-                    id: block.get("id").and_then(Value::as_str).map(str::to_string),
+                    id: Some(id),
                     kind: Some("function".into()),
                     function: Some(FunctionDelta {
-                        name: block
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
+                        name: Some(name),
                         arguments: Some(String::new()),
                     }),
                 };
-                Ok(Step::Emit(self.chunk(
+                Step::Emit(self.chunk(
                     Delta {
                         tool_calls: Some(vec![call]),
                         ..Delta::default()
                     },
                     None,
-                )))
+                ))
             }
-            Some("text") => {
-                let text = block
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                Ok(if text.is_empty() {
-                    Step::Skip
-                } else {
-                    Step::Emit(self.text_chunk(text))
-                })
-            }
-            _ => Ok(Step::Skip),
+            Block::Text { text } if !text.is_empty() => Step::Emit(self.text_chunk(text)),
+            _ => Step::Skip,
         }
     }
 
-    fn block_delta(&self, event: &Value) -> Step {
-        let delta = event.get("delta").unwrap_or(&Value::Null);
-        match delta.get("type").and_then(Value::as_str) {
-            Some("text_delta") => self
-                .text_chunk(
-                    delta
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                )
-                .into(),
-            Some("input_json_delta") => {
-                let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+    fn block_delta(&self, index: usize, delta: BlockDelta) -> Step {
+        match delta {
+            BlockDelta::TextDelta { text } => Step::Emit(self.text_chunk(text)),
+            BlockDelta::InputJsonDelta { partial_json } => {
                 let Some(&call_index) = self.tool_index.get(&index) else {
                     return Step::Skip;
                 };
@@ -597,10 +545,7 @@ impl StreamState {
                     index: call_index,
                     function: Some(FunctionDelta {
                         name: None,
-                        arguments: delta
-                            .get("partial_json")
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
+                        arguments: Some(partial_json),
                     }),
                     ..ToolCallDelta::default()
                 };
@@ -612,24 +557,18 @@ impl StreamState {
                     None,
                 ))
             }
-            _ => Step::Skip,
+            BlockDelta::Other => Step::Skip,
         }
     }
 
-    fn text_chunk(&self, text: &str) -> ChatChunk {
+    fn text_chunk(&self, text: String) -> ChatChunk {
         self.chunk(
             Delta {
-                content: Some(text.to_string()),
+                content: Some(text),
                 ..Delta::default()
             },
             None,
         )
-    }
-}
-
-impl From<ChatChunk> for Step {
-    fn from(chunk: ChatChunk) -> Self {
-        Step::Emit(chunk)
     }
 }
 
@@ -686,6 +625,7 @@ mod properties {
             let Ok(body) = to_messages_request(&request, false) else {
                 return Ok(());
             };
+            let body = serde_json::to_value(body).unwrap();
             let roles: Vec<&str> = body["messages"]
                 .as_array()
                 .unwrap()

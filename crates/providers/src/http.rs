@@ -53,7 +53,7 @@ impl Endpoint {
     /// Posts `body` with the request's id; a fusion depth above 0 marks an inner call of a run.
     pub async fn post(
         &self,
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
         ctx: &RequestCtx,
     ) -> Result<Response, Error> {
         if let Some(message) = &self.missing_key {
@@ -71,19 +71,24 @@ impl Endpoint {
         send(request, &self.name).await
     }
 
-    /// Posts and reads the whole answer as JSON.
-    pub async fn post_json(
+    /// Posts and reads the whole answer as JSON of the type the API answers with.
+    pub async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
         ctx: &RequestCtx,
-    ) -> Result<serde_json::Value, Error> {
+    ) -> Result<T, Error> {
         let response = self.post(body, ctx).await?;
         let bytes = response
             .bytes()
             .await
             .map_err(|e| transport_error(e, &self.name))?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            Error::InvalidResponse(format!("{}: upstream sent invalid JSON: {e}", self.name))
+            let what = if e.is_data() {
+                "not the answer its API sends"
+            } else {
+                "invalid JSON"
+            };
+            Error::InvalidResponse(format!("{}: upstream sent {what}: {e}", self.name))
         })
     }
 }

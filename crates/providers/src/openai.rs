@@ -58,7 +58,7 @@ fn request_body(req: &ChatRequest, stream: bool) -> Result<Value, Error> {
 #[async_trait]
 impl Provider for OpenAi {
     async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error> {
-        let value = self
+        let value: Value = self
             .endpoint
             .post_json(&request_body(&req, false)?, ctx)
             .await?;

@@ -72,22 +72,23 @@ impl Refused {
 }
 
 /// How a surface writes an answer: its stream events, its body, its error response.
-pub struct Dialect<E> {
+pub struct Dialect<E, B> {
     /// The events of a stream, from the chunks, the run's id and the model asked.
     pub events: fn(Chunks, String, String) -> E,
-    pub body: fn(&ChatCompletion) -> Value,
+    pub body: fn(&ChatCompletion) -> B,
     pub refuse: fn(&Refused) -> Response,
 }
 
 /// Answers an accepted request in a surface's dialect, streamed or whole.
-pub async fn respond<E>(
+pub async fn respond<E, B>(
     state: &AppState,
     ctx: RequestCtx,
     accepted: Accepted,
-    dialect: Dialect<E>,
+    dialect: Dialect<E, B>,
 ) -> Response
 where
     E: Stream<Item = Bytes> + Send + 'static,
+    B: serde::Serialize,
 {
     let (id, model) = (ctx.id.clone(), accepted.request.model.clone());
     if accepted.request.stream == Some(true) {

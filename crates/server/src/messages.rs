@@ -13,7 +13,10 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
-use quorate_api::anthropic::{self, MessageUsage, MessagesRequest};
+use quorate_api::anthropic::{
+    self, Block, BlockDelta, ErrorDetail, ErrorResponse, MessageDelta, MessageResponse,
+    MessagesRequest, Stop, StreamEvent, TokenCount,
+};
 use quorate_api::{ChatRequest, ToolCallDelta};
 use quorate_providers::{Error, RequestCtx};
 use serde_json::{json, Value};
@@ -53,7 +56,10 @@ pub async fn count_tokens(
     request: Request,
 ) -> Response {
     match count(&state, &ctx, request).await {
-        Ok(tokens) => axum::Json(json!({"input_tokens": tokens})).into_response(),
+        Ok(tokens) => axum::Json(TokenCount {
+            input_tokens: tokens,
+        })
+        .into_response(),
         Err(e) => {
             tracing::info!(status = e.status(), error = %e, "count_tokens refused");
             refuse(&Refused::Plain(e))
@@ -103,7 +109,7 @@ pub fn anthropic_error(
     message: &str,
     retry_after: Option<std::time::Duration>,
 ) -> Response {
-    crate::error::respond_with(status, anthropic::error_body(status, message), retry_after)
+    crate::error::respond_with(status, ErrorResponse::new(status, message), retry_after)
 }
 
 /// Anthropic's event sequence: `message_start`, `ping`, each content block's start, deltas and
@@ -111,11 +117,8 @@ pub fn anthropic_error(
 /// `error` when the run fails midway.
 fn events(chunks: Chunks, id: String, model: String) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
-        yield event("message_start", &json!({"type": "message_start", "message": {
-            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 0, "output_tokens": 0}}}));
-        yield event("ping", &json!({"type": "ping"}));
+        yield event(StreamEvent::MessageStart { message: MessageResponse::new(id, model) });
+        yield event(StreamEvent::Ping);
         let mut blocks = Blocks::default();
         let mut steps = pin!(answer::steps(chunks));
         while let Some(step) = steps.next().await {
@@ -127,7 +130,7 @@ fn events(chunks: Chunks, id: String, model: String) -> impl Stream<Item = Bytes
                     for frame in blocks.close() {
                         yield frame;
                     }
-                    yield event("error", &anthropic::error_body(status, &message));
+                    yield event(StreamEvent::Error { error: ErrorDetail::new(status, message) });
                     return;
                 }
                 Step::Done(tally) => (blocks.close(), Some(tally)),
@@ -136,31 +139,31 @@ fn events(chunks: Chunks, id: String, model: String) -> impl Stream<Item = Bytes
                 yield frame;
             }
             if let Some(tally) = tally {
-                yield event("message_delta", &message_delta(tally));
+                yield event(message_delta(tally));
             }
         }
-        yield event("message_stop", &json!({"type": "message_stop"}));
+        yield event(StreamEvent::MessageStop);
     }
 }
 
 /// The stop reason, the usage and the run's `fusion` (or `research`) object.
-fn message_delta(tally: Tally) -> Value {
-    let usage = tally
-        .usage
-        .as_ref()
-        .map(MessageUsage::from)
-        .unwrap_or_default();
-    let stop = anthropic::stop_reason(tally.finish.as_deref());
-    let mut delta = json!({"type": "message_delta",
-        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": usage});
-    if let Some(object) = delta.as_object_mut() {
-        object.extend(tally.extensions);
-    }
-    delta
+fn message_delta(tally: Tally) -> StreamEvent {
+    StreamEvent::MessageDelta(MessageDelta {
+        delta: Stop {
+            stop_reason: Some(anthropic::stop_reason(tally.finish.as_deref())),
+            stop_sequence: None,
+        },
+        usage: tally
+            .usage
+            .as_ref()
+            .map(anthropic::usage)
+            .unwrap_or_default(),
+        extra: tally.extensions,
+    })
 }
 
-fn event(name: &str, data: &Value) -> Bytes {
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+fn event(event: StreamEvent) -> Bytes {
+    Bytes::from(event.sse())
 }
 
 /// The content blocks of a streamed message: text and tool calls, each opened when its first
@@ -184,10 +187,12 @@ impl Blocks {
         let mut frames = Vec::new();
         if self.open != Some(Open::Text) {
             frames.extend(self.close());
-            frames.push(self.start(json!({"type": "text", "text": ""})));
+            frames.push(self.start(Block::text("")));
             self.open = Some(Open::Text);
         }
-        frames.push(self.delta(json!({"type": "text_delta", "text": text})));
+        frames.push(self.delta(BlockDelta::TextDelta {
+            text: text.to_string(),
+        }));
         frames
     }
 
@@ -196,40 +201,40 @@ impl Blocks {
         let function = call.function.unwrap_or_default();
         if self.open != Some(Open::Tool(call.index)) {
             frames.extend(self.close());
-            frames.push(self.start(
-                json!({"type": "tool_use", "id": call.id.unwrap_or_default(),
-                "name": function.name.unwrap_or_default(), "input": {}}),
-            ));
+            frames.push(self.start(Block::ToolUse {
+                id: call.id.unwrap_or_default(),
+                name: function.name.unwrap_or_default(),
+                input: json!({}),
+            }));
             self.open = Some(Open::Tool(call.index));
         }
         if let Some(arguments) = function.arguments.filter(|a| !a.is_empty()) {
-            frames.push(self.delta(json!({"type": "input_json_delta", "partial_json": arguments})));
+            frames.push(self.delta(BlockDelta::InputJsonDelta {
+                partial_json: arguments,
+            }));
         }
         frames
     }
 
-    fn start(&self, block: Value) -> Bytes {
-        event(
-            "content_block_start",
-            &json!({"type": "content_block_start", "index": self.index, "content_block": block}),
-        )
+    fn start(&self, block: Block) -> Bytes {
+        event(StreamEvent::ContentBlockStart {
+            index: self.index,
+            content_block: block,
+        })
     }
 
-    fn delta(&self, delta: Value) -> Bytes {
-        event(
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": self.index, "delta": delta}),
-        )
+    fn delta(&self, delta: BlockDelta) -> Bytes {
+        event(StreamEvent::ContentBlockDelta {
+            index: self.index,
+            delta,
+        })
     }
 
     fn close(&mut self) -> Vec<Bytes> {
         if self.open.take().is_none() {
             return Vec::new();
         }
-        let frame = event(
-            "content_block_stop",
-            &json!({"type": "content_block_stop", "index": self.index}),
-        );
+        let frame = event(StreamEvent::ContentBlockStop { index: self.index });
         self.index += 1;
         vec![frame]
     }

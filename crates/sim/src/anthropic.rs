@@ -1,9 +1,14 @@
-//! The Anthropic dialect: `/v1/messages`.
+//! The Anthropic dialect: `/v1/messages`, written with the gateway's own Anthropic wire types
+//! (`quorate_api::anthropic`), which its Anthropic provider reads.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use quorate_api::anthropic::{
+    Block, BlockDelta, ErrorDetail, ErrorResponse, MessageDelta, MessageResponse, MessageUsage,
+    MessagesRequest, Stop, StopReason, StreamEvent, TokenCount,
+};
 use serde_json::{json, Value};
 
 use crate::openai::{error, prompt_tokens, respond, Ctx, Dialect, Piece};
@@ -40,69 +45,92 @@ pub(crate) async fn count_tokens(
         let message = format!("{extra}: Extra inputs are not permitted");
         return error(&AnthropicDialect, 400, &message, None);
     }
-    axum::Json(json!({"input_tokens": prompt_tokens(&body)})).into_response()
+    let count = TokenCount {
+        input_tokens: prompt_tokens(&body),
+    };
+    axum::Json(count).into_response()
 }
 
 struct AnthropicDialect;
 
-fn event(name: &str, data: Value) -> String {
-    format!("event: {name}\ndata: {data}\n\n")
+impl AnthropicDialect {
+    fn usage(ctx: &Ctx, output_tokens: u64) -> MessageUsage {
+        MessageUsage {
+            input_tokens: ctx.prompt_tokens,
+            output_tokens,
+            ..MessageUsage::default()
+        }
+    }
+}
+
+fn events(events: impl IntoIterator<Item = StreamEvent>) -> String {
+    events.into_iter().map(|e| e.sse()).collect()
+}
+
+fn to_json(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 impl Dialect for AnthropicDialect {
     fn frame(&self, piece: &Piece, ctx: &Ctx) -> String {
         match piece {
             Piece::Start => {
-                let message = json!({"id": "msg_sim", "type": "message", "role": "assistant", "model": ctx.model,
-                    "content": [], "usage": {"input_tokens": ctx.prompt_tokens, "output_tokens": 1}});
-                event(
-                    "message_start",
-                    json!({"type": "message_start", "message": message}),
-                ) + &event("ping", json!({"type": "ping"}))
+                let mut message = MessageResponse::new("msg_sim", &ctx.model);
+                message.usage = Self::usage(ctx, 1);
+                events([StreamEvent::MessageStart { message }, StreamEvent::Ping])
             }
-            Piece::Text(t) => {
-                // The first token also opens the text block; a block start carries no text.
-                event(
-                    "content_block_delta",
-                    json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": t}}),
-                )
-            }
+            // The first token also opens the text block; a block start carries no text.
+            Piece::Text(text) => events([StreamEvent::ContentBlockDelta {
+                index: 0,
+                delta: BlockDelta::TextDelta { text: text.clone() },
+            }]),
             Piece::ToolStart { index, id, name } => {
                 // A new block closes the one before it.
-                let close = if *index > 0 {
-                    event(
-                        "content_block_stop",
-                        json!({"type": "content_block_stop", "index": index - 1}),
-                    )
-                } else {
-                    String::new()
+                let close = index
+                    .checked_sub(1)
+                    .map(|index| StreamEvent::ContentBlockStop { index });
+                let start = StreamEvent::ContentBlockStart {
+                    index: *index,
+                    content_block: Block::ToolUse {
+                        id: id.clone(),
+                        name: name.clone(),
+                        input: json!({}),
+                    },
                 };
-                close
-                    + &event(
-                        "content_block_start",
-                        json!({"type": "content_block_start", "index": index,
-                        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
-                    )
+                events(close.into_iter().chain([start]))
             }
-            Piece::ToolArgs { index, arguments } => event(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": index,
-                "delta": {"type": "input_json_delta", "partial_json": arguments}}),
-            ),
-            Piece::Finish { tool_calls } => {
-                event(
-                    "content_block_stop",
-                    json!({"type": "content_block_stop", "index": tool_calls.saturating_sub(1)}),
-                ) + &event(
-                    "message_delta",
-                    json!({"type": "message_delta",
-                        "delta": {"stop_reason": if *tool_calls > 0 { "tool_use" } else { "end_turn" }},
-                        "usage": {"output_tokens": ctx.completion_tokens}}),
-                )
-            }
-            Piece::Usage => event("message_stop", json!({"type": "message_stop"})),
+            Piece::ToolArgs { index, arguments } => events([StreamEvent::ContentBlockDelta {
+                index: *index,
+                delta: BlockDelta::InputJsonDelta {
+                    partial_json: arguments.clone(),
+                },
+            }]),
+            Piece::Finish { tool_calls } => events([
+                StreamEvent::ContentBlockStop {
+                    index: tool_calls.saturating_sub(1),
+                },
+                StreamEvent::MessageDelta(MessageDelta {
+                    delta: Stop {
+                        stop_reason: Some(stop_reason(*tool_calls)),
+                        stop_sequence: None,
+                    },
+                    usage: MessageUsage {
+                        output_tokens: ctx.completion_tokens,
+                        ..MessageUsage::default()
+                    },
+                    ..MessageDelta::default()
+                }),
+            ]),
+            Piece::Usage => events([StreamEvent::MessageStop]),
         }
+    }
+
+    /// Anthropic refuses a body that is not a Messages request (no `max_tokens`, a turn of an
+    /// unknown role, ...).
+    fn check(&self, body: &Value) -> Result<(), String> {
+        serde_json::from_value::<MessagesRequest>(body.clone())
+            .map(drop)
+            .map_err(|e| format!("not a Messages request: {e}"))
     }
 
     fn done(&self) -> Option<String> {
@@ -110,41 +138,62 @@ impl Dialect for AnthropicDialect {
     }
 
     fn error_event(&self) -> String {
-        event(
-            "error",
-            json!({"type": "error", "error": {"type": "overloaded_error", "message": "simulated mid-stream failure"}}),
-        )
+        StreamEvent::Error {
+            error: ErrorDetail::new(529, "simulated mid-stream failure"),
+        }
+        .sse()
     }
 
     fn error_body(&self, status: u16, message: &str) -> Value {
-        let kind = match status {
-            429 => "rate_limit_error",
-            400 => "invalid_request_error",
-            529 => "overloaded_error",
-            _ => "api_error",
-        };
-        json!({"type": "error", "error": {"type": kind, "message": message}})
+        to_json(ErrorResponse::new(status, message))
     }
 
     fn completion(&self, answer: &Answer, ctx: &Ctx) -> Value {
+        let mut message = MessageResponse::new("msg_sim", &ctx.model);
         let (content, stop) = match answer {
-            Answer::Text(t) => (json!([{"type": "text", "text": t}]), "end_turn"),
-            Answer::ToolCalls(calls) => {
-                let blocks: Vec<Value> = calls
+            Answer::Text(text) => (vec![Block::text(text.as_str())], StopReason::EndTurn),
+            Answer::ToolCalls(calls) => (
+                calls
                     .iter()
-                    .map(|c| {
-                        let input: Value =
-                            serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
-                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input})
+                    .map(|c| Block::ToolUse {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                        input: serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({})),
                     })
-                    .collect();
-                (Value::Array(blocks), "tool_use")
-            }
+                    .collect(),
+                StopReason::ToolUse,
+            ),
         };
-        json!({
-            "id": "msg_sim", "type": "message", "role": "assistant", "model": ctx.model,
-            "content": content, "stop_reason": stop, "stop_sequence": null,
-            "usage": {"input_tokens": ctx.prompt_tokens, "output_tokens": ctx.completion_tokens},
-        })
+        message.content = content;
+        message.stop_reason = Some(stop);
+        message.usage = Self::usage(ctx, ctx.completion_tokens);
+        to_json(message)
+    }
+}
+
+fn stop_reason(tool_calls: usize) -> StopReason {
+    if tool_calls > 0 {
+        StopReason::ToolUse
+    } else {
+        StopReason::EndTurn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_anthropic_would_refuse_is_refused() {
+        let valid = json!({"model": "m", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}]});
+        assert!(AnthropicDialect.check(&valid).is_ok());
+        let mut capless = valid.clone();
+        capless.as_object_mut().unwrap().remove("max_tokens");
+        let reason = AnthropicDialect.check(&capless).unwrap_err();
+        assert!(reason.contains("max_tokens"), "{reason}");
+        let system_turn = json!({"model": "m", "max_tokens": 5,
+            "messages": [{"role": "system", "content": "hi"}]});
+        assert!(AnthropicDialect.check(&system_turn).is_err());
     }
 }

@@ -34,6 +34,10 @@ pub(crate) enum Piece {
 /// How a dialect writes answers and errors.
 pub(crate) trait Dialect: Send + Sync + 'static {
     fn frame(&self, piece: &Piece, ctx: &Ctx) -> String;
+    /// Refuses a body the real API would refuse, with its reason.
+    fn check(&self, _body: &Value) -> Result<(), String> {
+        Ok(())
+    }
     fn done(&self) -> Option<String>;
     fn error_event(&self) -> String;
     fn error_body(&self, status: u16, message: &str) -> Value;
@@ -86,6 +90,9 @@ pub(crate) async fn respond(
         Ok(v) => v,
         Err(e) => return error(&dialect, 400, &format!("invalid JSON: {e}"), None),
     };
+    if let Err(reason) = dialect.check(&body) {
+        return error(&dialect, 400, &reason, None);
+    }
     let model = body
         .get("model")
         .and_then(Value::as_str)

@@ -4,6 +4,11 @@ fn request(v: Value) -> ChatRequest {
     serde_json::from_value(v).unwrap()
 }
 
+/// The body as it goes on the wire.
+fn wire(req: &ChatRequest, stream: bool) -> Result<Value, Error> {
+    to_messages_request(req, stream).map(|body| serde_json::to_value(body).unwrap())
+}
+
 #[test]
 fn request_maps_system_tools_and_tool_results() {
     let req = request(json!({
@@ -25,7 +30,7 @@ fn request_maps_system_tools_and_tool_results() {
         "seed": 1,
         "top_k": 5
     }));
-    let body = to_messages_request(&req, true).unwrap();
+    let body = wire(&req, true).unwrap();
     assert_eq!(body["system"], "be brief");
     assert_eq!(body["max_tokens"], 4096);
     assert_eq!(body["temperature"], 1.0);
@@ -65,7 +70,7 @@ fn bad_tool_arguments_name_the_field() {
         {"role": "user", "content": "x"},
         {"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}
     ]}));
-    let e = to_messages_request(&req, false).unwrap_err();
+    let e = wire(&req, false).unwrap_err();
     assert!(
         e.to_string()
             .starts_with("messages[1].tool_calls[0].function.arguments"),
@@ -75,13 +80,13 @@ fn bad_tool_arguments_name_the_field() {
 
 #[test]
 fn response_maps_tool_use_stop_reason_and_usage() {
-    let c = from_messages_response(&json!({
+    let c = from_message(serde_json::from_value(json!({
         "id": "msg_1", "model": "claude-x", "stop_reason": "tool_use",
         "content": [{"type": "text", "text": "Let me check."},
                     {"type": "tool_use", "id": "tu_1", "name": "get", "input": {"city": "Oslo"}}],
         "usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 7}
     }))
-    .unwrap();
+    .unwrap());
     let choice = &c.choices[0];
     assert_eq!(choice.finish_reason.as_deref(), Some("tool_calls"));
     assert_eq!(choice.message.text(), "Let me check.");
@@ -99,8 +104,8 @@ fn response_maps_tool_use_stop_reason_and_usage() {
         (u.prompt_tokens, u.completion_tokens, u.total_tokens),
         (15, 7, 22)
     );
-    assert_eq!(finish_reason("max_tokens"), "length");
-    assert_eq!(finish_reason("end_turn"), "stop");
+    assert_eq!(finish_reason(StopReason::MaxTokens), "length");
+    assert_eq!(finish_reason(StopReason::EndTurn), "stop");
 }
 
 #[test]
@@ -120,7 +125,10 @@ fn stream_events_become_chunks() {
     let mut chunks = Vec::new();
     let mut done = false;
     for e in &events {
-        match state.on_event(e).unwrap() {
+        match state
+            .on_event(serde_json::from_value(e.clone()).unwrap())
+            .unwrap()
+        {
             Step::Emit(c) => chunks.push(c),
             Step::Skip => {}
             Step::Done(c) => {
@@ -164,7 +172,11 @@ fn stream_events_become_chunks() {
 fn stream_error_event_maps_status() {
     let mut state = StreamState::default();
     let e = state
-        .on_event(&json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+        .on_event(
+            serde_json::from_value(json!({"type": "error",
+                "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+            .unwrap(),
+        )
         .err()
         .unwrap();
     assert!(e.is_retryable());
