@@ -60,6 +60,9 @@ pub struct CountTokensRequest {
     /// Extended thinking changes the count, so it is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking: Option<Value>,
+    /// Quorate's `fusion` plugin (a fusion has no single count); never sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<Vec<Value>>,
 }
 
 impl From<MessagesRequest> for CountTokensRequest {
@@ -71,6 +74,7 @@ impl From<MessagesRequest> for CountTokensRequest {
             tools: request.tools,
             tool_choice: request.tool_choice,
             thinking: request.extra.get("thinking").cloned(),
+            plugins: request.plugins,
         }
     }
 }

@@ -222,7 +222,7 @@ async fn count(gw: &common::Gateway, body: Value) -> (u16, Value) {
 
 /// `count_tokens` on an Anthropic model asks the upstream, with only the fields a count takes
 /// (the simulator, like Anthropic, refuses `max_tokens`); a model whose API cannot count and a
-/// fusion get a 400 in Anthropic's error shape.
+/// fusion (by its slug or by the plugin) get a 400 in Anthropic's error shape.
 #[tokio::test]
 async fn count_tokens_asks_an_anthropic_upstream_and_refuses_what_cannot_count() {
     let (sim, addr) = sim(&[]).await;
@@ -236,13 +236,22 @@ async fn count_tokens_asks_an_anthropic_upstream_and_refuses_what_cannot_count()
     assert_eq!(sent.body["model"], "c");
     assert!(sent.body.get("max_tokens").is_none(), "{}", sent.body);
 
-    for model in ["sim/a", "quorate/fusion"] {
-        let body = json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
+    let plugin = json!([{"id": "fusion", "analysis_models": ["sim/a", "sim/b"]}]);
+    for (model, plugins) in [
+        ("sim/a", None),
+        ("quorate/fusion", None),
+        ("simant/c", Some(&plugin)),
+    ] {
+        let mut body = json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
+        if let Some(plugins) = plugins {
+            body["plugins"] = plugins.clone();
+        }
         let (status, error) = count(&gw, body).await;
         assert_eq!(status, 400, "{model}: {error}");
         assert_eq!(error["type"], "error");
         assert_eq!(error["error"]["type"], "invalid_request_error");
-        assert!(error["error"]["message"].as_str().unwrap().contains(model));
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(model), "{model}: {message}");
     }
 }
 

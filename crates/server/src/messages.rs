@@ -14,12 +14,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
 use quorate_api::anthropic::{
-    self, Block, BlockDelta, ErrorDetail, ErrorResponse, MessageDelta, MessageResponse,
-    MessagesRequest, Stop, StreamEvent, TokenCount,
+    self, Block, BlockDelta, CountTokensRequest, ErrorDetail, ErrorResponse, MessageDelta,
+    MessageResponse, MessagesRequest, Stop, StreamEvent, TokenCount,
 };
 use quorate_api::{ChatRequest, ToolCallDelta};
 use quorate_providers::{Error, RequestCtx};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::answer::{self, Chunks, Dialect, Refused, Step, Tally};
 use crate::chat::accept;
@@ -69,12 +69,8 @@ pub async fn count_tokens(
 
 async fn count(state: &AppState, ctx: &RequestCtx, request: Request) -> Result<u64, Error> {
     let bytes = crate::chat::read_body(request, state.body_timeout).await?;
-    let mut body: Value = answer::decode(&bytes)?;
-    if let Some(fields) = body.as_object_mut() {
-        // Only a generation needs a cap; the Messages request type wants one.
-        fields.entry("max_tokens").or_insert(json!(1));
-    }
-    let request = parse(&serde_json::to_vec(&body).unwrap_or_default())?;
+    let request: CountTokensRequest = answer::decode(&bytes)?;
+    let request = checked(request.into_chat().map_err(Error::BadRequest)?)?;
     if crate::fusion::route(&state.fusion, ctx, &request)?.is_some() {
         return Err(Error::BadRequest(format!(
             "model: {} runs the gateway's fusion or tools, whose prompts depend on other models' \
@@ -90,7 +86,10 @@ async fn count(state: &AppState, ctx: &RequestCtx, request: Request) -> Result<u
 /// Strict parsing whose errors name the field, then the checks every surface shares.
 fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
     let request: MessagesRequest = answer::decode(bytes)?;
-    let request = request.into_chat().map_err(Error::BadRequest)?;
+    checked(request.into_chat().map_err(Error::BadRequest)?)
+}
+
+fn checked(request: ChatRequest) -> Result<ChatRequest, Error> {
     request.validate().map_err(Error::BadRequest)?;
     Ok(request)
 }

@@ -5,8 +5,8 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Map, Value};
 
 use super::{
-    Block, Content as InContent, ImageSource, MessageResponse, MessageUsage, MessagesRequest,
-    StopReason, System, Tool, ToolChoice, TurnRole,
+    Block, Content as InContent, CountTokensRequest, ImageSource, MessageResponse, MessageUsage,
+    MessagesRequest, StopReason, System, Tool, ToolChoice, TurnRole,
 };
 use crate::chat::{
     ChatCompletion, ChatRequest, Content, FunctionCall, Message, Role, Stop, ToolCall, Usage,
@@ -52,6 +52,29 @@ impl MessagesRequest {
         request.plugins = self.plugins;
         request.extra = extra;
         Ok(request)
+    }
+}
+
+impl CountTokensRequest {
+    /// The internal request whose prompt is counted: no output cap, as no output is made.
+    pub fn into_chat(self) -> Result<ChatRequest, String> {
+        let mut extra = Map::new();
+        if let Some(thinking) = self.thinking {
+            extra.insert("thinking".into(), thinking);
+        }
+        let request = MessagesRequest {
+            model: self.model,
+            messages: self.messages,
+            system: self.system,
+            tools: self.tools,
+            tool_choice: self.tool_choice,
+            plugins: self.plugins,
+            extra,
+            ..MessagesRequest::default()
+        };
+        let mut chat = request.into_chat()?;
+        chat.max_tokens = None;
+        Ok(chat)
     }
 }
 
