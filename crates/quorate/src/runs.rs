@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 use quorate_config::Config;
-use quorate_store::{Cursor, Filter, Store};
+use quorate_store::{Cursor, Filter, Reader, Store};
 
 #[derive(Subcommand)]
 pub enum RunsCommand {
@@ -58,7 +58,7 @@ pub async fn run(config: &Config, command: RunsCommand) -> anyhow::Result<()> {
             None => Err(anyhow::anyhow!("no run {id:?} in the run store")),
         },
     };
-    store.close(std::time::Duration::from_secs(1)).await;
+    store.close().await;
     result
 }
 
@@ -76,13 +76,15 @@ pub async fn open_configured(config: &Config) -> anyhow::Result<Option<Store>> {
     Ok(Some(Store::open(&options).await?))
 }
 
-async fn open(config: &Config) -> anyhow::Result<Store> {
-    open_configured(config)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the run store is off ([store] enabled = false)"))
+/// The configured store for reading: the CLI writes nothing, so it starts no writer.
+async fn open(config: &Config) -> anyhow::Result<Reader> {
+    if !config.store.enabled {
+        anyhow::bail!("the run store is off ([store] enabled = false)");
+    }
+    Ok(Reader::open(&config.store.url()).await?)
 }
 
-async fn list(store: &Store, filter: &Filter) -> anyhow::Result<()> {
+async fn list(store: &Reader, filter: &Filter) -> anyhow::Result<()> {
     let page = store.list(filter).await?;
     for run in &page.data {
         println!(

@@ -58,7 +58,7 @@ pub async fn list(
         cursor,
         limit,
     };
-    match store.list(&filter).await {
+    match store.reader().list(&filter).await {
         Ok(page) => axum::Json(page).into_response(),
         Err(e) => unavailable(&e).into_response(),
     }
@@ -143,7 +143,7 @@ pub(crate) async fn fetch(store: &Store, id: &str) -> Result<Option<Run>, StoreE
     let fresh = made_ms.is_some_and(|ms| crate::chat::unix_millis().saturating_sub(ms) < FRESH_MS);
     let tries = if fresh { TRIES } else { 1 };
     for attempt in 1..=tries {
-        if let Some(run) = store.get(id).await? {
+        if let Some(run) = store.reader().get(id).await? {
             return Ok(Some(run));
         }
         if attempt < tries {

@@ -39,6 +39,7 @@ pub async fn summary(
         return Refusal(400, "since: must be before until".into()).into_response();
     }
     let usage = match store
+        .reader()
         .usage(since.saturating_mul(1000), until.saturating_mul(1000))
         .await
     {

@@ -42,8 +42,41 @@ pub struct Options {
     pub queue: usize,
 }
 
-pub struct Store {
+/// The store opened for reading only (`quorate runs`): no queue, no writer thread.
+pub struct Reader {
     pool: AnyPool,
+}
+
+impl Reader {
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            pool: db::connect(url).await?,
+        })
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        db::get(&self.pool, id).await
+    }
+
+    pub async fn list(&self, filter: &Filter) -> Result<Page, StoreError> {
+        db::list(&self.pool, filter).await
+    }
+
+    /// Totals per day, model and kind over `[since_ms, until_ms)`, and failures per reason.
+    pub async fn usage(&self, since_ms: i64, until_ms: i64) -> Result<Usage, StoreError> {
+        db::usage(&self.pool, since_ms, until_ms).await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The store the gateway writes: records queued and written off the request path, and read
+/// back through `reader`.
+pub struct Store {
+    reader: Reader,
     queue: mpsc::Sender<Run>,
     capacity: usize,
     content: bool,
@@ -56,7 +89,7 @@ pub struct Store {
 impl Store {
     /// Connects, migrates the schema and starts the writer.
     pub async fn open(options: &Options) -> Result<Self, StoreError> {
-        let pool = db::connect(&options.url).await?;
+        let reader = Reader::open(&options.url).await?;
         let (queue, runs) = mpsc::channel(options.queue.max(1));
         let (stop, stopped) = watch::channel(false);
         let counters = Arc::new(Counters::default());
@@ -70,7 +103,7 @@ impl Store {
         };
         let written = writer::spawn(options.url.clone(), writer).await?;
         Ok(Self {
-            pool,
+            reader,
             queue,
             capacity: options.queue.max(1),
             content: options.content,
@@ -97,17 +130,9 @@ impl Store {
         }
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<Run>, StoreError> {
-        db::get(&self.pool, id).await
-    }
-
-    pub async fn list(&self, filter: &Filter) -> Result<Page, StoreError> {
-        db::list(&self.pool, filter).await
-    }
-
-    /// Totals per day, model and kind over `[since_ms, until_ms)`, and failures per reason.
-    pub async fn usage(&self, since_ms: i64, until_ms: i64) -> Result<Usage, StoreError> {
-        db::usage(&self.pool, since_ms, until_ms).await
+    /// What is written, read back.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
     }
 
     /// Whether prompt and answer text are kept (`[store] content`).
@@ -136,6 +161,6 @@ impl Store {
                 "run store: the queue was not written within the shutdown grace"
             );
         }
-        self.pool.close().await;
+        self.reader.close().await;
     }
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use quorate_store::{Cursor, Detail, Filter, Options, Run, Store, Summary};
+use quorate_store::{Cursor, Detail, Filter, Options, Reader, Run, Store, Summary};
 use serde_json::json;
 
 fn options(name: &str, content: bool, queue: usize) -> (Options, std::path::PathBuf) {
@@ -65,8 +65,8 @@ async fn runs_are_written_and_read_back_by_id_and_in_pages() {
             .load(std::sync::atomic::Ordering::Relaxed),
         25
     );
-    // Reopened: the schema is there already and the rows too.
-    let store = Store::open(&options).await.unwrap();
+    // Reopened for reading (as `quorate runs` does): the schema is there already and the rows too.
+    let store = Reader::open(&options.url).await.unwrap();
     let got = store.get("gen-7").await.unwrap().unwrap();
     assert_eq!(got, run(7, "m/a", 502));
     assert_eq!(store.get("gen-99").await.unwrap(), None);
@@ -115,7 +115,7 @@ async fn runs_are_written_and_read_back_by_id_and_in_pages() {
         ["gen-17", "gen-15", "gen-13", "gen-11", "gen-9", "gen-5"]
     );
     assert_eq!(filtered.next_cursor, None);
-    store.close(Duration::from_secs(5)).await;
+    store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -126,7 +126,7 @@ async fn content_off_keeps_no_text_in_the_file() {
     store.record(run(1, "m/a", 200));
     store.close(Duration::from_secs(10)).await;
     let store = Store::open(&options).await.unwrap();
-    let got = store.get("gen-1").await.unwrap().unwrap();
+    let got = store.reader().get("gen-1").await.unwrap().unwrap();
     assert_eq!(
         (got.summary.completion_tokens, got.detail.answer),
         (4, None)
