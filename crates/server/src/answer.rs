@@ -2,10 +2,11 @@
 //! as one completion or as a stream of chat chunks, recorded on the way. Surfaces other than chat
 //! completions (Anthropic Messages, OpenAI Responses) write these in their own dialect.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use quorate_api::{ChatChunk, ChatCompletion, ErrorBody, ToolCallDelta, Usage};
@@ -72,27 +73,30 @@ impl Refused {
 }
 
 /// How a surface writes an answer: its stream events, its body, its error response.
-pub struct Dialect<E, B> {
+pub struct Dialect<F> {
     /// The events of a stream, from the chunks, the run's id and the model asked.
-    pub events: fn(Chunks, String, String) -> E,
-    pub body: fn(&ChatCompletion) -> B,
+    pub events: F,
+    pub body: fn(&ChatCompletion) -> Response,
     pub refuse: fn(&Refused) -> Response,
+    /// Whether the stream carries a fusion's progress chunks (`fusion_event`) when its plan
+    /// asks for them: only chat completions have a place for them.
+    pub progress: bool,
 }
 
 /// Answers an accepted request in a surface's dialect, streamed or whole.
-pub async fn respond<E, B>(
+pub async fn respond<F, S>(
     state: &AppState,
     ctx: RequestCtx,
     accepted: Accepted,
-    dialect: Dialect<E, B>,
+    dialect: Dialect<F>,
 ) -> Response
 where
-    E: Stream<Item = Bytes> + Send + 'static,
-    B: serde::Serialize,
+    F: FnOnce(Chunks, String, String) -> S,
+    S: Stream<Item = Bytes> + Send + 'static,
 {
     let (id, model) = (ctx.id.clone(), accepted.request.model.clone());
     if accepted.request.stream == Some(true) {
-        return match chunks(state, ctx, accepted).await {
+        return match chunks(state, ctx, accepted, dialect.progress).await {
             Ok(chunks) => sse_response(with_keepalive(
                 (dialect.events)(chunks, id, model),
                 state.keepalive,
@@ -102,7 +106,7 @@ where
     }
     match complete(state, &ctx, accepted).await {
         Ok((completion, recorder)) => {
-            let response = axum::Json((dialect.body)(&completion)).into_response();
+            let response = (dialect.body)(&completion);
             recorder.completed_later(completion);
             response
         }
@@ -191,13 +195,15 @@ async fn complete(
         mut recorder,
     } = accepted;
     let model = request.model.clone();
+    let started = Instant::now();
     let mut completion = match route {
         Some(route) => {
             let (items, _) = crate::fusion::run(state, ctx, route, request);
             let outcome = RunOutcome::read_with(items, |item| recorder.item(item)).await;
-            match outcome.and_then(|o| o.into_completion(model)) {
+            match outcome.and_then(|o| o.into_completion(model.clone())) {
                 Ok(completion) => completion,
                 Err(e) => {
+                    tracing::warn!(%model, status = e.status(), error = %e, "fusion failed");
                     recorder.fusion_failed(&e, false);
                     return Err(Refused::Fusion(e));
                 }
@@ -206,22 +212,28 @@ async fn complete(
         None => match state.router.complete(ctx, request).await {
             Ok(completion) => completion,
             Err(e) => {
+                tracing::warn!(%model, status = e.status(), error = %e, "completion failed");
                 recorder.failed(&e, false);
                 return Err(Refused::Plain(e));
             }
         },
     };
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::info!(%model, status = 200, ms, "completion");
     completion.id.clone_from(&ctx.id);
     completion.created = unix_millis() / 1000;
     Ok((completion, recorder))
 }
 
-/// The answer as it comes. It opens as a chat completion stream does: a failure before the
-/// first output (within one keep-alive interval for fusion) is refused with its status.
+/// The answer as it comes. A failure before the first output within one keep-alive interval
+/// is refused with its HTTP status; past that the response starts (with keep-alives) and a
+/// failure comes in-stream. A fusion whose plan asks for progress chunks (and a surface that
+/// carries them) starts at once: its events are its first output.
 pub async fn chunks(
     state: &AppState,
     ctx: RequestCtx,
     accepted: Accepted,
+    progress: bool,
 ) -> Result<Chunks, Refused> {
     let Accepted {
         request,
@@ -229,37 +241,63 @@ pub async fn chunks(
         mut recorder,
     } = accepted;
     let model = request.model.clone();
-    match route {
-        Some(route) => {
-            let (mut items, _) = crate::fusion::run(state, &ctx, route, request);
-            let first = next_output(&mut items, &mut recorder);
-            let first = match tokio::time::timeout(state.keepalive, first).await {
-                Ok(Some(Err(e))) => {
-                    recorder.fusion_failed(&e, false);
-                    return Err(Refused::Fusion(e));
-                }
-                Ok(item) => item,
-                Err(_) => None,
-            };
-            Ok(fusion_chunks(first, items, model, recorder, false).boxed())
-        }
-        None => match state.router.stream(&ctx, request).await {
-            Ok(opened) => Ok(plain_chunks(opened, recorder).boxed()),
-            Err(e) => {
+    let Some(route) = route else {
+        let router = state.router.clone();
+        let mut open: BoxFuture<'static, Result<RoutedStream, Error>> =
+            Box::pin(async move { router.stream(&ctx, request).await });
+        return match tokio::time::timeout(state.keepalive, &mut open).await {
+            Ok(Err(e)) => {
+                tracing::warn!(%model, status = e.status(), error = %e, "stream failed to start");
                 recorder.failed(&e, false);
                 Err(Refused::Plain(e))
             }
-        },
+            Ok(Ok(opened)) => {
+                Ok(plain_chunks(Box::pin(async { Ok(opened) }), model, recorder).boxed())
+            }
+            Err(_) => Ok(plain_chunks(open, model, recorder).boxed()),
+        };
+    };
+    let (mut items, asked) = crate::fusion::run(state, &ctx, route, request);
+    let progress = progress && asked;
+    let mut first = None;
+    if !progress {
+        let output = next_output(&mut items, &mut recorder);
+        match tokio::time::timeout(state.keepalive, output).await {
+            Ok(Some(Err(e))) => {
+                tracing::warn!(%model, status = e.status(), error = %e, "fusion failed");
+                recorder.fusion_failed(&e, false);
+                return Err(Refused::Fusion(e));
+            }
+            Ok(item) => first = item,
+            Err(_) => {}
+        }
     }
+    Ok(fusion_chunks(first, items, model, recorder, progress).boxed())
 }
 
+/// A model's stream as chunks, recorded on the way; `open` is the stream still opening when the
+/// response had to start.
 fn plain_chunks(
-    mut opened: RoutedStream,
+    open: BoxFuture<'static, Result<RoutedStream, Error>>,
+    model: String,
     recorder: Recorder,
 ) -> impl Stream<Item = Result<ChatChunk, Failure>> + Send + 'static {
     async_stream::stream! {
-        // Dropped unfinished, it records a client that went away.
+        // Taken by whichever way the stream ends; dropped unfinished, it records a client
+        // that went away.
         let mut recorder = Some(recorder);
+        let started = Instant::now();
+        let mut opened = match open.await {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!(%model, status = e.status(), error = %e, "stream failed to start");
+                if let Some(recorder) = recorder.take() {
+                    recorder.failed(&e, true);
+                }
+                yield Err(e.to_body());
+                return;
+            }
+        };
         while let Some(item) = opened.next().await {
             match item {
                 Ok(chunk) => {
@@ -269,6 +307,7 @@ fn plain_chunks(
                     yield Ok(chunk);
                 }
                 Err(e) => {
+                    tracing::warn!(%model, status = e.status(), error = %e, "stream broke off");
                     if let Some(recorder) = recorder.take() {
                         recorder.failed(&e, true);
                     }
@@ -280,6 +319,7 @@ fn plain_chunks(
         if let Some(recorder) = recorder.take() {
             recorder.streamed(None);
         }
+        tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "stream");
     }
 }
 

@@ -1,7 +1,7 @@
 //! `POST /v1/chat/completions`: parse and check the request, route it, answer as JSON or SSE.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -9,13 +9,15 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
-use quorate_api::{ChatChunk, ChatRequest, Content, ErrorBody, Usage, FUSION_DEPTH_HEADER};
+use quorate_api::{
+    ChatChunk, ChatRequest, ChunkChoice, Content, Delta, ErrorBody, Usage, FUSION_DEPTH_HEADER,
+};
 use quorate_config::{Config, ProviderKind};
-use quorate_providers::{in_span, Error, RequestCtx, RoutedStream};
+use quorate_providers::{in_span, Error, RequestCtx};
 use serde::Serialize;
 
+use crate::answer::{self, Chunks, Dialect, Refused};
 use crate::record::{Caller, Recorder};
 use crate::{ApiError, AppState};
 
@@ -27,40 +29,29 @@ pub async fn completions(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let started = Instant::now();
     let openrouter = crate::context::openrouter_path(request.uri().path());
-    let accepted = accept(&state, &mut ctx, &headers, request, "chat", parse).await;
-    let Accepted {
-        request,
-        route,
-        recorder,
-    } = match accepted {
+    let accepted = match accept(&state, &mut ctx, &headers, request, "chat", parse).await {
         Ok(accepted) => accepted,
         Err(e) => return ApiError(e).into_response(),
     };
-    let framing = Framing::of(openrouter, &request);
-    if let Some(route) = route {
-        return crate::fusion::respond(&state, &ctx, route, request, recorder, framing).await;
+    let framing = Framing::of(openrouter, &accepted.request);
+    let dialect = Dialect {
+        events: move |chunks, id, model| frames(chunks, id, model, framing),
+        body: |completion| axum::Json(completion).into_response(),
+        refuse,
+        progress: true,
+    };
+    answer::respond(&state, ctx, accepted, dialect).await
+}
+
+/// The error response of a request that got no answer; a failed fusion run says not to retry.
+fn refuse(refused: &Refused) -> Response {
+    let mut response =
+        crate::error::respond(refused.status(), refused.to_body(), refused.retry_after());
+    if refused.retry_cannot_help() {
+        crate::error::no_retry(&mut response);
     }
-    if request.stream == Some(true) {
-        return stream(&state, ctx, request, recorder, framing).await;
-    }
-    let model = request.model.clone();
-    match state.router.complete(&ctx, request).await {
-        Ok(mut completion) => {
-            tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "completion");
-            completion.id = ctx.id;
-            completion.created = unix_millis() / 1000;
-            let response = axum::Json(&completion).into_response();
-            recorder.completed_later(completion);
-            response
-        }
-        Err(e) => {
-            tracing::warn!(%model, status = e.status(), error = %e, "completion failed");
-            recorder.failed(&e, false);
-            ApiError(e).into_response()
-        }
-    }
+    response
 }
 
 /// A request read, checked and routed, with the recorder that follows it.
@@ -247,37 +238,6 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
     Ok(request)
 }
 
-/// Streams as SSE. If the upstream accepts within one keep-alive interval, its errors still get
-/// their HTTP status; past that the response starts (200, with keep-alives) and any error comes
-/// in-stream.
-async fn stream(
-    state: &AppState,
-    ctx: RequestCtx,
-    request: ChatRequest,
-    recorder: Recorder,
-    framing: Framing,
-) -> Response {
-    let router = state.router.clone();
-    let model = request.model.clone();
-    let id = ctx.id.clone();
-    let mut open: BoxFuture<'static, Result<RoutedStream, Error>> =
-        Box::pin(async move { router.stream(&ctx, request).await });
-    let opened: BoxFuture<'static, Result<RoutedStream, Error>> =
-        match tokio::time::timeout(state.keepalive, &mut open).await {
-            Ok(Err(e)) => {
-                tracing::warn!(%model, status = e.status(), error = %e, "stream failed to start");
-                recorder.failed(&e, false);
-                return ApiError(e).into_response();
-            }
-            Ok(Ok(stream)) => Box::pin(async move { Ok(stream) }),
-            Err(_) => open,
-        };
-    sse_response(with_keepalive(
-        sse_frames(opened, id, model, recorder, framing),
-        state.keepalive,
-    ))
-}
-
 /// An SSE response. Its body is polled after the handler returned, so it is put back in the
 /// request's span (log lines and upstream calls it makes keep the request id).
 pub fn sse_response(frames: impl Stream<Item = Bytes> + Send + 'static) -> Response {
@@ -304,80 +264,100 @@ pub fn data_frame(value: &impl Serialize) -> Bytes {
     Bytes::from(format!("data: {json}\n\n"))
 }
 
-/// The SSE body: chunks with the gateway's id, a usage chunk last when `framing` says so, then
-/// `[DONE]`; or an error event where the upstream failed. The usage is recorded either way.
-fn sse_frames(
-    opened: BoxFuture<'static, Result<RoutedStream, Error>>,
+/// The SSE body of an answer's chunks, each with the gateway's id and time, then `[DONE]`; a
+/// failure as an error event. With a usage chunk (`framing`) every chunk goes out as it comes,
+/// and a stream whose upstream sent no usage ends with an empty one. Without it, usage leaves
+/// the chunks, and the chunk that finishes the answer is held back to go last, carrying the
+/// run's `fusion` or `research` object.
+fn frames(
+    chunks: Chunks,
     id: String,
     model: String,
-    recorder: Recorder,
     framing: Framing,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
-        // Taken by whichever way the stream ends; dropped unfinished, it records a client
-        // that went away.
-        let mut recorder = Some(recorder);
-        let started = Instant::now();
         let created = unix_millis() / 1000;
-        let mut chunks = match opened.await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%model, status = e.status(), error = %e, "stream failed to start");
-                if let Some(recorder) = recorder.take() {
-                    recorder.failed(&e, true);
-                }
-                yield framing.error(&e.to_body());
-                return;
-            }
+        let stamp = |mut chunk: ChatChunk| {
+            chunk.id.clone_from(&id);
+            chunk.created = created;
+            data_frame(&chunk)
         };
-        let mut last_model = model.clone();
         let mut saw_usage = false;
-        while let Some(item) = chunks.next().await {
-            match item {
-                Ok(mut chunk) => {
-                    chunk.id.clone_from(&id);
-                    chunk.created = created;
-                    saw_usage |= chunk.usage.is_some();
-                    last_model.clone_from(&chunk.model);
-                    if let Some(recorder) = recorder.as_mut() {
-                        recorder.chunk(&chunk);
+        let mut last_model = model;
+        let mut finishing: Option<ChatChunk> = None;
+        let mut chunks = chunks;
+        while let Some(chunk) = chunks.next().await {
+            let mut chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(body) => {
+                    if let Some(held) = finishing.take() {
+                        yield stamp(held);
                     }
-                    if !framing.usage_chunk {
-                        if chunk.choices.is_empty() {
-                            continue;
-                        }
-                        chunk.usage = None;
-                    }
-                    yield data_frame(&chunk);
-                }
-                Err(e) => {
-                    tracing::warn!(%model, status = e.status(), error = %e, "stream broke off");
-                    if let Some(recorder) = recorder.take() {
-                        recorder.failed(&e, true);
-                    }
-                    yield framing.error(&e.to_body());
+                    yield framing.error(&body);
                     return;
                 }
+            };
+            saw_usage |= chunk.usage.is_some();
+            last_model.clone_from(&chunk.model);
+            if framing.usage_chunk || is_progress(&chunk) {
+                yield stamp(chunk);
+            } else if chunk.choices.is_empty() {
+                yield stamp(closing(finishing.take(), chunk));
+            } else {
+                chunk.usage = None;
+                if finishes(&chunk) {
+                    if let Some(held) = finishing.replace(chunk) {
+                        yield stamp(held);
+                    }
+                } else {
+                    yield stamp(chunk);
+                }
             }
         }
-        if !saw_usage {
-            tracing::warn!(%model, "upstream stream carried no usage");
-            if framing.usage_chunk {
-                yield data_frame(&empty_usage_chunk(&id, created, last_model));
-            }
+        if let Some(held) = finishing.take() {
+            yield stamp(held);
         }
-        if let Some(recorder) = recorder.take() {
-            recorder.streamed(None);
+        if framing.usage_chunk && !saw_usage {
+            tracing::warn!(model = %last_model, "upstream stream carried no usage");
+            yield stamp(empty_usage_chunk(last_model));
         }
-        tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "stream");
         yield Bytes::from_static(b"data: [DONE]\n\n");
     }
 }
 
-fn empty_usage_chunk(id: &str, created: u64, model: String) -> ChatChunk {
+fn finishes(chunk: &ChatChunk) -> bool {
+    chunk.choices.iter().any(|c| c.finish_reason.is_some())
+}
+
+/// A fusion's progress chunk (`fusion_event`, no choices).
+fn is_progress(chunk: &ChatChunk) -> bool {
+    chunk.choices.is_empty() && chunk.extra.contains_key("fusion_event")
+}
+
+/// The stream's last chunk when it has no usage chunk: the held finishing chunk (or a bare
+/// `stop`), carrying the run's `fusion` or `research` object from `last` (the usage-only chunk
+/// that ends a run or a model's stream).
+fn closing(held: Option<ChatChunk>, last: ChatChunk) -> ChatChunk {
+    let mut chunk = held.unwrap_or_else(|| {
+        let mut chunk = ChatChunk::empty(last.model.clone());
+        chunk.choices.push(ChunkChoice {
+            index: 0,
+            delta: Delta::default(),
+            finish_reason: Some("stop".into()),
+            extra: Default::default(),
+        });
+        chunk
+    });
+    for key in ["fusion", "research"] {
+        if let Some(object) = last.extra.get(key) {
+            chunk.extra.insert(key.into(), object.clone());
+        }
+    }
+    chunk
+}
+
+fn empty_usage_chunk(model: String) -> ChatChunk {
     let mut chunk = ChatChunk::empty(model);
-    chunk.id = id.to_string();
-    chunk.created = created;
     chunk.usage = Some(Usage {
         cost: Some(Default::default()),
         ..Usage::default()

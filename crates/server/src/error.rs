@@ -7,7 +7,6 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use quorate_api::ErrorBody;
-use quorate_fusion::FusionError;
 use quorate_providers::Error;
 
 pub struct ApiError(pub Error);
@@ -21,22 +20,6 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         respond(self.0.status(), self.0.to_body(), self.0.retry_after())
-    }
-}
-
-/// A failed fusion run: its error's status, with `failure_reason` and the report in metadata.
-pub struct FusionApiError(pub FusionError);
-
-impl IntoResponse for FusionApiError {
-    /// SDKs retry a 502 on their own, and each retry is a whole panel again: a failed run says
-    /// not to, unless an upstream asked to be retried later.
-    fn into_response(self) -> Response {
-        let retry_after = self.0.error.retry_after();
-        let mut response = respond(self.0.status(), self.0.to_body(), retry_after);
-        if retry_after.is_none() {
-            no_retry(&mut response);
-        }
-        response
     }
 }
 

@@ -32,7 +32,7 @@ use quorate_providers::Router;
 use quorate_store::Store;
 use tokio::net::TcpListener;
 
-pub use error::{ApiError, FusionApiError};
+pub use error::ApiError;
 
 pub struct AppState {
     pub router: Router,

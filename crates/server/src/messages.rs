@@ -40,8 +40,9 @@ pub async fn create(
     };
     let dialect = Dialect {
         events,
-        body: anthropic::message,
+        body: |completion| axum::Json(anthropic::message(completion)).into_response(),
         refuse,
+        progress: false,
     };
     answer::respond(&state, ctx, accepted, dialect).await
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
 use quorate_api::responses::{self, ResponsesRequest};
@@ -61,8 +61,9 @@ pub async fn create(
     }
     let dialect = Dialect {
         events,
-        body: responses::from_completion,
+        body: |completion| axum::Json(responses::from_completion(completion)).into_response(),
         refuse,
+        progress: false,
     };
     answer::respond(&state, ctx, accepted, dialect).await
 }
