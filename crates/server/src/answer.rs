@@ -70,6 +70,15 @@ impl Refused {
     pub fn retry_cannot_help(&self) -> bool {
         matches!(self, Refused::Fusion(_)) && self.retry_after().is_none()
     }
+
+    /// The error response in the gateway's dialect (OpenAI's, or OpenRouter's by path).
+    pub fn response(&self) -> Response {
+        let mut response = crate::error::respond(self.status(), self.to_body(), self.retry_after());
+        if self.retry_cannot_help() {
+            crate::error::no_retry(&mut response);
+        }
+        response
+    }
 }
 
 /// How a surface writes an answer: its stream events, its body, its error response.

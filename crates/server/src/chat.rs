@@ -38,20 +38,10 @@ pub async fn completions(
     let dialect = Dialect {
         events: move |chunks, id, model| frames(chunks, id, model, framing),
         body: |completion| axum::Json(completion).into_response(),
-        refuse,
+        refuse: Refused::response,
         progress: true,
     };
     answer::respond(&state, ctx, accepted, dialect).await
-}
-
-/// The error response of a request that got no answer; a failed fusion run says not to retry.
-fn refuse(refused: &Refused) -> Response {
-    let mut response =
-        crate::error::respond(refused.status(), refused.to_body(), refused.retry_after());
-    if refused.retry_cannot_help() {
-        crate::error::no_retry(&mut response);
-    }
-    response
 }
 
 /// A request read, checked and routed, with the recorder that follows it.

@@ -40,7 +40,7 @@ pub async fn create(
     let accepted = accept(&state, &mut ctx, &headers, request, SURFACE, parse).await;
     let mut accepted = match accepted {
         Ok(accepted) => accepted,
-        Err(e) => return refuse(&Refused::Plain(e)),
+        Err(e) => return Refused::Plain(e).response(),
     };
     if let Some(Value::String(previous)) = accepted.request.extra.remove(PREVIOUS) {
         match history(&state, &previous).await {
@@ -55,14 +55,14 @@ pub async fn create(
             }
             Err(e) => {
                 accepted.recorder.failed(&e, false);
-                return refuse(&Refused::Plain(e));
+                return Refused::Plain(e).response();
             }
         }
     }
     let dialect = Dialect {
         events,
         body: |completion| axum::Json(responses::from_completion(completion)).into_response(),
-        refuse,
+        refuse: Refused::response,
         progress: false,
     };
     answer::respond(&state, ctx, accepted, dialect).await
@@ -125,15 +125,6 @@ async fn kept(store: &Store, id: &str) -> Result<Run, Error> {
         ))),
         Err(e) => Err(Error::Unavailable(format!("{PREVIOUS}: {e}"))),
     }
-}
-
-fn refuse(refused: &Refused) -> Response {
-    let mut response =
-        crate::error::respond(refused.status(), refused.to_body(), refused.retry_after());
-    if refused.retry_cannot_help() {
-        crate::error::no_retry(&mut response);
-    }
-    response
 }
 
 /// The Responses event sequence: `response.created`, `response.in_progress`, per output item
