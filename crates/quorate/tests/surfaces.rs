@@ -297,3 +297,46 @@ async fn count_tokens_on_a_local_model_matches_its_prompt_tokens() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "context_length_exceeded", "{error}");
 }
+
+/// On every surface, a stream that fails before its first output within one keep-alive
+/// interval (0.3 s here) gets the failure's HTTP status; one that fails later has already started
+/// (keep-alives flowed while the upstream was silent) and gets the surface's error event.
+#[tokio::test]
+async fn a_stream_failing_late_has_started_with_keepalives_on_every_surface() {
+    let fault = |ttft_ms: u64| json!({"fault": "status", "status": 400, "reply": "bad input", "ttft_ms": ttft_ms});
+    let (_sim, addr) = sim(&[("a", fault(0)), ("b", fault(1000))]).await;
+    let gw = start(&config(addr, ""), &[]).await;
+    let client = reqwest::Client::new();
+    let user = json!([{"role": "user", "content": "x"}]);
+    let surfaces = [
+        (
+            "/v1/messages",
+            json!({"max_tokens": 5, "messages": user}),
+            "event: error",
+        ),
+        ("/v1/responses", json!({"input": "x"}), "response.failed"),
+        (
+            "/v1/chat/completions",
+            json!({"messages": user}),
+            "data: {\"error\"",
+        ),
+    ];
+    for (path, body, error_event) in surfaces {
+        for (model, late) in [("sim/a", false), ("sim/b", true)] {
+            let mut body = body.clone();
+            body["model"] = json!(model);
+            body["stream"] = json!(true);
+            let response = client.post(gw.url(path)).json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            let raw = response.text().await.unwrap();
+            assert!(raw.contains("bad input"), "{path} {model}: {raw}");
+            if late {
+                assert_eq!(status, 200, "{path} {model}: {raw}");
+                assert!(raw.contains(": quorate processing\n\n"), "{path}: {raw}");
+                assert!(raw.contains(error_event), "{path}: {raw}");
+            } else {
+                assert_eq!(status, 400, "{path} {model}: {raw}");
+            }
+        }
+    }
+}
