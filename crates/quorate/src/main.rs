@@ -105,6 +105,8 @@ enum ConfigCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    #[cfg(unix)]
+    with_passive_openmp();
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve { .. }) {
         "info"
@@ -252,4 +254,32 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+}
+
+/// llama.cpp's OpenMP threads wait for each other at every step of a generation, and by default
+/// they spin while they wait: with any other busy process on the machine, a generation on all
+/// cores collapses (2 cores, one busy process: 126 s instead of 5 s; on an idle machine the two
+/// policies measure the same). The OpenMP runtime reads its wait policy once, when it is loaded
+/// before `main`, so the process starts itself again with `OMP_WAIT_POLICY=passive`, unless the
+/// caller chose a policy.
+#[cfg(unix)]
+fn with_passive_openmp() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    // `exec` returns only when it failed: run on with the runtime's default.
+    let error = command.args(args).env("OMP_WAIT_POLICY", "passive").exec();
+    eprintln!(
+        "quorate: could not restart with OMP_WAIT_POLICY=passive ({error}); local models may \
+         slow down on a busy machine"
+    );
 }

@@ -1187,3 +1187,29 @@ async fn requests_a_model_cannot_serve_are_refused_by_field() {
         "forwarded as sent"
     );
 }
+
+/// The binary restarts itself with OpenMP's passive wait policy (llama.cpp's threads would
+/// otherwise spin and collapse on a busy machine), and keeps a policy the caller chose.
+#[tokio::test]
+async fn the_process_runs_with_a_passive_openmp_wait_policy() {
+    let (_sim, addr) = sim(&[]).await;
+    for (env, expected) in [
+        (vec![], "OMP_WAIT_POLICY=passive"),
+        (
+            vec![("OMP_WAIT_POLICY", "active")],
+            "OMP_WAIT_POLICY=active",
+        ),
+    ] {
+        let gw = start(&config(addr, ""), &env).await;
+        let pid = gw.child.id().unwrap();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        assert!(
+            vars.contains(&expected.as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&environ)
+        );
+        // Still serving, under the pid that was started.
+        assert_eq!(gw.post(&ask("sim/a", "x")).await.status(), 200);
+    }
+}
