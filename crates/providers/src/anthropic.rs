@@ -488,18 +488,11 @@ impl StreamState {
                 last.usage = Some(self.usage.clone());
                 Ok(Step::Done(last))
             }
-            StreamEvent::Error { error } => {
-                let body = wire::ErrorResponse {
-                    kind: "error".into(),
-                    error: error.clone(),
-                };
-                let text = serde_json::to_string(&body).unwrap_or_default();
-                Err(Error::from_upstream_status(
-                    error.status(),
-                    upstream_message(&text),
-                    None,
-                ))
-            }
+            StreamEvent::Error { error } => Err(Error::from_upstream_status(
+                error.status(),
+                upstream_message(&error.message),
+                None,
+            )),
             // ping, content_block_stop, future event types
             StreamEvent::Ping | StreamEvent::ContentBlockStop { .. } | StreamEvent::Other => {
                 Ok(Step::Skip)
