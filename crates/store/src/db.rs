@@ -15,7 +15,22 @@ const COLUMNS: &str = "id, created_ms, caller, surface, model, answered_by, kind
     status, error_kind, latency_ms, first_token_ms, gateway_ms, prompt_tokens, \
     completion_tokens, cost_usd, saved_tokens";
 
-/// Connects and brings the schema up to date. A SQLite file (and its folder) is created.
+/// Readers do not wait on the writer; a commit is durable without a sync per batch. Set on every
+/// connection the pool opens (`synchronous` is per connection, and the pool replaces idle ones).
+const SQLITE_PRAGMAS: [&str; 2] = ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"];
+
+/// Connects and brings the schema up to date (the readers' pool, opened first).
+pub async fn open(url: &str) -> Result<AnyPool, StoreError> {
+    let pool = connect(url).await?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Migrate(e.to_string()))?;
+    Ok(pool)
+}
+
+/// Connects to a database whose schema `open` brought up to date (the writer's pool). A SQLite
+/// file (and its folder) is created.
 pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {
     sqlx::any::install_default_drivers();
     if url.contains(":memory:") || url.contains("mode=memory") {
@@ -26,23 +41,23 @@ pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {
         ));
     }
     let url = sqlite_create(url)?;
-    let pool = AnyPoolOptions::new()
-        .max_connections(if url.starts_with("sqlite:") { 1 } else { 4 })
+    let sqlite = url.starts_with("sqlite:");
+    AnyPoolOptions::new()
+        .max_connections(if sqlite { 1 } else { 4 })
         .acquire_timeout(std::time::Duration::from_secs(5))
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if sqlite {
+                    for pragma in SQLITE_PRAGMAS {
+                        sqlx::query(pragma).execute(&mut *connection).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
         .connect(&url)
         .await
-        .map_err(|e| StoreError::Connect(e.to_string()))?;
-    if url.starts_with("sqlite:") {
-        // Readers do not wait on the writer; a commit is durable without a sync per batch.
-        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"] {
-            sqlx::query(pragma).execute(&pool).await?;
-        }
-    }
-    MIGRATOR
-        .run(&pool)
-        .await
-        .map_err(|e| StoreError::Migrate(e.to_string()))?;
-    Ok(pool)
+        .map_err(|e| StoreError::Connect(e.to_string()))
 }
 
 /// A SQLite URL with `mode=rwc` (create the file), its folder made.
@@ -301,4 +316,28 @@ fn as_i64(n: u64) -> i64 {
 
 fn as_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The pool replaces connections (idle ones time out); each new one must get the pragmas,
+    /// not only the first.
+    #[tokio::test]
+    async fn every_sqlite_connection_gets_the_pragmas() {
+        let dir = std::env::temp_dir().join(format!("quorate-db-pragmas-{}", std::process::id()));
+        let pool = super::open(&format!("sqlite://{}", dir.join("runs.db").display()))
+            .await
+            .unwrap();
+        for connection in ["first", "replacement"] {
+            let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(synchronous, 1, "NORMAL on the {connection} connection");
+            // Taken out of the pool and closed: the next query opens another.
+            pool.acquire().await.unwrap().detach();
+        }
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -51,7 +51,7 @@ impl Reader {
     /// Connects and brings the schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         Ok(Self {
-            pool: db::connect(url).await?,
+            pool: db::open(url).await?,
         })
     }
 
