@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 mod surface;
 
-pub use surface::{message, stop_reason, tool_use_block, usage};
+pub use surface::{message, stop_reason, usage};
 
 /// `POST /v1/messages` body. Fields no one here reads pass through in `extra`, as on chat
 /// completions.

@@ -250,7 +250,7 @@ pub fn stop_reason(finish_reason: Option<&str>) -> StopReason {
 }
 
 /// A `tool_use` block for a whole call; arguments that are not JSON are kept as a string.
-pub fn tool_use_block(call: &ToolCall) -> Block {
+fn tool_use_block(call: &ToolCall) -> Block {
     let input = serde_json::from_str::<Value>(&call.function.arguments)
         .unwrap_or_else(|_| json!({"arguments": call.function.arguments}));
     Block::ToolUse {
