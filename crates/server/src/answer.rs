@@ -300,10 +300,7 @@ fn plain_chunks(
             Ok(opened) => opened,
             Err(e) => {
                 tracing::warn!(%model, status = e.status(), error = %e, "stream failed to start");
-                if let Some(recorder) = recorder.take() {
-                    recorder.failed(&e, true);
-                }
-                yield Err(e.to_body());
+                yield Err(ended(&mut recorder, &e));
                 return;
             }
         };
@@ -317,10 +314,7 @@ fn plain_chunks(
                 }
                 Err(e) => {
                     tracing::warn!(%model, status = e.status(), error = %e, "stream broke off");
-                    if let Some(recorder) = recorder.take() {
-                        recorder.failed(&e, true);
-                    }
-                    yield Err(e.to_body());
+                    yield Err(ended(&mut recorder, &e));
                     return;
                 }
             }
@@ -330,6 +324,14 @@ fn plain_chunks(
         }
         tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "stream");
     }
+}
+
+/// Records the failure that ends a stream (once: the recorder is taken) and gives its body.
+fn ended(recorder: &mut Option<Recorder>, e: &Error) -> Failure {
+    if let Some(recorder) = recorder.take() {
+        recorder.failed(e, true);
+    }
+    e.to_body()
 }
 
 /// A fusion run's answer as chunks, the run recorded on the way: progress chunks when asked for,
@@ -389,10 +391,7 @@ pub fn fusion_chunks(
         // research answer): its usage and `research` object close the stream.
         let Some(answer) = outcome.answer else {
             let e = Error::InvalidResponse("the fusion run ended without a result".into());
-            if let Some(recorder) = recorder.take() {
-                recorder.failed(&e, true);
-            }
-            yield Err(e.to_body());
+            yield Err(ended(&mut recorder, &e));
             return;
         };
         if let Some(recorder) = recorder.take() {
