@@ -128,7 +128,7 @@ impl Dialect for AnthropicDialect {
     /// Anthropic refuses a body that is not a Messages request (no `max_tokens`, a turn of an
     /// unknown role, ...).
     fn check(&self, body: &Value) -> Result<(), String> {
-        serde_json::from_value::<MessagesRequest>(body.clone())
+        <MessagesRequest as serde::Deserialize>::deserialize(body)
             .map(drop)
             .map_err(|e| format!("not a Messages request: {e}"))
     }
