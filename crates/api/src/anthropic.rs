@@ -2,7 +2,7 @@
 //! and the error body. The gateway's `/v1/messages` surface reads requests and writes messages
 //! (`surface`), the Anthropic provider writes requests and reads messages, and the simulator
 //! plays the upstream: one dialect, one set of types. Routing, fusion, the store and metrics see
-//! only the internal `ChatRequest`.
+//! only the internal `ModelRequest`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -4,11 +4,13 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::request::{CapName, ModelRequest};
+
 /// `POST /v1/chat/completions` body. Fields Quorate reads are typed; everything else stays in
 /// `extra` and is forwarded upstream as it came.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
-    /// May be left out when `models` is given (OpenRouter): see `take_model_from_models`.
+    /// May be left out when `models` is given (OpenRouter): see `into_request`.
     #[serde(default)]
     pub model: String,
     pub messages: Vec<Message>,
@@ -95,52 +97,14 @@ pub const FUSION_DEPTH_HEADER: &str = "x-quorate-fusion-depth";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 impl ChatRequest {
-    pub fn new(model: impl Into<String>, messages: Vec<Message>) -> Self {
-        Self {
-            model: model.into(),
-            messages,
-            stream: None,
-            models: None,
-            temperature: None,
-            top_p: None,
-            max_tokens: None,
-            max_completion_tokens: None,
-            stop: None,
-            tools: None,
-            tool_choice: None,
-            seed: None,
-            response_format: None,
-            stream_options: None,
-            plugins: None,
-            extra: Map::new(),
+    /// The internal request, checked. OpenRouter takes `models` alone: the first is the model,
+    /// the rest its fallbacks. Errors name the field as the caller sent it.
+    pub fn into_request(mut self) -> Result<ModelRequest, String> {
+        if self.model.is_empty() {
+            if let Some(models) = self.models.as_mut().filter(|m| !m.is_empty()) {
+                self.model = models.remove(0);
+            }
         }
-    }
-
-    /// The output cap the caller asked for, whichever of the two names it used.
-    pub fn max_output_tokens(&self) -> Option<u32> {
-        self.max_completion_tokens.or(self.max_tokens)
-    }
-
-    /// Field-level checks serde cannot express. The error names the field.
-    /// OpenRouter takes `models` alone: the first is the model, the rest its fallbacks.
-    pub fn take_model_from_models(&mut self) {
-        if !self.model.is_empty() {
-            return;
-        }
-        if let Some(models) = self.models.as_mut().filter(|m| !m.is_empty()) {
-            self.model = models.remove(0);
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        if self.model.trim().is_empty() {
-            return Err("model: required (or `models`, the models to try in order)".into());
-        }
-        if self.messages.is_empty() {
-            return Err("messages: must hold at least one message".into());
-        }
-        check_range("temperature", self.temperature, 0.0, 2.0)?;
-        check_range("top_p", self.top_p, 0.0, 1.0)?;
         for (name, value) in [
             ("max_tokens", self.max_tokens),
             ("max_completion_tokens", self.max_completion_tokens),
@@ -149,26 +113,35 @@ impl ChatRequest {
                 return Err(format!("{name}: must be at least 1"));
             }
         }
-        if let Some(models) = &self.models {
-            if let Some(i) = models.iter().position(|m| m.trim().is_empty()) {
-                return Err(format!("models[{i}]: must not be empty"));
-            }
-        }
-        for (i, message) in self.messages.iter().enumerate() {
-            message
-                .validate()
-                .map_err(|e| format!("messages[{i}].{e}"))?;
-        }
-        Ok(())
+        let request = ModelRequest::from(self);
+        request.validate()?;
+        Ok(request)
     }
 }
 
-fn check_range(name: &str, value: Option<f64>, low: f64, high: f64) -> Result<(), String> {
-    match value {
-        Some(v) if !(low..=high).contains(&v) => {
-            Err(format!("{name}: must be between {low} and {high}, got {v}"))
+impl From<ChatRequest> for ModelRequest {
+    fn from(wire: ChatRequest) -> Self {
+        let cap_name = match wire.max_completion_tokens {
+            Some(_) => CapName::MaxCompletionTokens,
+            None => CapName::MaxTokens,
+        };
+        Self {
+            model: wire.model,
+            fallbacks: wire.models,
+            messages: wire.messages,
+            stream: wire.stream == Some(true),
+            temperature: wire.temperature,
+            top_p: wire.top_p,
+            max_tokens: wire.max_completion_tokens.or(wire.max_tokens),
+            cap_name,
+            stop: wire.stop.map(Stop::into_vec).unwrap_or_default(),
+            seed: wire.seed,
+            response_format: wire.response_format,
+            tools: wire.tools.unwrap_or_default(),
+            tool_choice: wire.tool_choice,
+            plugins: wire.plugins.unwrap_or_default(),
+            extra: wire.extra,
         }
-        _ => Ok(()),
     }
 }
 
@@ -180,10 +153,10 @@ pub enum Stop {
 }
 
 impl Stop {
-    pub fn to_vec(&self) -> Vec<String> {
+    pub fn into_vec(self) -> Vec<String> {
         match self {
-            Stop::One(s) => vec![s.clone()],
-            Stop::Many(v) => v.clone(),
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
         }
     }
 }
@@ -271,7 +244,7 @@ impl Message {
         self.content.as_ref().map(Content::text).unwrap_or_default()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.role == Role::Tool && self.tool_call_id.is_none() {
             return Err("tool_call_id: required on a tool message".into());
         }
@@ -564,13 +537,37 @@ mod tests {
             "model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3.5
         }))
         .unwrap();
-        assert!(req.validate().unwrap_err().starts_with("temperature:"));
+        let error = |r: &ChatRequest| r.clone().into_request().unwrap_err();
+        assert!(error(&req).starts_with("temperature:"));
         req.temperature = None;
+        req.max_completion_tokens = Some(0);
+        assert_eq!(error(&req), "max_completion_tokens: must be at least 1");
+        req.max_completion_tokens = None;
         req.messages.push(Message::new(Role::Tool, "result"));
         assert_eq!(
-            req.validate().unwrap_err(),
+            error(&req),
             "messages[1].tool_call_id: required on a tool message"
         );
+    }
+
+    #[test]
+    fn the_internal_request_settles_the_wire_details() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "models": ["a", "b"], "messages": [{"role": "user", "content": "x"}],
+            "stream": true, "stream_options": {"include_usage": true},
+            "max_tokens": 9, "max_completion_tokens": 7, "stop": "END", "top_k": 3
+        }))
+        .unwrap();
+        let internal = req.into_request().unwrap();
+        assert_eq!(internal.model, "a");
+        assert_eq!(internal.fallbacks, Some(vec!["b".to_string()]));
+        assert!(internal.stream);
+        assert_eq!(
+            (internal.max_tokens, internal.cap_name),
+            (Some(7), CapName::MaxCompletionTokens)
+        );
+        assert_eq!(internal.stop, ["END"]);
+        assert_eq!(internal.extra["top_k"], 3);
     }
 
     #[test]
@@ -708,11 +705,10 @@ mod properties {
         /// is forwarded is what was sent, unknown fields included.
         #[test]
         fn valid_requests_round_trip(body in request()) {
-            let Ok(mut request) = serde_json::from_value::<ChatRequest>(body) else {
+            let Ok(request) = serde_json::from_value::<ChatRequest>(body) else {
                 return Ok(());
             };
-            request.take_model_from_models();
-            if request.validate().is_ok() {
+            if request.clone().into_request().is_ok() {
                 let text = serde_json::to_string(&request).unwrap();
                 let again: ChatRequest = serde_json::from_str(&text).unwrap();
                 prop_assert_eq!(again, request);
@@ -723,7 +719,7 @@ mod properties {
         #[test]
         fn any_bytes_parse(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             if let Ok(request) = serde_json::from_slice::<ChatRequest>(&bytes) {
-                let _ = request.validate();
+                let _ = request.into_request();
             }
         }
     }

@@ -1,4 +1,4 @@
-//! OpenAI's Responses API as a surface: its request read into the internal `ChatRequest`, a
+//! OpenAI's Responses API as a surface: its request read into the internal `ModelRequest`, a
 //! completion written back as a response object. Only the edge speaks this dialect.
 
 use rust_decimal::prelude::ToPrimitive;
@@ -6,9 +6,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::chat::{
-    ChatCompletion, ChatRequest, Content, FunctionCall, JsonSchema, Message, ResponseFormat, Role,
-    ToolCall, Usage,
+    ChatCompletion, Content, FunctionCall, JsonSchema, Message, ResponseFormat, Role, ToolCall,
+    Usage,
 };
+use crate::request::ModelRequest;
 
 /// `POST /v1/responses` body. Fields Quorate does not read go upstream as they came.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,27 +80,22 @@ pub enum Format {
 impl ResponsesRequest {
     /// The internal request: `history` (an earlier response's turns) first, then the
     /// instructions and this input. Errors name the field.
-    pub fn into_chat(self, history: Vec<Message>) -> Result<ChatRequest, String> {
+    pub fn into_request(self, history: Vec<Message>) -> Result<ModelRequest, String> {
         let mut messages = Vec::new();
         if let Some(instructions) = self.instructions {
             messages.push(Message::new(Role::System, instructions));
         }
         messages.extend(history);
         messages.extend(input_messages(self.input)?);
-        let mut request: ChatRequest =
-            serde_json::from_value(json!({"model": self.model, "messages": []}))
-                .map_err(|e| e.to_string())?;
-        request.messages = messages;
+        let mut request = ModelRequest::new(self.model, messages);
         request.max_tokens = self.max_output_tokens;
         request.temperature = self.temperature;
         request.top_p = self.top_p;
-        request.stream = self.stream;
-        request.tools = self
-            .tools
-            .map(|tools| tools.into_iter().map(chat_tool).collect());
+        request.stream = self.stream == Some(true);
+        request.tools = self.tools.into_iter().flatten().map(chat_tool).collect();
         request.tool_choice = self.tool_choice.map(chat_tool_choice);
         request.response_format = self.text.and_then(|t| t.format).map(response_format);
-        request.plugins = self.plugins;
+        request.plugins = self.plugins.unwrap_or_default();
         request.extra = self.extra;
         if let Some(parallel) = self.parallel_tool_calls {
             request
@@ -360,7 +356,7 @@ mod tests {
             {"type": "function_call_output", "call_id": "c1", "output": "rain"}
         ]}))
         .unwrap();
-        let chat = request.into_chat(Vec::new()).unwrap();
+        let chat = request.into_request(Vec::new()).unwrap();
         let roles: Vec<Role> = chat.messages.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
@@ -369,7 +365,7 @@ mod tests {
         assert_eq!(chat.messages[2].tool_calls.as_ref().unwrap().len(), 2);
         assert_eq!(chat.messages[3].tool_call_id.as_deref(), Some("c1"));
         assert_eq!(chat.max_tokens, Some(9));
-        let tools = chat.tools.unwrap();
+        let tools = chat.tools;
         assert_eq!(tools[0]["function"]["name"], "w");
         assert_eq!(tools[1]["type"], "quorate:fusion");
         assert_eq!(chat.tool_choice.unwrap()["function"]["name"], "w");
@@ -385,7 +381,7 @@ mod tests {
             json!({"model": "m", "input": [{"type": "reasoning", "summary": []}]}),
         )
         .unwrap();
-        let error = request.into_chat(Vec::new()).unwrap_err();
+        let error = request.into_request(Vec::new()).unwrap_err();
         assert!(error.starts_with("input[0].type"), "{error}");
     }
 }

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use quorate_api::{ChatCompletion, ChatRequest, Message, Role, Usage};
+use quorate_api::{ChatCompletion, Message, ModelRequest, Role, Usage};
 use quorate_config::{Config, Strategy};
 use quorate_fusion::{
     collect, Fusion, KeptAnswer, MemberStatus, PanelCache, Plan, PlanBuilder, RunOutcome,
@@ -143,7 +143,7 @@ impl System {
         messages: Vec<Message>,
         seed: u64,
         settings: &Settings,
-    ) -> Option<(String, ChatRequest)> {
+    ) -> Option<(String, ModelRequest)> {
         let Kind::Fusion {
             preset,
             panel,
@@ -169,7 +169,7 @@ impl System {
             strategy: *strategy,
             ..PlanBuilder::default()
         };
-        req.plugins = Some(vec![plan.to_plugin()]);
+        req.plugins = vec![plan.to_plugin()];
         Some((model, req))
     }
 
@@ -266,8 +266,8 @@ pub async fn answer(
     answer
 }
 
-fn request(model: &str, messages: Vec<Message>, seed: u64, settings: &Settings) -> ChatRequest {
-    let mut req = ChatRequest::new(model, messages);
+fn request(model: &str, messages: Vec<Message>, seed: u64, settings: &Settings) -> ModelRequest {
+    let mut req = ModelRequest::new(model, messages);
     req.temperature = settings.temperature;
     req.max_tokens = settings.max_tokens;
     req.seed = Some(seed as i64);
@@ -294,11 +294,9 @@ async fn solo(
                 Some(t)
             })
             .collect();
-        if !server.is_empty() {
-            req.tools = Some(server);
-        }
+        req.tools = server;
     }
-    if let (Some(cache), None) = (fusion.panel_cache(), &req.tools) {
+    if let (Some(cache), true) = (fusion.panel_cache(), req.tools.is_empty()) {
         return kept_solo(fusion, ctx, cache.as_ref(), req).await;
     }
     let completion = match fusion.research_plan(&req)? {
@@ -317,7 +315,7 @@ async fn kept_solo(
     fusion: &Fusion,
     ctx: &RequestCtx,
     cache: &dyn PanelCache,
-    req: ChatRequest,
+    req: ModelRequest,
 ) -> anyhow::Result<Answer> {
     let key = quorate_fusion::panel_key(&req);
     // What a fresh answer gave when it is not kept (a failure, an empty answer).

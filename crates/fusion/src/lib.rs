@@ -20,7 +20,7 @@ mod tool;
 
 use std::sync::Arc;
 
-use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
+use quorate_api::{ChatChunk, ChatCompletion, ModelRequest};
 use quorate_config::Secrets;
 use quorate_providers::{Error, RequestCtx, Router};
 use quorate_tools::Toolbox;
@@ -84,7 +84,7 @@ impl Fusion {
 
     /// The run `req` asks for, or `None` for an ordinary completion. A request from inside a run
     /// may not start another.
-    pub fn plan(&self, ctx: &RequestCtx, req: &ChatRequest) -> Result<Option<Plan>, Error> {
+    pub fn plan(&self, ctx: &RequestCtx, req: &ModelRequest) -> Result<Option<Plan>, Error> {
         let plan = Plan::from_request(self.router.config(), req)?;
         if plan.is_some() {
             plan::refuse_nested(ctx.fusion_depth)?;
@@ -93,7 +93,7 @@ impl Fusion {
     }
 
     /// Runs the pipeline as a stream: progress events, synthesis chunks, then the report.
-    pub fn run(&self, ctx: &RequestCtx, plan: Plan, request: ChatRequest) -> FusionStream {
+    pub fn run(&self, ctx: &RequestCtx, plan: Plan, request: ModelRequest) -> FusionStream {
         self.start(ctx, plan, request).stream()
     }
 
@@ -102,7 +102,7 @@ impl Fusion {
     pub fn tool_plan(
         &self,
         ctx: &RequestCtx,
-        req: &ChatRequest,
+        req: &ModelRequest,
     ) -> Result<Option<(usize, Plan)>, Error> {
         let plan = Plan::for_tool(self.router.config(), req)?;
         if plan.is_some() {
@@ -117,12 +117,12 @@ impl Fusion {
         ctx: &RequestCtx,
         plan: Plan,
         index: usize,
-        request: ChatRequest,
+        request: ModelRequest,
     ) -> FusionStream {
         self.start(ctx, plan, request).tool_stream(index)
     }
 
-    fn start(&self, ctx: &RequestCtx, plan: Plan, request: ChatRequest) -> run::Run {
+    fn start(&self, ctx: &RequestCtx, plan: Plan, request: ModelRequest) -> run::Run {
         let deadline = tokio::time::Instant::now() + plan.total_timeout;
         run::Run {
             ctx: ctx.clone(),

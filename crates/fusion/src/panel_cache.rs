@@ -4,7 +4,7 @@
 //! what live tools returned.
 
 use futures::future::BoxFuture;
-use quorate_api::{ChatRequest, Usage};
+use quorate_api::{ModelRequest, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -30,14 +30,14 @@ pub trait PanelCache: Send + Sync {
 /// What decides a member's answer, as one string: the model, the conversation, the seed and
 /// the sampling settings. A solo request built the same way has the same key, so a solo
 /// answer can be the first member's.
-pub fn key(req: &ChatRequest) -> String {
+pub fn key(req: &ModelRequest) -> String {
     json!({
         "model": req.model,
         "messages": req.messages,
         "seed": req.seed,
         "temperature": req.temperature,
         "top_p": req.top_p,
-        "max_tokens": req.max_completion_tokens.or(req.max_tokens),
+        "max_tokens": req.max_tokens,
         "response_format": req.response_format,
     })
     .to_string()
@@ -50,12 +50,11 @@ mod tests {
 
     #[test]
     fn the_key_ignores_which_field_caps_the_output_and_nothing_that_decides_the_answer() {
-        let mut solo = ChatRequest::new("m", vec![Message::new(Role::User, "2+2?")]);
+        let mut solo = ModelRequest::new("m", vec![Message::new(Role::User, "2+2?")]);
         solo.seed = Some(7);
         solo.max_tokens = Some(32);
         let mut member = solo.clone();
-        member.max_tokens = None;
-        member.max_completion_tokens = Some(32);
+        member.cap_name = quorate_api::CapName::MaxCompletionTokens;
         assert_eq!(key(&solo), key(&member));
         let mut other_seed = solo.clone();
         other_seed.seed = Some(8);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use quorate_api::ChatRequest;
+use quorate_api::{CapName, ModelRequest};
 use quorate_config::{fusion_slug, Config, PresetConfig, Strategy, MAX_PANEL, MAX_TOOL_CALLS};
 use quorate_providers::Error;
 use quorate_tools::ToolSpec;
@@ -93,9 +93,18 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Caps a panel answer or the synthesis at the plan's output cap, under the plugin's name
+    /// for it.
+    pub(crate) fn cap(&self, req: &mut ModelRequest) {
+        req.max_tokens = self.max_completion_tokens;
+        if req.max_tokens.is_some() {
+            req.cap_name = CapName::MaxCompletionTokens;
+        }
+    }
+
     /// The run a request asks for, or `None` when it is an ordinary completion. Errors name the
     /// offending field.
-    pub fn from_request(config: &Config, req: &ChatRequest) -> Result<Option<Plan>, Error> {
+    pub fn from_request(config: &Config, req: &ModelRequest) -> Result<Option<Plan>, Error> {
         let plugin = find_plugin(req)?;
         let slug = fusion_slug(&req.model);
         let Some((index, plugin)) = plugin.or(slug.map(|_| (0, PlanBuilder::default()))) else {
@@ -107,7 +116,7 @@ impl Plan {
     /// The run a `quorate:fusion` tool in `req.tools` stands for, with the tool's index. Its
     /// `parameters` take the plugin's fields, except that `model` names the judge; the request's
     /// own model writes the final answer.
-    pub fn for_tool(config: &Config, req: &ChatRequest) -> Result<Option<(usize, Plan)>, Error> {
+    pub fn for_tool(config: &Config, req: &ModelRequest) -> Result<Option<(usize, Plan)>, Error> {
         refuse_unknown_server_tools(req)?;
         let Some((index, tool)) = find_tool(req) else {
             return Ok(None);
@@ -140,7 +149,7 @@ impl Plan {
 
     fn build(
         config: &Config,
-        req: &ChatRequest,
+        req: &ModelRequest,
         prefix: &str,
         plugin: PlanBuilder,
         slug: Option<Option<&str>>,
@@ -199,7 +208,7 @@ impl Plan {
                 .or(preset.temperature),
             max_completion_tokens: plugin
                 .max_completion_tokens
-                .or(req.max_output_tokens())
+                .or(req.max_tokens)
                 .or(preset.max_completion_tokens),
             member_timeout: Duration::from_secs_f64(preset.member_timeout_s),
             total_timeout: Duration::from_secs_f64(preset.total_timeout_s),
@@ -226,7 +235,7 @@ impl Research {
     /// (an OpenRouter-style request) say which tools the panel gets, else both do.
     fn from_plugin(
         config: &Config,
-        req: &ChatRequest,
+        req: &ModelRequest,
         plugin: &PlanBuilder,
         field: &impl Fn(&str) -> String,
     ) -> Result<Self, Error> {
@@ -269,9 +278,9 @@ pub const FUSION_TOOL_TYPES: &[&str] = &["quorate:fusion", "openrouter:fusion"];
 /// `quorate:*` and `openrouter:*` tools run in the gateway; one it does not have is an error
 /// here rather than a confusing one from upstream. The fusion tool takes its panel's research
 /// tools in its own `parameters.tools`, not next to it.
-fn refuse_unknown_server_tools(req: &ChatRequest) -> Result<(), Error> {
+fn refuse_unknown_server_tools(req: &ModelRequest) -> Result<(), Error> {
     let has_fusion_tool = find_tool(req).is_some();
-    for (i, tool) in req.tools.iter().flatten().enumerate() {
+    for (i, tool) in req.tools.iter().enumerate() {
         let kind = tool.get("type").and_then(Value::as_str).unwrap_or_default();
         let server_tool = kind.starts_with("quorate:") || kind.starts_with("openrouter:");
         if !server_tool || FUSION_TOOL_TYPES.contains(&kind) {
@@ -294,8 +303,8 @@ fn refuse_unknown_server_tools(req: &ChatRequest) -> Result<(), Error> {
     Ok(())
 }
 
-fn find_tool(req: &ChatRequest) -> Option<(usize, &Value)> {
-    req.tools.as_ref()?.iter().enumerate().find(|(_, tool)| {
+fn find_tool(req: &ModelRequest) -> Option<(usize, &Value)> {
+    req.tools.iter().enumerate().find(|(_, tool)| {
         tool.get("type")
             .and_then(Value::as_str)
             .is_some_and(|t| FUSION_TOOL_TYPES.contains(&t))
@@ -303,11 +312,8 @@ fn find_tool(req: &ChatRequest) -> Option<(usize, &Value)> {
 }
 
 /// The first enabled `fusion` entry of `plugins`, with its index.
-fn find_plugin(req: &ChatRequest) -> Result<Option<(usize, PlanBuilder)>, Error> {
-    let Some(plugins) = &req.plugins else {
-        return Ok(None);
-    };
-    for (i, value) in plugins.iter().enumerate() {
+fn find_plugin(req: &ModelRequest) -> Result<Option<(usize, PlanBuilder)>, Error> {
+    for (i, value) in req.plugins.iter().enumerate() {
         if value.get("id").and_then(Value::as_str) != Some("fusion") {
             continue;
         }
@@ -384,7 +390,7 @@ fn check_panel(config: &Config, models: &[String], field: &str) -> Result<Vec<St
 }
 
 /// The caller's `seed` when it gave one (a reproducible panel), else a random one.
-fn seed(req: &ChatRequest) -> u64 {
+fn seed(req: &ModelRequest) -> u64 {
     req.seed
         .map_or_else(|| u64::from(rand::random::<u32>()), |s| s as u64)
 }
@@ -403,6 +409,7 @@ pub(crate) fn refuse_nested(fusion_depth: u8) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quorate_api::ChatRequest;
     use serde_json::json;
 
     fn plan(body: Value) -> Result<Option<Plan>, Error> {
@@ -414,7 +421,7 @@ mod tests {
         let mut body = body;
         body["messages"] = json!([{"role": "user", "content": "q"}]);
         let req: ChatRequest = serde_json::from_value(body).unwrap();
-        Plan::from_request(&config, &req)
+        Plan::from_request(&config, &req.into())
     }
 
     #[test]
@@ -516,8 +523,12 @@ mod tests {
     fn the_fusion_tool_makes_the_request_model_synthesize() {
         let config =
             Config::from_toml("[models.\"openai/a\"]\nprovider = \"openai\"\n", "t").unwrap();
-        let req = |tools: Value, model: &str| -> ChatRequest {
-            serde_json::from_value(json!({"model": model, "messages": [], "tools": tools})).unwrap()
+        let req = |tools: Value, model: &str| -> ModelRequest {
+            serde_json::from_value::<ChatRequest>(
+                json!({"model": model, "messages": [], "tools": tools}),
+            )
+            .unwrap()
+            .into()
         };
         let client = json!({"type": "function", "function": {"name": "f"}});
         let (index, plan) = Plan::for_tool(

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use quorate_api::{ChatCompletion, ChatRequest, Message, Role, ToolCall, Usage};
+use quorate_api::{ChatCompletion, Message, ModelRequest, Role, ToolCall, Usage};
 use quorate_config::{Config, ProviderKind};
 use quorate_providers::{Error, RequestCtx, Router};
 use quorate_tools::{Session, Source};
@@ -36,7 +36,7 @@ pub async fn agent(
     ctx: &RequestCtx,
     prompts: &Prompts,
     tools: &Session,
-    mut req: ChatRequest,
+    mut req: ModelRequest,
     max_calls: u32,
     on_call: OnCall<'_>,
 ) -> Result<Researched, Error> {
@@ -47,9 +47,7 @@ pub async fn agent(
         .filter_map(|f| f.pointer("/function/name")?.as_str().map(str::to_string))
         .collect();
     if max_calls > 0 && !functions.is_empty() {
-        req.tools
-            .get_or_insert_with(Vec::new)
-            .extend(functions.iter().cloned());
+        req.tools.extend(functions.iter().cloned());
     }
     loop {
         let spent = done.tool_calls >= max_calls;
@@ -165,7 +163,7 @@ pub fn is_local(config: &Config, model: &str) -> bool {
 pub fn with_extracts(
     prompts: &Prompts,
     config: &Config,
-    req: &mut ChatRequest,
+    req: &mut ModelRequest,
     found: &Prefetched,
 ) -> Result<bool, Error> {
     let Some(last) = req.messages.iter().rposition(|m| m.role == Role::User) else {

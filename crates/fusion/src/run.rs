@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 use quorate_api::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Message, Role, Usage,
+    ChatChunk, ChatCompletion, ChunkChoice, Delta, Message, ModelRequest, Role, Usage,
 };
 use quorate_providers::{in_span, Error, RequestCtx, Router};
 use quorate_tools::{Session, Source};
@@ -66,7 +66,7 @@ pub struct Run {
     pub router: Router,
     pub prompts: Arc<Prompts>,
     pub plan: Plan,
-    pub request: ChatRequest,
+    pub request: ModelRequest,
     pub deadline: Instant,
     /// The research tools the panel may use.
     pub tools: Session,
@@ -191,7 +191,7 @@ impl Run {
     pub(crate) fn final_answer<'a>(
         &'a self,
         ctx: &'a RequestCtx,
-        request: ChatRequest,
+        request: ModelRequest,
         mut report: FusionReport,
         started: Instant,
     ) -> impl Stream<Item = Result<Item, FusionError>> + Send + 'a {
@@ -369,8 +369,7 @@ impl Run {
                 let mut req = base.clone();
                 req.model.clone_from(model);
                 req.temperature = self.plan.temperature;
-                req.max_tokens = None;
-                req.max_completion_tokens = self.plan.max_completion_tokens;
+                self.plan.cap(&mut req);
                 let seed = self.plan.seed.wrapping_add(slot as u64);
                 req.seed = Some(seed as i64);
                 let prefetched = if self.agentic(model) {
@@ -489,7 +488,7 @@ impl Run {
     }
 
     /// Sets a member's request up for how it researches.
-    fn approach(&self, req: &mut ChatRequest, prefetched: Option<&Prefetched>) -> Approach {
+    fn approach(&self, req: &mut ModelRequest, prefetched: Option<&Prefetched>) -> Approach {
         if self.plan.tools.is_empty() || self.tools.is_empty() {
             return Approach::Plain;
         }
@@ -528,7 +527,7 @@ impl Run {
         &self,
         slot: usize,
         seed: u64,
-        req: ChatRequest,
+        req: ModelRequest,
         approach: Approach,
         deadline: Instant,
         events: Events,
@@ -630,7 +629,7 @@ impl Run {
     async fn plain(
         &self,
         slot: usize,
-        req: ChatRequest,
+        req: ModelRequest,
         events: &Events,
     ) -> Result<Answered, Error> {
         let ctx = self.ctx.nested();
@@ -671,7 +670,7 @@ impl Run {
     async fn agent(
         &self,
         slot: usize,
-        req: ChatRequest,
+        req: ModelRequest,
         events: &Events,
     ) -> Result<Answered, Error> {
         let on_call = |tool: &str, arguments: &Value| {
@@ -796,7 +795,7 @@ impl Run {
         labels: &[String],
         report: &mut FusionReport,
     ) -> Result<(String, String), String> {
-        let mut req = ChatRequest::new(model, vec![Message::new(Role::User, prompt)]);
+        let mut req = ModelRequest::new(model, vec![Message::new(Role::User, prompt)]);
         req.temperature = Some(0.0);
         req.max_tokens = Some(SELECT_MAX_TOKENS as u32);
         req.response_format = Some(select::response_format(labels));
@@ -848,7 +847,7 @@ impl Run {
                     .map_err(|e| self.judge_error(verdict, model, true, &e.to_string()))?;
                 messages.push(Message::new(Role::User, fix));
             }
-            let mut req = ChatRequest::new(model, messages.clone());
+            let mut req = ModelRequest::new(model, messages.clone());
             req.temperature = Some(0.0);
             req.max_tokens = Some(cap);
             req.response_format = Some(format.clone());
@@ -932,13 +931,12 @@ impl Run {
         &self,
         report: &mut FusionReport,
         answers: &[AnswerView],
-    ) -> Result<ChatRequest, FusionError> {
+    ) -> Result<ModelRequest, FusionError> {
         report.sources = citations::number(&all_sources(&report.panel));
         let mut req = inner_request(&self.request, true);
         req.model.clone_from(&self.plan.synthesizer);
         req.temperature = None;
-        req.max_tokens = None;
-        req.max_completion_tokens = self.plan.max_completion_tokens;
+        self.plan.cap(&mut req);
         let analysis_json = serde_json::to_string(&report.analysis).unwrap_or_default();
         let output = self.plan.max_completion_tokens.unwrap_or(1024) as usize;
         let budget = self.answer_budget(
@@ -972,7 +970,7 @@ impl Run {
     pub(crate) fn streamed<'a>(
         &'a self,
         ctx: &'a RequestCtx,
-        req: ChatRequest,
+        req: ModelRequest,
     ) -> impl Stream<Item = Result<Streamed, Error>> + Send + 'a {
         async_stream::stream! {
             let opened = tokio::time::timeout_at(self.deadline, self.router.stream(ctx, req)).await;
@@ -1079,7 +1077,7 @@ async fn answer(
     router: &Router,
     ctx: &RequestCtx,
     slot: usize,
-    req: ChatRequest,
+    req: ModelRequest,
     events: &Events,
 ) -> Result<(String, Usage), Error> {
     let mut chunks = router.stream(ctx, req).await?;
@@ -1108,23 +1106,19 @@ async fn answer(
 
 /// The caller's request as an inner call starts from: no fusion, no client tools, no fallbacks.
 /// `response_format` is kept only for the synthesis.
-fn inner_request(req: &ChatRequest, keep_format: bool) -> ChatRequest {
+fn inner_request(req: &ModelRequest, keep_format: bool) -> ModelRequest {
     let mut inner = req.clone();
-    inner.stream = None;
-    inner.models = None;
-    inner.tools = None;
+    inner.stream = false;
+    inner.fallbacks = None;
+    inner.tools = Vec::new();
     inner.tool_choice = None;
     inner.seed = None;
-    inner.stream_options = None;
     if !keep_format {
         inner.response_format = None;
     }
-    if let Some(plugins) = inner.plugins.as_mut() {
-        plugins.retain(|p| p.get("id").and_then(Value::as_str) != Some("fusion"));
-        if plugins.is_empty() {
-            inner.plugins = None;
-        }
-    }
+    inner
+        .plugins
+        .retain(|p| p.get("id").and_then(Value::as_str) != Some("fusion"));
     inner
 }
 

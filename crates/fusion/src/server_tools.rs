@@ -4,7 +4,7 @@
 //! with usage summed over every turn, `url_citation` annotations, and a `research` object with
 //! the sources. Client tools in the same request go back to the client as usual.
 
-use quorate_api::{ChatCompletion, ChatRequest, Message, Role};
+use quorate_api::{ChatCompletion, Message, ModelRequest, Role};
 use quorate_config::{Config, MAX_TOOL_CALLS};
 use quorate_providers::{Error, RequestCtx};
 use quorate_tools::{Session, ToolName, ToolSpec};
@@ -24,10 +24,10 @@ pub struct ResearchPlan {
 
 impl ResearchPlan {
     /// `None` when the request names no research server tool.
-    pub fn from_request(config: &Config, req: &ChatRequest) -> Result<Option<Self>, Error> {
+    pub fn from_request(config: &Config, req: &ModelRequest) -> Result<Option<Self>, Error> {
         let mut tools = Vec::new();
         let mut max_tool_calls = config.tools.max_tool_calls;
-        for (i, tool) in req.tools.iter().flatten().enumerate() {
+        for (i, tool) in req.tools.iter().enumerate() {
             let kind = tool.get("type").and_then(Value::as_str).unwrap_or_default();
             if !is_research_tool(kind) {
                 continue;
@@ -71,7 +71,7 @@ pub fn is_research_tool(kind: &str) -> bool {
 
 impl Fusion {
     /// The research tools a plain request asks for, if any.
-    pub fn research_plan(&self, req: &ChatRequest) -> Result<Option<ResearchPlan>, Error> {
+    pub fn research_plan(&self, req: &ModelRequest) -> Result<Option<ResearchPlan>, Error> {
         ResearchPlan::from_request(self.router.config(), req)
     }
 
@@ -80,7 +80,7 @@ impl Fusion {
         &self,
         ctx: &RequestCtx,
         plan: ResearchPlan,
-        request: ChatRequest,
+        request: ModelRequest,
     ) -> FusionStream {
         let this = self.clone();
         let ctx = ctx.clone();
@@ -98,16 +98,13 @@ impl Fusion {
         ctx: &RequestCtx,
         session: &Session,
         plan: &ResearchPlan,
-        mut req: ChatRequest,
+        mut req: ModelRequest,
     ) -> Result<ChatCompletion, Error> {
-        req.stream = None;
-        if let Some(tools) = req.tools.as_mut() {
-            tools.retain(|t| {
-                !is_research_tool(t.get("type").and_then(Value::as_str).unwrap_or_default())
-            });
-        }
-        if req.tools.as_ref().is_some_and(Vec::is_empty) {
-            req.tools = None;
+        req.stream = false;
+        req.tools.retain(|t| {
+            !is_research_tool(t.get("type").and_then(Value::as_str).unwrap_or_default())
+        });
+        if req.tools.is_empty() {
             req.tool_choice = None;
         }
         let config = self.router.config();
@@ -141,7 +138,7 @@ impl Fusion {
         &self,
         ctx: &RequestCtx,
         session: &Session,
-        mut req: ChatRequest,
+        mut req: ModelRequest,
         budget: usize,
     ) -> Result<Researched, Error> {
         let question = req.messages.iter().rev().find(|m| m.role == Role::User);
@@ -183,9 +180,9 @@ mod tests {
     use super::*;
 
     fn plan(tools: Value) -> Result<Option<ResearchPlan>, Error> {
-        let req: ChatRequest =
+        let req: quorate_api::ChatRequest =
             serde_json::from_value(json!({"model": "m", "messages": [], "tools": tools})).unwrap();
-        ResearchPlan::from_request(&Config::builtin(), &req)
+        ResearchPlan::from_request(&Config::builtin(), &req.into())
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! calls always go back to the client.
 
 use futures::StreamExt;
-use quorate_api::{ChatCompletion, ChatRequest, Message, Role, ToolCall};
+use quorate_api::{ChatCompletion, Message, ModelRequest, Role, ToolCall};
 use quorate_providers::Error;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -70,7 +70,7 @@ impl Run {
             report.usage.synthesis = first.usage.clone().unwrap_or_default();
             report.sources = citations::number(&all_sources(&report.panel));
             let follow = self.after_tool(first_request, &first, call, &report, &answers);
-            if self.request.stream == Some(true) {
+            if self.request.stream {
                 let mut answer = std::pin::pin!(self.final_answer(&self.ctx, follow, report, started));
                 while let Some(item) = answer.next().await {
                     yield item;
@@ -110,12 +110,12 @@ impl Run {
     }
 
     /// The caller's request with the fusion tool turned into a function the model can call.
-    fn outer_request(&self, index: usize) -> Result<ChatRequest, Error> {
+    fn outer_request(&self, index: usize) -> Result<ModelRequest, Error> {
         let mut req = self.request.clone();
-        req.stream = None;
+        req.stream = false;
         let description = self.prompts.render(prompts::FUSION_TOOL, json!({}))?;
-        if let Some(tools) = req.tools.as_mut() {
-            tools[index] = json!({"type": "function", "function": {
+        if let Some(tool) = req.tools.get_mut(index) {
+            *tool = json!({"type": "function", "function": {
                 "name": FUNCTION, "description": description.trim(),
                 "parameters": {"type": "object", "properties": {}, "additionalProperties": false}}});
         }
@@ -125,7 +125,7 @@ impl Run {
         Ok(req)
     }
 
-    async fn outer_call(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
+    async fn outer_call(&self, req: ModelRequest) -> Result<ChatCompletion, Error> {
         tokio::time::timeout_at(self.deadline, self.router.complete(&self.ctx, req))
             .await
             .unwrap_or_else(|_| Err(self.timeout()))
@@ -135,12 +135,12 @@ impl Run {
     /// and the client's own tools only (the model may not call fusion twice).
     fn after_tool(
         &self,
-        mut req: ChatRequest,
+        mut req: ModelRequest,
         first: &ChatCompletion,
         call: ToolCall,
         report: &FusionReport,
         answers: &[AnswerView],
-    ) -> ChatRequest {
+    ) -> ModelRequest {
         let mut assistant = first
             .choices
             .first()
@@ -151,12 +151,8 @@ impl Run {
         let mut result = Message::new(Role::Tool, self.tool_result(report, answers));
         result.tool_call_id = Some(id);
         req.messages.extend([assistant, result]);
-        if let Some(tools) = req.tools.as_mut() {
-            tools.retain(|t| t.pointer("/function/name").and_then(Value::as_str) != Some(FUNCTION));
-        }
-        if req.tools.as_ref().is_some_and(Vec::is_empty) {
-            req.tools = None;
-        }
+        req.tools
+            .retain(|t| t.pointer("/function/name").and_then(Value::as_str) != Some(FUNCTION));
         req.tool_choice = None;
         req.stream = self.request.stream;
         req

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use quorate_api::{ChatRequest, Message, Role};
+use quorate_api::{Message, ModelRequest, Role};
 use quorate_config::Config;
 use quorate_fusion::{FailureReason, Fusion, FusionError, FusionEvent, MemberStatus, RunOutcome};
 use quorate_providers::{RequestCtx, Router};
@@ -50,8 +50,8 @@ async fn fusion(panel: &[&str]) -> (Sim, Fusion) {
     (sim, Fusion::new(Router::new(config).unwrap()).unwrap())
 }
 
-fn request() -> ChatRequest {
-    ChatRequest::new(
+fn request() -> ModelRequest {
+    ModelRequest::new(
         "quorate/fusion:t",
         vec![Message::new(Role::User, "Capital of France?")],
     )
@@ -61,7 +61,7 @@ fn request() -> ChatRequest {
 async fn run(
     fusion: &Fusion,
     ctx: &RequestCtx,
-    req: ChatRequest,
+    req: ModelRequest,
 ) -> Result<RunOutcome, FusionError> {
     let plan = fusion.plan(ctx, &req).unwrap().unwrap();
     RunOutcome::read(fusion.run(ctx, plan, req)).await
@@ -197,11 +197,9 @@ async fn a_template_that_fails_to_render_is_an_internal_error() {
 }
 
 /// Asks the `t` preset's panel with `synthesizer`, the judge kept.
-fn with_synthesizer(synthesizer: &str) -> ChatRequest {
+fn with_synthesizer(synthesizer: &str) -> ModelRequest {
     let mut req = request();
-    req.plugins = Some(vec![
-        json!({"id": "fusion", "model": synthesizer, "judge": "sim/judge"}),
-    ]);
+    req.plugins = vec![json!({"id": "fusion", "model": synthesizer, "judge": "sim/judge"})];
     req
 }
 

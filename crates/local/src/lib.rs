@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use quorate_api::{ChatCompletion, ChatRequest, ResponseFormat};
+use quorate_api::{ChatCompletion, ModelRequest, ResponseFormat};
 use quorate_config::{Config, ProviderConfig};
 use quorate_providers::{ChunkStream, Error, Provider, RequestCtx};
 use serde_json::Value;
@@ -177,7 +177,7 @@ fn log_progress(p: pull::Progress) {
 
 #[async_trait]
 impl Provider for LocalProvider {
-    async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error> {
+    async fn complete(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<ChatCompletion, Error> {
         let model = req.model.clone();
         let mut stream = self.stream(ctx, req).await?;
         let mut whole = output::Whole::default();
@@ -189,14 +189,14 @@ impl Provider for LocalProvider {
 
     /// The templated prompt's tokens, as a generation would feed them (tools and the answer's
     /// forced start included).
-    async fn count_tokens(&self, _ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
+    async fn count_tokens(&self, _ctx: &RequestCtx, req: ModelRequest) -> Result<u64, Error> {
         let engine = self.engine(&req.model).await?;
         let tool_use = ToolUse::of(&req, &req.model, engine.supports_tools())?;
         let prompt = engine.prompt(&req.messages, tool_use.tools, &tool_use.prefill)?;
         Ok(prompt.len() as u64)
     }
 
-    async fn stream(&self, _ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error> {
+    async fn stream(&self, _ctx: &RequestCtx, req: ModelRequest) -> Result<ChunkStream, Error> {
         let params = params(&req)?;
         let engine = self.engine(&req.model).await?;
         let tool_use = ToolUse::of(&req, &req.model, engine.supports_tools())?;
@@ -225,7 +225,7 @@ impl Provider for LocalProvider {
 }
 
 /// Sampling parameters from the request; the errors name the field.
-fn params(req: &ChatRequest) -> Result<Params, Error> {
+fn params(req: &ModelRequest) -> Result<Params, Error> {
     let bad = |m: String| Error::BadRequest(m);
     let int = |key: &str| -> Result<Option<i64>, Error> {
         match req.extra.get(key) {
@@ -258,16 +258,14 @@ fn params(req: &ChatRequest) -> Result<Params, Error> {
         presence: float("presence_penalty", -2.0..=2.0)?.unwrap_or(defaults.presence),
     };
     Ok(Params {
-        max_tokens: req
-            .max_output_tokens()
-            .map_or(DEFAULT_MAX_TOKENS, |n| n as usize),
+        max_tokens: req.max_tokens.map_or(DEFAULT_MAX_TOKENS, |n| n as usize),
         // SmolLM2's model card recommends 0.2; small models ramble when sampled hotter.
         temperature: req.temperature.unwrap_or(0.2) as f32,
         top_p: req.top_p.unwrap_or(0.95) as f32,
         top_k,
         seed,
         penalties,
-        stop: req.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+        stop: req.stop.clone(),
         grammar: grammar(req.response_format.as_ref())?,
     })
 }
@@ -304,8 +302,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn req(v: Value) -> ChatRequest {
-        serde_json::from_value(v).unwrap()
+    fn req(v: Value) -> ModelRequest {
+        serde_json::from_value::<quorate_api::ChatRequest>(v)
+            .unwrap()
+            .into()
     }
 
     #[test]

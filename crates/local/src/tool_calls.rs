@@ -2,7 +2,7 @@
 //! among them) answer a call as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`; this
 //! splits their text as it streams into plain text and calls in OpenAI's shape.
 
-use quorate_api::ChatRequest;
+use quorate_api::ModelRequest;
 use quorate_providers::Error;
 use serde_json::Value;
 
@@ -20,9 +20,9 @@ pub struct ToolUse<'a> {
 
 impl<'a> ToolUse<'a> {
     /// Reads `tools` and `tool_choice`; the errors name the field.
-    pub fn of(req: &'a ChatRequest, model: &str, template_has_tools: bool) -> Result<Self, Error> {
+    pub fn of(req: &'a ModelRequest, model: &str, template_has_tools: bool) -> Result<Self, Error> {
         let bad = |m: String| Error::BadRequest(m);
-        let tools = req.tools.as_deref().filter(|t| !t.is_empty());
+        let tools = Some(req.tools.as_slice()).filter(|t| !t.is_empty());
         let choice = req.tool_choice.as_ref();
         let Some(tools) = tools.filter(|_| choice.and_then(Value::as_str) != Some("none")) else {
             return Ok(Self {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use quorate_api::{ChatCompletion, ChatRequest};
+use quorate_api::{ChatCompletion, ChatRequest, ModelRequest};
 use quorate_config::Config;
 use quorate_providers::{Provider, RequestCtx};
 use serde_json::{json, Value};
@@ -17,13 +17,16 @@ fn provider() -> Arc<dyn Provider> {
     quorate_local::provider("local", &config.providers["local"], &config).unwrap()
 }
 
-fn ask(text: &str, max_tokens: u32) -> ChatRequest {
-    serde_json::from_value(json!({"model": "smollm2-135m",
+fn ask(text: &str, max_tokens: u32) -> ModelRequest {
+    request(json!({"model": "smollm2-135m",
         "messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": max_tokens}))
-    .unwrap()
 }
 
-async fn complete(p: &dyn Provider, req: ChatRequest) -> ChatCompletion {
+fn request(v: Value) -> ModelRequest {
+    serde_json::from_value::<ChatRequest>(v).unwrap().into()
+}
+
+async fn complete(p: &dyn Provider, req: ModelRequest) -> ChatCompletion {
     p.complete(&RequestCtx::new("test"), req).await.unwrap()
 }
 
@@ -68,13 +71,11 @@ async fn a_follow_up_turn_reuses_the_finished_sequence() {
     let first = complete(p.as_ref(), ask(QUESTION, 24)).await;
     assert_eq!(cached(&first), 0);
     let answer = first.choices[0].message.text();
-    let follow_up: ChatRequest =
-        serde_json::from_value(json!({"model": "smollm2-135m", "temperature": 0,
+    let follow_up = request(json!({"model": "smollm2-135m", "temperature": 0,
         "max_tokens": 8, "messages": [
             {"role": "user", "content": QUESTION},
             {"role": "assistant", "content": answer},
-            {"role": "user", "content": "Which of them is the longest?"}]}))
-        .unwrap();
+            {"role": "user", "content": "Which of them is the longest?"}]}));
     let second = complete(p.as_ref(), follow_up).await;
     let prompt = first.usage.as_ref().unwrap().prompt_tokens;
     assert!(

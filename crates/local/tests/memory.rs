@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use quorate_api::ChatRequest;
+use quorate_api::{ChatRequest, ModelRequest};
 use quorate_config::Config;
 use quorate_providers::{Provider, RequestCtx};
 use serde_json::{json, Value};
@@ -15,8 +15,8 @@ fn provider() -> Arc<dyn Provider> {
     quorate_local::provider("local", &config.providers["local"], &config).unwrap()
 }
 
-fn request(v: Value) -> ChatRequest {
-    serde_json::from_value(v).unwrap()
+fn request(v: Value) -> ModelRequest {
+    serde_json::from_value::<ChatRequest>(v).unwrap().into()
 }
 
 fn ask(text: &str) -> Value {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use quorate_api::ChatRequest;
+use quorate_api::{ChatRequest, ModelRequest};
 use quorate_config::Config;
 use quorate_providers::{Provider, RequestCtx};
 use serde_json::{json, Value};
@@ -15,15 +15,15 @@ fn provider(extra: &str) -> Arc<dyn Provider> {
     quorate_local::provider("local", &config.providers["local"], &config).unwrap()
 }
 
-fn request(v: Value) -> ChatRequest {
-    serde_json::from_value(v).unwrap()
+fn request(v: Value) -> ModelRequest {
+    serde_json::from_value::<ChatRequest>(v).unwrap().into()
 }
 
 fn ask(text: &str) -> Value {
     json!({"model": "smollm2-135m", "messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": 40})
 }
 
-async fn streamed_text(p: &dyn Provider, req: ChatRequest) -> String {
+async fn streamed_text(p: &dyn Provider, req: ModelRequest) -> String {
     let mut stream = p.stream(&RequestCtx::new("test"), req).await.unwrap();
     let mut text = String::new();
     while let Some(chunk) = stream.next().await {

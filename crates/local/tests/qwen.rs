@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use quorate_api::{ChatCompletion, ChatRequest};
+use quorate_api::{ChatCompletion, ChatRequest, ModelRequest};
 use quorate_config::Config;
 use quorate_providers::{Provider, RequestCtx};
 use serde_json::{json, Value};
@@ -25,7 +25,7 @@ fn ask(text: &str, max_tokens: u32) -> Value {
 }
 
 async fn complete(p: &dyn Provider, req: Value) -> ChatCompletion {
-    let req: ChatRequest = serde_json::from_value(req).unwrap();
+    let req: ModelRequest = serde_json::from_value::<ChatRequest>(req).unwrap().into();
     p.complete(&RequestCtx::new("test"), req).await.unwrap()
 }
 
@@ -89,7 +89,7 @@ async fn a_tool_call_is_parsed_streamed_and_not() {
         .to_lowercase()
         .contains("eiffel"));
     // The same call streamed: one delta with the whole call, and the finish reason.
-    let streamed: ChatRequest = serde_json::from_value(req).unwrap();
+    let streamed: ModelRequest = serde_json::from_value::<ChatRequest>(req).unwrap().into();
     let mut stream = p.stream(&RequestCtx::new("test"), streamed).await.unwrap();
     let (mut deltas, mut finish) = (Vec::new(), None);
     while let Some(chunk) = stream.next().await {
@@ -119,7 +119,7 @@ async fn tool_choice_forces_a_named_call_and_none_keeps_to_text() {
     assert!(c.choices[0].message.tool_calls.is_none());
     assert!(!c.choices[0].message.text().is_empty());
     req["tool_choice"] = json!({"type": "function", "function": {"name": "nope"}});
-    let req: ChatRequest = serde_json::from_value(req).unwrap();
+    let req: ModelRequest = serde_json::from_value::<ChatRequest>(req).unwrap().into();
     let e = p.complete(&RequestCtx::new("test"), req).await.unwrap_err();
     assert_eq!(e.status(), 400);
     assert!(

@@ -12,8 +12,8 @@ use quorate_api::anthropic::{
     Turn, TurnRole,
 };
 use quorate_api::{
-    ChatChunk, ChatCompletion, ChatRequest, Choice, Content, Delta, FunctionCall, FunctionDelta,
-    Message, Role, ToolCall, ToolCallDelta, Usage,
+    ChatChunk, ChatCompletion, Choice, Content, Delta, FunctionCall, FunctionDelta, Message,
+    ModelRequest, Role, ToolCall, ToolCallDelta, Usage,
 };
 use quorate_config::ProviderConfig;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -94,19 +94,19 @@ impl Anthropic {
 
 #[async_trait]
 impl Provider for Anthropic {
-    async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error> {
+    async fn complete(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<ChatCompletion, Error> {
         let body = to_messages_request(&req, false)?;
         let message: MessageResponse = self.endpoint.post_json(&body, ctx).await?;
         Ok(from_message(message))
     }
 
-    async fn count_tokens(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
+    async fn count_tokens(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<u64, Error> {
         let body = CountTokensRequest::from(to_messages_request(&req, false)?);
         let count: TokenCount = self.counter.post_json(&body, ctx).await?;
         Ok(count.input_tokens)
     }
 
-    async fn stream(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error> {
+    async fn stream(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<ChunkStream, Error> {
         let body = to_messages_request(&req, true)?;
         let response = self.endpoint.post(&body, ctx).await?;
         let events = sse::events(
@@ -145,7 +145,7 @@ impl Provider for Anthropic {
 // ---- request: OpenAI → Anthropic ----
 
 /// The wire request for an internal one.
-pub fn to_messages_request(req: &ChatRequest, stream: bool) -> Result<MessagesRequest, Error> {
+pub fn to_messages_request(req: &ModelRequest, stream: bool) -> Result<MessagesRequest, Error> {
     let mut system = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
     for (i, message) in req.messages.iter().enumerate() {
@@ -185,19 +185,17 @@ pub fn to_messages_request(req: &ChatRequest, stream: bool) -> Result<MessagesRe
     }
     Ok(MessagesRequest {
         model: req.model.clone(),
-        max_tokens: req.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS),
+        max_tokens: req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
         messages: turns,
         system: (!system.is_empty()).then(|| System::Text(system.join("\n\n"))),
-        stop_sequences: req.stop.as_ref().map(|stop| stop.to_vec()),
+        stop_sequences: (!req.stop.is_empty()).then(|| req.stop.clone()),
         stream: stream.then_some(true),
         // OpenAI's range is 0..2, Anthropic's 0..1.
         temperature: req.temperature.map(|t| t.min(1.0)),
         top_p: req.top_p,
         top_k: top_k(&req.extra)?,
-        tools: req
-            .tools
-            .as_ref()
-            .map(|tools| tools.iter().map(tool_definition).collect())
+        tools: (!req.tools.is_empty())
+            .then(|| req.tools.iter().map(tool_definition).collect())
             .transpose()?,
         tool_choice: req
             .tool_choice
@@ -612,9 +610,7 @@ mod properties {
         /// two turns of one role in a row), with every system text in `system`.
         #[test]
         fn turns_alternate(messages in prop::collection::vec(message(), 1..10)) {
-            let mut request: ChatRequest =
-                serde_json::from_value(json!({"model": "m", "messages": []})).unwrap();
-            request.messages = messages;
+            let request = ModelRequest::new("m", messages);
             let Ok(body) = to_messages_request(&request, false) else {
                 return Ok(());
             };

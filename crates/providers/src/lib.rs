@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use futures::Stream;
-use quorate_api::{ChatChunk, ChatCompletion, ChatRequest};
+use quorate_api::{ChatChunk, ChatCompletion, ModelRequest};
 
 pub use cost::price;
 pub use ctx::{in_span, RequestCtx, WaitGuard};
@@ -25,18 +25,18 @@ pub use router::{RoutedStream, Router};
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
 
 /// A backend that serves chat completions. `req.model` is already the upstream model name and
-/// `req.models` is empty; the router has done the routing.
+/// `req.fallbacks` is empty; the router has done the routing.
 #[async_trait]
 pub trait Provider: Send + Sync {
-    async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error>;
+    async fn complete(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<ChatCompletion, Error>;
 
     /// Resolves once the upstream has accepted the request (its status is known); the stream then
     /// yields chunks, ending with an error if the upstream breaks off.
-    async fn stream(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error>;
+    async fn stream(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<ChunkStream, Error>;
 
     /// The prompt's size in tokens as the model reads it (Anthropic's `count_tokens`). Only
     /// providers that know the model's tokenizer can answer; OpenAI-style APIs have no count.
-    async fn count_tokens(&self, _ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
+    async fn count_tokens(&self, _ctx: &RequestCtx, req: ModelRequest) -> Result<u64, Error> {
         Err(Error::BadRequest(format!(
             "model: {} cannot count tokens (its API has no count); local and Anthropic models can",
             req.model

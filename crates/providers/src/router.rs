@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use quorate_api::{ChatCompletion, ChatRequest};
+use quorate_api::{ChatCompletion, ModelRequest};
 use quorate_config::{Config, ProviderConfig, ProviderKind, ResolvedModel, Secrets};
 use rand::Rng;
 use serde_json::Value;
@@ -111,10 +111,10 @@ impl Router {
 
     /// The models to try, in order: the requested one, then the request's `models` list if it
     /// has one, else the model's configured fallbacks.
-    pub fn candidates(&self, req: &ChatRequest) -> Result<Vec<ResolvedModel>, Error> {
+    pub fn candidates(&self, req: &ModelRequest) -> Result<Vec<ResolvedModel>, Error> {
         let config = &self.inner.config;
         let mut out = vec![self.primary(req)?];
-        match &req.models {
+        match &req.fallbacks {
             Some(models) => {
                 for (i, id) in models.iter().enumerate() {
                     let model = config.resolve(id).ok_or_else(|| {
@@ -139,7 +139,7 @@ impl Router {
     pub async fn complete(
         &self,
         ctx: &RequestCtx,
-        req: ChatRequest,
+        req: ModelRequest,
     ) -> Result<ChatCompletion, Error> {
         let candidates = self.candidates(&req)?;
         let mut tried = Tried::default();
@@ -168,7 +168,7 @@ impl Router {
     }
 
     /// The requested model.
-    fn primary(&self, req: &ChatRequest) -> Result<ResolvedModel, Error> {
+    fn primary(&self, req: &ModelRequest) -> Result<ResolvedModel, Error> {
         self.inner.config.resolve(&req.model).ok_or_else(|| {
             Error::UnknownModel(format!(
                 "model {:?} is not configured: GET /v1/models lists the available models",
@@ -179,7 +179,7 @@ impl Router {
 
     /// The prompt's size in tokens, counted by the requested model's provider: no retries and no
     /// fallbacks, since another model's count would be another number.
-    pub async fn count_tokens(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
+    pub async fn count_tokens(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<u64, Error> {
         let model = self.primary(&req)?;
         let entry = self.entry(&model)?;
         let _waiting = ctx.waiting();
@@ -191,7 +191,7 @@ impl Router {
 
     /// Opens a stream on the first candidate that accepts the request. The returned stream keeps
     /// falling back to later candidates while no content has been sent.
-    pub async fn stream(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<RoutedStream, Error> {
+    pub async fn stream(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<RoutedStream, Error> {
         let candidates = self.candidates(&req)?;
         let mut tried = Tried::default();
         let (index, first) = self
@@ -235,7 +235,7 @@ impl Router {
     async fn open_from(
         &self,
         ctx: &RequestCtx,
-        req: &ChatRequest,
+        req: &ModelRequest,
         candidates: &[ResolvedModel],
         start: usize,
         tried: &mut Tried,
@@ -267,11 +267,11 @@ impl Router {
 }
 
 /// The caller's request as one candidate's upstream sees it.
-fn upstream_request(req: &ChatRequest, model: &ResolvedModel) -> ChatRequest {
+fn upstream_request(req: &ModelRequest, model: &ResolvedModel) -> ModelRequest {
     let mut upstream = req.clone();
     upstream.model = model.upstream.clone();
-    upstream.models = None;
-    if upstream.max_output_tokens().is_none() {
+    upstream.fallbacks = None;
+    if upstream.max_tokens.is_none() {
         upstream.max_tokens = model.max_output_tokens;
     }
     upstream
@@ -458,8 +458,11 @@ mod tests {
         )
         .unwrap();
         let router = Router::new(config).unwrap();
-        let req = |v: serde_json::Value| serde_json::from_value::<ChatRequest>(v).unwrap();
-        let ids = |r: &ChatRequest| -> Vec<String> {
+        let req = |v: serde_json::Value| {
+            let wire = serde_json::from_value::<quorate_api::ChatRequest>(v).unwrap();
+            wire.into_request().unwrap()
+        };
+        let ids = |r: &ModelRequest| -> Vec<String> {
             router
                 .candidates(r)
                 .unwrap()

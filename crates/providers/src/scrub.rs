@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use quorate_api::{ChatCompletion, ChatRequest};
+use quorate_api::{ChatCompletion, ModelRequest};
 use quorate_config::Secrets;
 
 use crate::{ChunkStream, Error, Provider, RequestCtx};
@@ -29,12 +29,12 @@ impl Scrubbed {
 
 #[async_trait]
 impl Provider for Scrubbed {
-    async fn complete(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChatCompletion, Error> {
+    async fn complete(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<ChatCompletion, Error> {
         let result = self.inner.complete(ctx, req).await;
         result.map_err(|e| scrub(e, &self.secrets))
     }
 
-    async fn stream(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<ChunkStream, Error> {
+    async fn stream(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<ChunkStream, Error> {
         let chunks = self.inner.stream(ctx, req).await;
         let chunks = chunks.map_err(|e| scrub(e, &self.secrets))?;
         let secrets = self.secrets.clone();
@@ -43,7 +43,7 @@ impl Provider for Scrubbed {
         ))
     }
 
-    async fn count_tokens(&self, ctx: &RequestCtx, req: ChatRequest) -> Result<u64, Error> {
+    async fn count_tokens(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<u64, Error> {
         let result = self.inner.count_tokens(ctx, req).await;
         result.map_err(|e| scrub(e, &self.secrets))
     }

@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
-use quorate_api::{ChatRequest, Message, Role};
+use quorate_api::{Message, ModelRequest, Role};
 use quorate_config::Config;
 use quorate_fusion::{Fusion, Item, Plan, PlanBuilder, RunOutcome, Strategy};
 use quorate_providers::RequestCtx;
@@ -73,7 +73,7 @@ pub struct AskArgs {
 }
 
 impl AskArgs {
-    fn request(&self, config: &Config) -> ChatRequest {
+    fn request(&self, config: &Config) -> ModelRequest {
         let model = self
             .model
             .clone()
@@ -83,11 +83,11 @@ impl AskArgs {
             messages.push(Message::new(Role::System, system.clone()));
         }
         messages.push(Message::new(Role::User, self.prompt.clone()));
-        let mut request = ChatRequest::new(model, messages);
+        let mut request = ModelRequest::new(model, messages);
         request.temperature = self.temperature;
         request.max_tokens = self.max_tokens;
         if let Some(plan) = self.plan() {
-            request.plugins = Some(vec![plan.to_plugin()]);
+            request.plugins = vec![plan.to_plugin()];
         }
         request
     }
@@ -169,7 +169,7 @@ async fn fused(
     fusion: &Fusion,
     ctx: &RequestCtx,
     plan: Plan,
-    request: ChatRequest,
+    request: ModelRequest,
     args: &AskArgs,
 ) -> anyhow::Result<()> {
     let model = request.model.clone();
@@ -223,10 +223,10 @@ async fn fused(
 async fn solo(
     fusion: &Fusion,
     ctx: &RequestCtx,
-    mut request: ChatRequest,
+    mut request: ModelRequest,
     args: &AskArgs,
 ) -> anyhow::Result<()> {
-    request.stream = Some(true);
+    request.stream = true;
     eprintln!("asking {} …", request.model);
     let mut stream = fusion.router().stream(ctx, request).await?;
     let mut usage = None;

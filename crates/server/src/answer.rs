@@ -104,7 +104,7 @@ where
     S: Stream<Item = Bytes> + Send + 'static,
 {
     let (id, model) = (ctx.id.clone(), accepted.request.model.clone());
-    if accepted.request.stream == Some(true) {
+    if accepted.request.stream {
         return match chunks(state, ctx, accepted, dialect.progress).await {
             Ok(chunks) => sse_response(with_keepalive(
                 (dialect.events)(chunks, id, model),

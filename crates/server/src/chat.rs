@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
 use quorate_api::{
-    ChatChunk, ChatRequest, ChunkChoice, Content, Delta, ErrorBody, Usage, FUSION_DEPTH_HEADER,
+    ChatChunk, ChatRequest, ChunkChoice, Content, Delta, ErrorBody, ModelRequest, Usage,
+    FUSION_DEPTH_HEADER,
 };
 use quorate_config::{Config, ProviderKind};
 use quorate_providers::{in_span, Error, RequestCtx};
@@ -30,11 +31,12 @@ pub async fn completions(
     request: Request,
 ) -> Response {
     let openrouter = crate::context::openrouter_path(request.uri().path());
-    let accepted = match accept(&state, &mut ctx, &headers, request, "chat", parse).await {
-        Ok(accepted) => accepted,
-        Err(e) => return ApiError(e).into_response(),
-    };
-    let framing = Framing::of(openrouter, &accepted.request);
+    let (accepted, usage_asked) =
+        match accept(&state, &mut ctx, &headers, request, "chat", parse).await {
+            Ok(accepted) => accepted,
+            Err(e) => return ApiError(e).into_response(),
+        };
+    let framing = Framing::of(openrouter, usage_asked);
     let dialect = Dialect {
         events: move |chunks, id, model| frames(chunks, id, model, framing),
         body: |completion| axum::Json(completion).into_response(),
@@ -46,21 +48,25 @@ pub async fn completions(
 
 /// A request read, checked and routed, with the recorder that follows it.
 pub struct Accepted {
-    pub request: ChatRequest,
+    pub request: ModelRequest,
     pub route: Option<crate::fusion::Route>,
     pub recorder: Recorder,
 }
 
-/// Reads the body within `server.body_timeout_s`, parses it with the surface's `parse`, and
-/// routes it; a request refused on the way is recorded before its error is returned.
-pub async fn accept(
+/// A surface's parser: the body into the internal request, and what only the surface reads.
+pub type Parse<W> = fn(&[u8]) -> Result<(ModelRequest, W), Error>;
+
+/// Reads the body within `server.body_timeout_s`, parses it with the surface's `parse` into the
+/// internal request and what only the surface reads (`W`), and routes it; a request refused on
+/// the way is recorded before its error is returned.
+pub async fn accept<W>(
     state: &AppState,
     ctx: &mut RequestCtx,
     headers: &HeaderMap,
     request: Request,
     surface: &'static str,
-    parse: fn(&[u8]) -> Result<ChatRequest, Error>,
-) -> Result<Accepted, Error> {
+    parse: Parse<W>,
+) -> Result<(Accepted, W), Error> {
     let caller = request.extensions().get::<Caller>().cloned();
     let mut body = None;
     let parsed = read_body(request, state.body_timeout)
@@ -70,15 +76,15 @@ pub async fn accept(
             body = Some(bytes);
             request
         })
-        .and_then(|r| {
+        .and_then(|(r, wire)| {
             ctx.fusion_depth = fusion_depth(headers)?;
             let route = crate::fusion::route(&state.fusion, ctx, &r)?;
             servable(state.router.config(), &r, route.is_some())?;
-            Ok((r, route))
+            Ok((r, wire, route))
         });
     let store = state.store.as_ref();
     match parsed {
-        Ok((request, route)) => {
+        Ok((request, wire, route)) => {
             let fusion = route.as_ref().is_some_and(crate::fusion::Route::is_fusion);
             let recorder = Recorder::start(
                 store,
@@ -88,11 +94,12 @@ pub async fn accept(
                 fusion,
                 surface,
             );
-            Ok(Accepted {
+            let accepted = Accepted {
                 request,
                 route,
                 recorder,
-            })
+            };
+            Ok((accepted, wire))
         }
         Err(e) => {
             tracing::info!(status = e.status(), error = %e, "rejected request");
@@ -107,7 +114,7 @@ pub async fn accept(
 /// for a model that reads text only (local models).
 pub(crate) fn servable(
     config: &Config,
-    request: &ChatRequest,
+    request: &ModelRequest,
     gateway_run: bool,
 ) -> Result<(), Error> {
     let kind = config
@@ -151,13 +158,9 @@ pub struct Framing {
 }
 
 impl Framing {
-    fn of(openrouter: bool, request: &ChatRequest) -> Self {
-        let asked = request
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage);
+    fn of(openrouter: bool, usage_asked: bool) -> Self {
         Self {
-            usage_chunk: openrouter || asked.unwrap_or(false),
+            usage_chunk: openrouter || usage_asked,
             openai_errors: !openrouter,
         }
     }
@@ -205,10 +208,12 @@ fn body_error(rejection: BytesRejection) -> Error {
     }
 }
 
-/// Strict JSON parsing whose errors name the offending field, then field-level validation.
-pub fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
+/// Strict JSON parsing whose errors name the offending field, then field-level validation; with
+/// the request, whether the caller asked for a stream's usage chunk
+/// (`stream_options.include_usage`).
+pub fn parse(bytes: &[u8]) -> Result<(ModelRequest, bool), Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let mut request: ChatRequest =
+    let request: ChatRequest =
         serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -223,9 +228,13 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
     deserializer
         .end()
         .map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))?;
-    request.take_model_from_models();
-    request.validate().map_err(Error::BadRequest)?;
-    Ok(request)
+    let usage_asked = request
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let request = request.into_request().map_err(Error::BadRequest)?;
+    Ok((request, usage_asked))
 }
 
 /// An SSE response. Its body is polled after the handler returned, so it is put back in the
@@ -398,7 +407,7 @@ mod tests {
         let m = message(r#"{"model":"m","messages":[{"role":1,"content":"x"}]}"#);
         assert!(m.starts_with("messages[0].role: invalid type"), "{m}");
         let body = r#"{"model":"m","messages":[{"role":"user","content":"x","cache":{}}]}"#;
-        let request = parse(body.as_bytes()).unwrap();
+        let (request, _) = parse(body.as_bytes()).unwrap();
         assert!(
             request.messages[0].extra.contains_key("cache"),
             "unknown fields still forwarded"
@@ -415,9 +424,9 @@ mod tests {
             message("{\"model\": \"m\", \"messages\": []} x").starts_with("malformed JSON body")
         );
         let alone = r#"{"models": ["a/x", "b/y"], "messages": [{"role": "user", "content": "x"}]}"#;
-        let request = parse(alone.as_bytes()).unwrap();
+        let (request, _) = parse(alone.as_bytes()).unwrap();
         assert_eq!(
-            (request.model.as_str(), request.models),
+            (request.model.as_str(), request.fallbacks),
             ("a/x", Some(vec!["b/y".to_string()]))
         );
     }

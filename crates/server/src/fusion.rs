@@ -4,7 +4,7 @@
 //! into a completion or chunks for every surface.
 
 use futures::StreamExt;
-use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta};
+use quorate_api::{ChatChunk, ChatCompletion, ChunkChoice, Delta, ModelRequest};
 use quorate_fusion::{Fusion, FusionError, FusionStream, Item, Plan, ResearchPlan};
 use quorate_providers::{Error, RequestCtx};
 
@@ -29,7 +29,11 @@ impl Route {
 }
 
 /// The fusion route a request asks for, if any; a slug or plugin and the tool at once is an error.
-pub fn route(fusion: &Fusion, ctx: &RequestCtx, req: &ChatRequest) -> Result<Option<Route>, Error> {
+pub fn route(
+    fusion: &Fusion,
+    ctx: &RequestCtx,
+    req: &ModelRequest,
+) -> Result<Option<Route>, Error> {
     let plan = fusion.plan(ctx, req)?;
     let tool = fusion.tool_plan(ctx, req)?;
     match (plan, tool) {
@@ -47,7 +51,7 @@ pub fn run(
     state: &AppState,
     ctx: &RequestCtx,
     route: Route,
-    request: ChatRequest,
+    request: ModelRequest,
 ) -> (FusionStream, bool) {
     match route {
         Route::Pipeline(plan) => {

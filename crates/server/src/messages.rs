@@ -1,5 +1,5 @@
 //! `POST /v1/messages`: Anthropic's Messages API over the same pipeline as chat completions. The
-//! body is read into the internal `ChatRequest` (`quorate_api::anthropic`), then routed, run and
+//! body is read into the internal `ModelRequest` (`quorate_api::anthropic`), then routed, run and
 //! recorded as a chat completion is: any configured model, fusion (`quorate/fusion`, the plugin)
 //! and the research tools work here. Only the answer's shape differs: a message, Anthropic's
 //! stream events, Anthropic's error body.
@@ -17,7 +17,7 @@ use quorate_api::anthropic::{
     self, Block, BlockDelta, CountTokensRequest, ErrorDetail, ErrorResponse, MessageDelta,
     MessageResponse, MessagesRequest, Stop, StreamEvent, TokenCount,
 };
-use quorate_api::{ChatRequest, ToolCallDelta};
+use quorate_api::{ModelRequest, ToolCallDelta};
 use quorate_providers::{Error, RequestCtx};
 use serde_json::json;
 
@@ -35,7 +35,7 @@ pub async fn create(
 ) -> Response {
     let accepted = accept(&state, &mut ctx, &headers, request, SURFACE, parse).await;
     let accepted = match accepted {
-        Ok(accepted) => accepted,
+        Ok((accepted, ())) => accepted,
         Err(e) => return refuse(&Refused::Plain(e)),
     };
     let dialect = Dialect {
@@ -71,7 +71,7 @@ pub async fn count_tokens(
 async fn count(state: &AppState, ctx: &RequestCtx, request: Request) -> Result<u64, Error> {
     let bytes = crate::chat::read_body(request, state.body_timeout).await?;
     let request: CountTokensRequest = answer::decode(&bytes)?;
-    let request = checked(request.into_chat().map_err(Error::BadRequest)?)?;
+    let request = checked(request.into_request())?;
     if crate::fusion::route(&state.fusion, ctx, &request)?.is_some() {
         return Err(Error::BadRequest(format!(
             "model: {} runs the gateway's fusion or tools, whose prompts depend on other models' \
@@ -85,12 +85,13 @@ async fn count(state: &AppState, ctx: &RequestCtx, request: Request) -> Result<u
 }
 
 /// Strict parsing whose errors name the field, then the checks every surface shares.
-fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
+fn parse(bytes: &[u8]) -> Result<(ModelRequest, ()), Error> {
     let request: MessagesRequest = answer::decode(bytes)?;
-    checked(request.into_chat().map_err(Error::BadRequest)?)
+    Ok((checked(request.into_request())?, ()))
 }
 
-fn checked(request: ChatRequest) -> Result<ChatRequest, Error> {
+fn checked(request: Result<ModelRequest, String>) -> Result<ModelRequest, Error> {
+    let request = request.map_err(Error::BadRequest)?;
     request.validate().map_err(Error::BadRequest)?;
     Ok(request)
 }

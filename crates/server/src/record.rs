@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use quorate_api::{ChatChunk, ChatCompletion, ChatRequest, Usage};
+use quorate_api::{ChatChunk, ChatCompletion, ModelRequest, Usage};
 use quorate_fusion::{FusionError, FusionEvent, FusionReport, Item};
 use quorate_providers::{Error, RequestCtx};
 use quorate_store::{Attempt, Detail, Kind, Run, Store, Summary, TimedEvent};
@@ -38,7 +38,7 @@ impl Recorder {
         store: Option<&Arc<Store>>,
         ctx: &RequestCtx,
         caller: Option<&Caller>,
-        request: Option<(&ChatRequest, Option<Bytes>)>,
+        request: Option<(&ModelRequest, Option<Bytes>)>,
         fusion: bool,
         surface: &'static str,
     ) -> Self {
@@ -59,7 +59,7 @@ impl Recorder {
             } else {
                 Kind::Completion
             },
-            stream: request.is_some_and(|r| r.stream == Some(true)),
+            stream: request.is_some_and(|r| r.stream),
             ..Summary::default()
         };
         Self {

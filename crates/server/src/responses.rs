@@ -1,5 +1,5 @@
 //! `POST /v1/responses`: OpenAI's Responses API over the same pipeline as chat completions. The
-//! body is read into the internal `ChatRequest` (`quorate_api::responses`), routed, run and
+//! body is read into the internal `ModelRequest` (`quorate_api::responses`), routed, run and
 //! recorded as a chat completion is (any model, fusion, the `quorate:fusion` tool, research);
 //! the answer is a response object or the Responses stream events. `previous_response_id` is read
 //! back from the run store.
@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
 use quorate_api::responses::{self, ResponsesRequest};
-use quorate_api::{ChatRequest, FunctionCall, Message, Role, ToolCall, ToolCallDelta};
+use quorate_api::{FunctionCall, Message, ModelRequest, Role, ToolCall, ToolCallDelta};
 use quorate_providers::{Error, RequestCtx};
 use quorate_store::{Run, Store};
 use serde_json::{json, Map, Value};
@@ -25,11 +25,11 @@ use crate::AppState;
 
 const SURFACE: &str = "responses";
 
+/// The field naming the earlier response a request continues.
+const PREVIOUS: &str = "previous_response_id";
+
 /// How far back a chain of `previous_response_id` is followed.
 const MAX_HISTORY: usize = 64;
-
-/// Where `parse` leaves the earlier response's id for the handler (never sent upstream).
-const PREVIOUS: &str = "previous_response_id";
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -38,11 +38,11 @@ pub async fn create(
     request: Request,
 ) -> Response {
     let accepted = accept(&state, &mut ctx, &headers, request, SURFACE, parse).await;
-    let mut accepted = match accepted {
+    let (mut accepted, previous) = match accepted {
         Ok(accepted) => accepted,
         Err(e) => return Refused::Plain(e).response(),
     };
-    if let Some(Value::String(previous)) = accepted.request.extra.remove(PREVIOUS) {
+    if let Some(previous) = previous {
         match history(&state, &previous).await {
             Ok(earlier) => {
                 // After this request's instructions, before its input.
@@ -68,15 +68,16 @@ pub async fn create(
     answer::respond(&state, ctx, accepted, dialect).await
 }
 
-fn parse(bytes: &[u8]) -> Result<ChatRequest, Error> {
+/// The internal request, and the earlier response it continues (read by the handler from the
+/// run store; never sent upstream).
+fn parse(bytes: &[u8]) -> Result<(ModelRequest, Option<String>), Error> {
     let request: ResponsesRequest = answer::decode(bytes)?;
     let previous = request.previous_response_id.clone();
-    let mut chat = request.into_chat(Vec::new()).map_err(Error::BadRequest)?;
-    if let Some(previous) = previous {
-        chat.extra.insert(PREVIOUS.into(), Value::String(previous));
-    }
-    chat.validate().map_err(Error::BadRequest)?;
-    Ok(chat)
+    let request = request
+        .into_request(Vec::new())
+        .map_err(Error::BadRequest)?;
+    request.validate().map_err(Error::BadRequest)?;
+    Ok((request, previous))
 }
 
 /// The turns before this one: each earlier response's input and answer, oldest first (its

@@ -1,5 +1,5 @@
 //! The gateway's `/v1/messages` surface: a Messages request read into the internal
-//! `ChatRequest`, a completion written back as a message.
+//! `ModelRequest`, a completion written back as a message.
 
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Map, Value};
@@ -8,13 +8,12 @@ use super::{
     Block, Content as InContent, CountTokensRequest, ImageSource, MessageResponse, MessageUsage,
     MessagesRequest, StopReason, System, Tool, ToolChoice, TurnRole,
 };
-use crate::chat::{
-    ChatCompletion, ChatRequest, Content, FunctionCall, Message, Role, Stop, ToolCall, Usage,
-};
+use crate::chat::{ChatCompletion, Content, FunctionCall, Message, Role, ToolCall, Usage};
+use crate::request::ModelRequest;
 
 impl MessagesRequest {
     /// The internal request. Errors name the field, as Anthropic's do.
-    pub fn into_chat(self) -> Result<ChatRequest, String> {
+    pub fn into_request(self) -> Result<ModelRequest, String> {
         let mut messages = Vec::new();
         if let Some(system) = self.system {
             let text = match system {
@@ -30,34 +29,31 @@ impl MessagesRequest {
                 TurnRole::Assistant => messages.push(assistant_message(message.content, &field)?),
             }
         }
-        let mut extra = self.extra;
-        if let Some(top_k) = self.top_k {
-            extra.insert("top_k".into(), json!(top_k));
-        }
-        let mut request: ChatRequest = serde_json::from_value(json!({
-            "model": self.model,
-            "messages": [],
-        }))
-        .map_err(|e| e.to_string())?;
-        request.messages = messages;
+        let mut request = ModelRequest::new(self.model, messages);
         request.max_tokens = Some(self.max_tokens);
-        request.stream = self.stream;
+        request.stream = self.stream == Some(true);
         request.temperature = self.temperature;
         request.top_p = self.top_p;
-        request.stop = self.stop_sequences.map(Stop::Many);
+        request.stop = self.stop_sequences.unwrap_or_default();
         request.tools = self
             .tools
-            .map(|tools| tools.into_iter().map(function_tool).collect());
+            .into_iter()
+            .flatten()
+            .map(function_tool)
+            .collect();
         request.tool_choice = self.tool_choice.map(openai_tool_choice);
-        request.plugins = self.plugins;
-        request.extra = extra;
+        request.plugins = self.plugins.unwrap_or_default();
+        request.extra = self.extra;
+        if let Some(top_k) = self.top_k {
+            request.extra.insert("top_k".into(), json!(top_k));
+        }
         Ok(request)
     }
 }
 
 impl CountTokensRequest {
     /// The internal request whose prompt is counted: no output cap, as no output is made.
-    pub fn into_chat(self) -> Result<ChatRequest, String> {
+    pub fn into_request(self) -> Result<ModelRequest, String> {
         let mut extra = Map::new();
         if let Some(thinking) = self.thinking {
             extra.insert("thinking".into(), thinking);
@@ -72,9 +68,9 @@ impl CountTokensRequest {
             extra,
             ..MessagesRequest::default()
         };
-        let mut chat = request.into_chat()?;
-        chat.max_tokens = None;
-        Ok(chat)
+        let mut counted = request.into_request()?;
+        counted.max_tokens = None;
+        Ok(counted)
     }
 }
 
@@ -264,10 +260,10 @@ fn tool_use_block(call: &ToolCall) -> Block {
 mod tests {
     use super::*;
 
-    fn request(body: Value) -> ChatRequest {
+    fn request(body: Value) -> ModelRequest {
         serde_json::from_value::<MessagesRequest>(body)
             .unwrap()
-            .into_chat()
+            .into_request()
             .unwrap()
     }
 
@@ -310,10 +306,7 @@ mod tests {
             chat.tool_choice,
             Some(json!({"type": "function", "function": {"name": "weather"}}))
         );
-        assert_eq!(
-            chat.tools.unwrap()[0]["function"]["parameters"]["type"],
-            "object"
-        );
+        assert_eq!(chat.tools[0]["function"]["parameters"]["type"], "object");
     }
 
     #[test]
@@ -322,7 +315,7 @@ mod tests {
             "model": "m", "max_tokens": 5, "messages": [
                 {"role": "user", "content": [{"type": "tool_use", "id": "x", "name": "n"}]}]}))
         .unwrap()
-        .into_chat()
+        .into_request()
         .unwrap_err();
         assert!(error.starts_with("messages[0].content[0]"), "{error}");
     }

@@ -2,7 +2,7 @@
 //! type (positive or negative), its text, the task and the response, never its weight or the
 //! other criteria; the reply is schema-enforced JSON `{"explanation", "criterion_status"}`.
 
-use quorate_api::{ChatRequest, Message, ResponseFormat, Role, Usage};
+use quorate_api::{Message, ModelRequest, ResponseFormat, Role, Usage};
 use quorate_providers::{RequestCtx, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -81,7 +81,7 @@ impl Grader {
         let mut last = String::new();
         for attempt in 0..2u64 {
             let mut req =
-                ChatRequest::new(&self.model, vec![Message::new(Role::User, prompt.clone())]);
+                ModelRequest::new(&self.model, vec![Message::new(Role::User, prompt.clone())]);
             req.temperature = Some(self.temperature);
             req.max_tokens = Some(600);
             req.response_format = Some(response_format());

@@ -1,11 +1,13 @@
 use super::*;
 
-fn request(v: Value) -> ChatRequest {
-    serde_json::from_value(v).unwrap()
+fn request(v: Value) -> ModelRequest {
+    serde_json::from_value::<quorate_api::ChatRequest>(v)
+        .unwrap()
+        .into()
 }
 
 /// The body as it goes on the wire.
-fn wire(req: &ChatRequest, stream: bool) -> Result<Value, Error> {
+fn wire(req: &ModelRequest, stream: bool) -> Result<Value, Error> {
     to_messages_request(req, stream).map(|body| serde_json::to_value(body).unwrap())
 }
 
