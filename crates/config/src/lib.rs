@@ -112,7 +112,7 @@ pub struct ServerConfig {
     #[serde(default = "defaults::body_timeout_s")]
     pub body_timeout_s: f64,
     /// A connection with no request in flight for this long is closed (HTTP/1 keep-alive
-    /// connections meet `header_timeout_s` first: hyper times the wait for the next headers).
+    /// connections meet `header_timeout_s` first: the next request's headers must come within it).
     #[serde(default = "defaults::idle_timeout_s")]
     pub idle_timeout_s: f64,
     /// Connections served at once; past it, /health still answers and the rest get a 503.

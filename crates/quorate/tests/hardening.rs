@@ -102,6 +102,44 @@ async fn slow_headers_are_cut_off_while_health_answers() {
     );
 }
 
+/// Between two requests on a kept-alive HTTP/1 connection, the next headers are timed too: a
+/// client that answered once cannot then hold the connection by dribbling (or by sending
+/// nothing) for the whole idle limit.
+#[tokio::test]
+async fn the_next_request_on_a_kept_alive_connection_has_its_headers_timed() {
+    let gw = limited("header_timeout_s = 1\nidle_timeout_s = 30").await;
+    for next in ["GET /health HTTP/1.1\r\nhost: x\r\n", ""] {
+        let mut tcp = connect(&gw).await;
+        tcp.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\"ok\"}") {
+            let mut buf = [0u8; 512];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the first answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "the first request is answered"
+        );
+        let started = Instant::now();
+        for byte in next.bytes() {
+            if tcp.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        assert_eq!(read_to_close(&mut tcp, Duration::from_secs(10)).await, "");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(4),
+            "{next:?}: cut off after {elapsed:?}, not within header_timeout_s"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_dribbled_body_gets_a_408() {
     let gw = limited("body_timeout_s = 1").await;

@@ -116,25 +116,35 @@ where
     match complete(state, &ctx, accepted).await {
         Ok((completion, recorder)) => {
             let response = (dialect.body)(&completion);
-            recorder.completed_later(completion);
-            response
+            recorder.completed_after(response, completion)
         }
         Err(refused) => (dialect.refuse)(&refused),
     }
 }
 
-/// A surface's request body, strictly: errors name the field (`messages[0].content: ...`).
+/// A surface's request body, strictly. Most bodies are valid, so they are read at serde_json's
+/// full speed; only one that fails is read again with its path tracked (which costs as much as
+/// the parse itself), for an error that names the field (`messages[0].content: ...`).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|first| explain::<T>(bytes, first))
+}
+
+fn explain<T: DeserializeOwned>(bytes: &[u8], first: serde_json::Error) -> Error {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() || path == "." {
-            Error::BadRequest(format!("invalid request: {inner}"))
-        } else {
-            Error::BadRequest(format!("{path}: {inner}"))
-        }
-    })
+    let error = match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(error) => error,
+        // Only what follows the value can fail the first read and not this one.
+        Ok(_) => return Error::BadRequest(format!("malformed JSON body: {first}")),
+    };
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        Error::BadRequest(format!("malformed JSON body: {inner}"))
+    } else if path == "." {
+        Error::BadRequest(format!("invalid request: {inner}"))
+    } else {
+        Error::BadRequest(format!("{path}: {inner}"))
+    }
 }
 
 /// A streamed answer as a surface writes it: its text and calls in order, then how it ended.

@@ -212,22 +212,7 @@ fn body_error(rejection: BytesRejection) -> Error {
 /// the request, whether the caller asked for a stream's usage chunk
 /// (`stream_options.include_usage`).
 pub fn parse(bytes: &[u8]) -> Result<(ModelRequest, bool), Error> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let request: ChatRequest =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                Error::BadRequest(format!("malformed JSON body: {inner}"))
-            } else if path == "." {
-                Error::BadRequest(format!("invalid request: {inner}"))
-            } else {
-                Error::BadRequest(format!("{path}: {inner}"))
-            }
-        })?;
-    deserializer
-        .end()
-        .map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))?;
+    let request: ChatRequest = answer::decode(bytes)?;
     let usage_asked = request
         .stream_options
         .as_ref()

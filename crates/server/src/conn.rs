@@ -2,22 +2,22 @@
 //! builder), and closed when a client is too slow to send a request, so that slow clients
 //! cannot hold the server's file descriptors.
 //!
-//! hyper times each HTTP/1 request's headers (`header_read_timeout`), including the wait for the
-//! next request on a kept-alive connection. What hyper leaves untimed is watched here: the bytes
-//! before hyper knows the protocol, the HTTP/2 handshake, and an HTTP/2 connection without
-//! streams. A connection with no request in flight is closed after `header_timeout` before its
-//! first request and after `idle_timeout` between requests.
+//! One watchdog per connection times what a slow client could hold: a connection with no request
+//! in flight is closed after `header_timeout` before its first request (the bytes before hyper
+//! knows the protocol, the HTTP/2 handshake, a request's headers) and between HTTP/1 requests
+//! (the wait for, and the reading of, the next request's headers), and after `idle_timeout`
+//! between HTTP/2 requests. hyper's own `header_read_timeout` is not used: it arms a timer for
+//! every request, which wakes the runtime's driver thread once per request; the watchdog looks
+//! once per limit.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use http_body::{Frame, SizeHint};
+use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -55,8 +55,6 @@ impl Lane {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header)
             // hyper's read buffer bounds the request line and headers: 431 past it.
             .max_buf_size(server.max_header_bytes);
         builder
@@ -80,11 +78,12 @@ impl Lane {
         let app = self.app.clone();
         // Each request counts as in flight until hyper is done with its response body.
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let busy = Busy::start(&requests);
+            let busy = Busy::start(&requests, request.version());
             let response = app.clone().oneshot(request.map(Body::new));
             async move {
                 let response = response.await?;
-                Ok::<_, Infallible>(response.map(|body| Counted { body, _busy: busy }))
+                // An SSE stream is a request in flight for as long as it lasts.
+                Ok::<_, Infallible>(crate::body::guard(response, busy))
             }
         });
         let io = TokioIo::new(JsonRejections::new(tcp, self.max_header_bytes));
@@ -100,12 +99,14 @@ impl Lane {
     }
 }
 
-/// Resolves once the connection has had no request in flight for its limit: `first` before its
-/// first request, `idle` after. It looks once per limit rather than on every request, so a busy
-/// connection's requests pay two atomic updates and no timer.
-async fn idled(activity: &Activity, first: Duration, idle: Duration) {
+/// Resolves once the connection has had no request in flight for its limit: `header` before its
+/// first request and between HTTP/1 requests (headers must come within it), `idle` between
+/// HTTP/2 requests. It looks once per limit rather than on every request, so a busy
+/// connection's requests pay a few atomic updates and no timer.
+async fn idled(activity: &Activity, header: Duration, idle: Duration) {
     loop {
-        let limit = if activity.served() == 0 { first } else { idle };
+        let multiplexed = activity.http2.load(Ordering::Relaxed);
+        let limit = if multiplexed { idle } else { header };
         match activity.quiet_for() {
             Some(quiet) if quiet >= limit => return,
             Some(quiet) => tokio::time::sleep(limit - quiet).await,
@@ -119,7 +120,8 @@ async fn idled(activity: &Activity, first: Duration, idle: Duration) {
 struct Activity {
     began: Instant,
     in_flight: AtomicUsize,
-    served: AtomicUsize,
+    /// Whether the connection speaks HTTP/2 (seen on its first request).
+    http2: AtomicBool,
     changed_ns: AtomicU64,
 }
 
@@ -128,13 +130,9 @@ impl Activity {
         Self {
             began: Instant::now(),
             in_flight: AtomicUsize::new(0),
-            served: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
             changed_ns: AtomicU64::new(0),
         }
-    }
-
-    fn served(&self) -> usize {
-        self.served.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -156,9 +154,11 @@ impl Activity {
 struct Busy(Arc<Activity>);
 
 impl Busy {
-    fn start(activity: &Arc<Activity>) -> Self {
+    fn start(activity: &Arc<Activity>, version: http::Version) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.served.fetch_add(1, Ordering::Relaxed);
+        if version == http::Version::HTTP_2 {
+            activity.http2.store(true, Ordering::Relaxed);
+        }
         activity.touch();
         Self(activity.clone())
     }
@@ -168,33 +168,6 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A response body that keeps its request in flight until hyper is done with it (an SSE stream
-/// is a request in flight for as long as it lasts).
-struct Counted {
-    body: Body,
-    _busy: Busy,
-}
-
-impl http_body::Body for Counted {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod answer;
 mod auth;
+mod body;
 mod chat;
 mod conn;
 mod context;

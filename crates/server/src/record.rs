@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::response::Response;
 use quorate_api::{ChatChunk, ChatCompletion, ModelRequest, Usage};
 use quorate_fusion::{FusionError, FusionEvent, FusionReport, Item};
 use quorate_providers::{Error, RequestCtx};
@@ -132,10 +133,11 @@ impl Recorder {
         self.finish();
     }
 
-    /// `completed`, in a task of its own: the response is on its way, and the record costs
-    /// the caller nothing.
-    pub fn completed_later(self, completion: ChatCompletion) {
-        tokio::spawn(async move { self.completed(&completion) });
+    /// `completed`, once `response` has been written out: the record costs the caller
+    /// nothing, and needs no task of its own.
+    pub fn completed_after(self, response: Response, completion: ChatCompletion) -> Response {
+        let record = AfterResponse(Some((self, completion)));
+        crate::body::guard(response, record).map(Body::new)
     }
 
     /// A stream that ended well; `report` for a fusion run.
@@ -219,6 +221,17 @@ impl Recorder {
         crate::metrics::finished(&run);
         if let Some(store) = &self.store {
             store.record(run);
+        }
+    }
+}
+
+/// Records a completion when dropped: with its response's body, once that is written out.
+struct AfterResponse(Option<(Recorder, ChatCompletion)>);
+
+impl Drop for AfterResponse {
+    fn drop(&mut self) {
+        if let Some((recorder, completion)) = self.0.take() {
+            recorder.completed(&completion);
         }
     }
 }
