@@ -105,7 +105,9 @@ where
 {
     let (id, model) = (ctx.id.clone(), accepted.request.model.clone());
     if accepted.request.stream {
-        return match chunks(state, ctx, accepted, dialect.progress).await {
+        // Boxed, as below: the handler's future is moved whole through every layer of the
+        // stack, so it stays small and the large answer states live on the heap once.
+        return match Box::pin(chunks(state, ctx, accepted, dialect.progress)).await {
             Ok(chunks) => sse_response(with_keepalive(
                 (dialect.events)(chunks, id, model),
                 state.keepalive,
@@ -113,7 +115,7 @@ where
             Err(refused) => (dialect.refuse)(&refused),
         };
     }
-    match complete(state, &ctx, accepted).await {
+    match Box::pin(complete(state, &ctx, accepted)).await {
         Ok((completion, recorder)) => {
             let response = (dialect.body)(&completion);
             recorder.completed_after(response, completion)
@@ -413,5 +415,30 @@ pub fn fusion_chunks(
             last.extra.insert("research".into(), research.clone());
         }
         yield Ok(last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorate_api::anthropic::MessagesRequest;
+
+    fn refused(body: &str) -> String {
+        decode::<MessagesRequest>(body.as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_failing_body_is_read_again_to_name_the_field() {
+        let ok =
+            r#"{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}"#;
+        assert!(decode::<MessagesRequest>(ok.as_bytes()).is_ok());
+        let e = refused(r#"{"model": "m", "max_tokens": "five", "messages": []}"#);
+        assert!(e.starts_with("max_tokens: invalid type"), "{e}");
+        let e = refused(r#"{"model": "m", "max_tokens": 5, "messages": [{"role": "bot"}]}"#);
+        assert!(e.starts_with("messages[0].role"), "{e}");
+        assert!(refused(r#"{"model": "m""#).starts_with("malformed JSON body"));
+        assert!(refused(&format!("{ok} trailing")).starts_with("malformed JSON body"));
     }
 }

@@ -113,11 +113,15 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/metrics", get(metrics::render))
         .route("/v1/generation", get(runs::generation))
         .route("/v1/usage", get(usage::summary))
-        .route("/api/v1/usage", get(usage::summary))
-        .route_layer(axum::middleware::from_fn_with_state(
+        .route("/api/v1/usage", get(usage::summary));
+    // Only with keys configured: a layer costs every request a boxed future.
+    let api = match state.keys {
+        Some(_) => api.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
-        ));
+        )),
+        None => api,
+    };
     let mut routes = axum::Router::new().route("/health", get(health)).merge(api);
     if state.router.config().server.ui {
         routes = routes.merge(ui::routes());
