@@ -105,6 +105,8 @@ impl ChatRequest {
                 self.model = models.remove(0);
             }
         }
+        // Both wire caps: with both sent the internal request keeps `max_completion_tokens`
+        // only, and a zero `max_tokens` beside it would pass unseen.
         for (name, value) in [
             ("max_tokens", self.max_tokens),
             ("max_completion_tokens", self.max_completion_tokens),

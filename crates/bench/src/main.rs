@@ -43,6 +43,10 @@ struct Args {
     /// The `quorate-sim` binary (default: next to this one).
     #[arg(long)]
     sim_bin: Option<PathBuf>,
+    /// Another `quorate` build (an earlier release, say) measured in the same rounds, store off:
+    /// a regression shows against it without the drift between two runs.
+    #[arg(long)]
+    baseline_bin: Option<PathBuf>,
     /// Alternating rounds per cell (direct, gateway, direct, ...).
     #[arg(long, default_value_t = 5)]
     rounds: u32,
@@ -162,7 +166,7 @@ fn wrapper(cpus: Option<&str>, realtime: bool) -> Vec<String> {
 async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     // The sim runs as a process of its own, like the gateway, so both paths pay the same
     // cross-process wake-ups and the difference is the gateway's own cost.
-    let (mut sim, sim_url) = start(
+    let (sim, sim_url) = start(
         &sibling(&args.sim_bin, "quorate-sim")?,
         &["--listen", "127.0.0.1:0"],
         &wrapper(cpus.as_ref().map(|c| c.others.as_str()), false),
@@ -171,22 +175,48 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     let sim_addr = sim_url.trim_start_matches("http://").to_string();
     let gateway_wrapper = wrapper(cpus.as_ref().map(|c| c.gateway.as_str()), args.realtime);
     let store = std::env::temp_dir().join(format!("quorate-bench-{}.db", std::process::id()));
-    let (mut gateway, gateway_url) =
-        start_gateway(&args, &sim_addr, &gateway_wrapper, None).await?;
-    let (mut stored, stored_url) =
-        start_gateway(&args, &sim_addr, &gateway_wrapper, Some(&store)).await?;
+    let quorate = sibling(&args.gateway_bin, "quorate")?;
+    let (gateway, gateway_url) =
+        start_gateway(&quorate, &sim_addr, &gateway_wrapper, Store::Off).await?;
+    let (stored, stored_url) =
+        start_gateway(&quorate, &sim_addr, &gateway_wrapper, Store::Sqlite(&store)).await?;
+    let mut children = vec![sim, gateway, stored];
     let direct = format!("http://{sim_addr}/v1/chat/completions");
-    let through = format!("{gateway_url}/v1/chat/completions");
-    let through_stored = format!("{stored_url}/v1/chat/completions");
+    let completions = |url: &str| format!("{url}/v1/chat/completions");
+    let mut paths = vec![
+        Target::measured("direct to sim", &direct, None),
+        Target::measured(
+            "through gateway, store off",
+            &completions(&gateway_url),
+            Some("store off"),
+        ),
+        Target::measured(
+            "through gateway, store on (SQLite)",
+            &completions(&stored_url),
+            Some("store on"),
+        ),
+    ];
+    if let Some(bin) = &args.baseline_bin {
+        let (baseline, url) = start_baseline(bin, &sim_addr, &gateway_wrapper).await?;
+        children.push(baseline);
+        paths.push(Target::measured(
+            "through baseline gateway, store off",
+            &completions(&url),
+            Some("baseline"),
+        ));
+    }
+    if args.noise_floor {
+        paths.push(Target::measured("direct to sim, again", &direct, None));
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)
         .build()?;
 
-    // Warm both paths: connection pools, allocator, branch predictors.
-    run(&client, &direct, 200, 1.0).await;
-    run(&client, &through, 200, 1.0).await;
-    run(&client, &through_stored, 200, 1.0).await;
+    // Warm every path: connection pools, allocator, branch predictors.
+    for path in &paths {
+        run(&client, &path.url, 200, 1.0).await;
+    }
 
     println!(
         "open-loop load, non-streaming echo completions, {}s per path and rate in {} alternating rounds; {}",
@@ -198,21 +228,12 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
         "| rate (req/s) | path | p50 ms | p90 ms | p99 ms | errors | worst send lateness ms | CPU stolen by the host ms/s |"
     );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|");
-    let mut urls = vec![direct.as_str(), through.as_str(), through_stored.as_str()];
-    if args.noise_floor {
-        urls.push(&direct);
-    }
-    let names = [
-        "direct to sim",
-        "through gateway, store off",
-        "through gateway, store on (SQLite)",
-        "direct to sim, again",
-    ];
+    let urls: Vec<&str> = paths.iter().map(|p| p.url.as_str()).collect();
     let mut rows = Vec::new();
     for &rate in &args.rates {
         let samples = alternate(&client, &urls, rate, &args).await;
-        for (name, sample) in names.iter().zip(&samples) {
-            print_row(rate, name, sample);
+        for (path, sample) in paths.iter().zip(&samples) {
+            print_row(rate, path.name, sample);
         }
         rows.push((rate, samples));
     }
@@ -224,30 +245,52 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     println!("| rate (req/s) | gateway | added p50 ms | added p90 ms | added p99 ms | gateway's own p50 / p99 / max ms |{floor_head}");
     println!("|---:|---|---:|---:|---:|---:|{floor_rule}");
     for (rate, samples) in rows {
-        for (name, sample) in ["store off", "store on"].iter().zip(&samples[1..3]) {
+        let direct = &samples[0];
+        let again = samples.last().filter(|_| args.noise_floor);
+        for (path, sample) in paths.iter().zip(&samples) {
+            let Some(name) = path.gateway else {
+                continue;
+            };
             let [p50, _, p99] = percentiles(&sample.own_us);
-            let added = difference(&samples[0], sample);
             let own_max = sample.own_us.last().copied().unwrap_or_default();
             print!(
                 "| {rate} | {name} | {} | {} / {} / {} |",
-                added.join(" | "),
+                difference(direct, sample).join(" | "),
                 ms(p50),
                 ms(p99),
                 ms(own_max)
             );
-            match samples.get(3) {
-                Some(again) => println!(" {} |", difference(&samples[0], again).join(" / ")),
+            match again {
+                Some(again) => println!(" {} |", difference(direct, again).join(" / ")),
                 None => println!(),
             }
         }
     }
-    for child in [&mut gateway, &mut stored, &mut sim] {
+    for child in &mut children {
         let _ = child.start_kill();
     }
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
     }
     Ok(())
+}
+
+/// A path the load is sent down.
+struct Target {
+    name: &'static str,
+    url: String,
+    /// Its name in the table of what a gateway adds; none for the direct path.
+    gateway: Option<&'static str>,
+}
+
+impl Target {
+    fn measured(name: &'static str, url: &str, gateway: Option<&'static str>) -> Self {
+        Self {
+            name,
+            url: url.to_string(),
+            gateway,
+        }
+    }
 }
 
 fn placement(cpus: Option<&Cpus>, realtime: bool) -> String {
@@ -291,33 +334,61 @@ async fn alternate(client: &reqwest::Client, urls: &[&str], rate: u32, args: &Ar
     pooled
 }
 
-/// A gateway in front of the sim, its run store off, or on in the SQLite file `store`.
+/// How a gateway's run store is configured.
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    Off,
+    /// On, in this SQLite file.
+    Sqlite(&'a std::path::Path),
+    /// No `[store]` table: for builds from before the run store, which refuse it.
+    Unnamed,
+}
+
+/// The gateway `bin` in front of the sim.
 async fn start_gateway(
-    args: &Args,
+    bin: &std::path::Path,
     sim: &str,
     wrapper: &[String],
-    store: Option<&std::path::Path>,
+    store: Store<'_>,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
-    let name = if store.is_some() { "stored" } else { "plain" };
+    let (name, table) = match store {
+        Store::Off => ("plain", "[store]\nenabled = false\n".to_string()),
+        Store::Sqlite(file) => (
+            "stored",
+            format!("[store]\nurl = \"sqlite://{}\"\n", file.display()),
+        ),
+        Store::Unnamed => ("unnamed", String::new()),
+    };
     let config =
         std::env::temp_dir().join(format!("quorate-bench-{}-{name}.toml", std::process::id()));
-    let store = match store {
-        Some(file) => format!("url = \"sqlite://{}\"", file.display()),
-        None => "enabled = false".to_string(),
-    };
     std::fs::write(
         &config,
         format!(
-            "[providers.sim]\nkind = \"openai\"\nbase_url = \"http://{sim}/v1\"\nmax_retries = 0\n\n[models.\"sim/echo\"]\nprovider = \"sim\"\nupstream = \"echo\"\n\n[store]\n{store}\n"
+            "[providers.sim]\nkind = \"openai\"\nbase_url = \"http://{sim}/v1\"\nmax_retries = 0\n\n[models.\"sim/echo\"]\nprovider = \"sim\"\nupstream = \"echo\"\n\n{table}"
         ),
     )?;
     let config = config.to_string_lossy().into_owned();
     start(
-        &sibling(&args.gateway_bin, "quorate")?,
+        bin,
         &["serve", "--listen", "127.0.0.1:0", "--config", &config],
         wrapper,
     )
     .await
+}
+
+/// The baseline build, store off; one from before the run store has none to turn off.
+async fn start_baseline(
+    bin: &std::path::Path,
+    sim: &str,
+    wrapper: &[String],
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    match start_gateway(bin, sim, wrapper, Store::Off).await {
+        Ok(started) => Ok(started),
+        Err(e) => {
+            eprintln!("the baseline refused `[store] enabled = false` ({e}); starting it without a [store] table");
+            start_gateway(bin, sim, wrapper, Store::Unnamed).await
+        }
+    }
 }
 
 async fn run(client: &reqwest::Client, url: &str, rate: u32, seconds: f64) -> Sample {

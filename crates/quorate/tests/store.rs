@@ -591,6 +591,11 @@ async fn metrics_count_requests_tokens_stages_and_the_store() {
     );
     assert_eq!(moved("quorate_cost_usd_total{model=sim/a}"), 1.0);
     assert!(moved("quorate_store_written_total{}") >= 3.0);
+    let batches = moved("quorate_store_batches_total{}");
+    assert!(
+        (1.0..=moved("quorate_store_written_total{}")).contains(&batches),
+        "{batches} batches"
+    );
     assert_eq!(after["quorate_requests_in_flight{}"], 0.0);
     // A stream was sent and has ended.
     assert_eq!(after["quorate_streams_in_flight{}"], 0.0);

@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use quorate_providers::Error;
 
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 /// A gateway key and the name runs are recorded under.
 pub struct Key {
@@ -44,14 +44,12 @@ fn is_name(text: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// The layer in front of the API, added only when keys are configured.
 pub async fn require_key(
-    State(state): State<Arc<AppState>>,
+    State(keys): State<Arc<Vec<Key>>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(keys) = &state.keys else {
-        return next.run(request).await;
-    };
     let headers = request.headers();
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)

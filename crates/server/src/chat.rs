@@ -27,15 +27,13 @@ const KEEPALIVE_FRAME: &[u8] = b": quorate processing\n\n";
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     Extension(mut ctx): Extension<RequestCtx>,
-    headers: HeaderMap,
     request: Request,
 ) -> Response {
     let openrouter = crate::context::openrouter_path(request.uri().path());
-    let (accepted, usage_asked) =
-        match accept(&state, &mut ctx, &headers, request, "chat", parse).await {
-            Ok(accepted) => accepted,
-            Err(e) => return ApiError(e).into_response(),
-        };
+    let (accepted, usage_asked) = match accept(&state, &mut ctx, request, "chat", parse).await {
+        Ok(accepted) => accepted,
+        Err(e) => return ApiError(e).into_response(),
+    };
     let framing = Framing::of(openrouter, usage_asked);
     let dialect = Dialect {
         events: move |chunks, id, model| frames(chunks, id, model, framing),
@@ -62,12 +60,12 @@ pub type Parse<W> = fn(&[u8]) -> Result<(ModelRequest, W), Error>;
 pub async fn accept<W>(
     state: &AppState,
     ctx: &mut RequestCtx,
-    headers: &HeaderMap,
     request: Request,
     surface: &'static str,
     parse: Parse<W>,
 ) -> Result<(Accepted, W), Error> {
     let caller = request.extensions().get::<Caller>().cloned();
+    let depth = fusion_depth(request.headers());
     let mut body = None;
     let parsed = read_body(request, state.body_timeout)
         .await
@@ -77,7 +75,7 @@ pub async fn accept<W>(
             request
         })
         .and_then(|(r, wire)| {
-            ctx.fusion_depth = fusion_depth(headers)?;
+            ctx.fusion_depth = depth?;
             let route = crate::fusion::route(&state.fusion, ctx, &r)?;
             servable(state.router.config(), &r, route.is_some())?;
             Ok((r, wire, route))

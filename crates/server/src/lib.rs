@@ -39,7 +39,7 @@ pub struct AppState {
     pub router: Router,
     pub fusion: Fusion,
     /// Gateway keys and their names; `None` means the gateway is open.
-    keys: Option<Vec<auth::Key>>,
+    keys: Option<Arc<Vec<auth::Key>>>,
     /// Where every request is recorded; `None` when `[store] enabled = false`.
     pub store: Option<Arc<Store>>,
     pub keepalive: Duration,
@@ -65,7 +65,7 @@ impl AppState {
                         "server.api_keys_env names {env}, but {env} holds no keys (comma-separated)"
                     ));
                 }
-                Some(keys)
+                Some(Arc::new(keys))
             }
         };
         metrics::install();
@@ -115,9 +115,9 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/usage", get(usage::summary))
         .route("/api/v1/usage", get(usage::summary));
     // Only with keys configured: a layer costs every request a boxed future.
-    let api = match state.keys {
-        Some(_) => api.route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+    let api = match &state.keys {
+        Some(keys) => api.route_layer(axum::middleware::from_fn_with_state(
+            keys.clone(),
             auth::require_key,
         )),
         None => api,

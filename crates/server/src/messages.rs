@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
@@ -30,10 +29,9 @@ const SURFACE: &str = "messages";
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(mut ctx): Extension<RequestCtx>,
-    headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let accepted = accept(&state, &mut ctx, &headers, request, SURFACE, parse).await;
+    let accepted = accept(&state, &mut ctx, request, SURFACE, parse).await;
     let accepted = match accepted {
         Ok((accepted, ())) => accepted,
         Err(e) => return refuse(&Refused::Plain(e)),

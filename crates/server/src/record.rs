@@ -25,7 +25,7 @@ pub struct Recorder {
     started: Instant,
     run: Option<Run>,
     /// The request as the client sent it, kept when the store keeps text: parsed for the record
-    /// only when it is written, off the time the caller waits for.
+    /// on the store's writer thread.
     body: Option<Bytes>,
     /// The answer as streamed so far, when the store keeps text.
     text: String,
@@ -127,7 +127,9 @@ impl Recorder {
             if let Some(usage) = &completion.usage {
                 set_usage(&mut run.summary, usage);
             }
-            run.detail.answer = completion.choices.first().map(|c| c.message.text());
+            if self.keep_text {
+                run.detail.answer = completion.choices.first().map(|c| c.message.text());
+            }
             run.detail.fusion = completion.extra.get("fusion").cloned();
         }
         self.finish();
@@ -211,16 +213,13 @@ impl Recorder {
                 elapsed_ms: a.elapsed_ms,
             })
             .collect();
-        if let Some(body) = self.body.take() {
-            run.detail.request = serde_json::from_slice(&body).ok();
-        }
         run.summary.saved_tokens = saved_tokens(run.detail.fusion.as_ref());
         if run.detail.answer.is_none() && !self.text.is_empty() {
             run.detail.answer = Some(std::mem::take(&mut self.text));
         }
         crate::metrics::finished(&run);
         if let Some(store) = &self.store {
-            store.record(run);
+            store.record_with_request(run, self.body.take());
         }
     }
 }

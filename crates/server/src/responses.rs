@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
@@ -34,10 +33,9 @@ const MAX_HISTORY: usize = 64;
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(mut ctx): Extension<RequestCtx>,
-    headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let accepted = accept(&state, &mut ctx, &headers, request, SURFACE, parse).await;
+    let accepted = accept(&state, &mut ctx, request, SURFACE, parse).await;
     let (mut accepted, previous) = match accepted {
         Ok(accepted) => accepted,
         Err(e) => return Refused::Plain(e).response(),

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
@@ -18,6 +19,7 @@ pub use record::{
     UsageRow,
 };
 pub use writer::Counters;
+use writer::Queued;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -77,7 +79,7 @@ impl Reader {
 /// back through `reader`.
 pub struct Store {
     reader: Reader,
-    queue: mpsc::Sender<Run>,
+    queue: mpsc::Sender<Queued>,
     capacity: usize,
     content: bool,
     counters: Arc<Counters>,
@@ -115,12 +117,21 @@ impl Store {
 
     /// Queues `run` for writing, never waiting: with the queue full it is dropped and counted.
     pub fn record(&self, run: Run) {
-        let run = if self.content {
-            run
+        self.record_with_request(run, None);
+    }
+
+    /// `record`, with the request's body as the client sent it: parsed into the record's
+    /// `request` on the writer's thread, not on the request's.
+    pub fn record_with_request(&self, run: Run, request: Option<Bytes>) {
+        let queued = if self.content {
+            Queued { run, request }
         } else {
-            run.without_content()
+            Queued {
+                run: run.without_content(),
+                request: None,
+            }
         };
-        if self.queue.try_send(run).is_err() {
+        if self.queue.try_send(queued).is_err() {
             let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // The first drop and then one line per thousand: a dead database must not flood
             // the log too.

@@ -1,6 +1,6 @@
 //! The store on a real SQLite file: written off the caller's path, read back by id and in
 //! filtered pages, text dropped when content is off, records past a full queue dropped and
-//! counted.
+//! counted, a steady trickle gathered into few transactions.
 
 #![allow(clippy::unwrap_used)]
 
@@ -44,6 +44,39 @@ fn run(i: i64, model: &str, status: u16) -> Run {
             ..Detail::default()
         },
     }
+}
+
+#[tokio::test]
+async fn a_trickle_is_written_in_few_batches_with_the_request_parsed_by_the_writer() {
+    let (options, dir) = options("trickle", true, 100);
+    let store = Store::open(&options).await.unwrap();
+    let body = r#"{"model": "m/a", "messages": [{"role": "user", "content": "the question"}]}"#;
+    // One record a millisecond, as a gateway at 1,000 requests a second makes them.
+    for i in 0..30 {
+        let mut record = run(i, "m/a", 200);
+        record.detail.request = None;
+        store.record_with_request(record, Some(body.as_bytes().to_vec().into()));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let counters = store.counters();
+    let written = || counters.written.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..200 {
+        if written() == 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(written(), 30);
+    // Written as they came, each record would be a transaction of its own.
+    let batches = counters.batches.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(batches <= 5, "30 records in {batches} transactions");
+    let kept = store.reader().get("gen-3").await.unwrap().unwrap();
+    assert_eq!(
+        kept.detail.request,
+        Some(serde_json::from_str::<serde_json::Value>(body).unwrap())
+    );
+    store.close(Duration::from_secs(10)).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
