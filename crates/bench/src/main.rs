@@ -47,7 +47,7 @@ struct Args {
     /// a regression shows against it without the drift between two runs.
     #[arg(long)]
     baseline_bin: Option<PathBuf>,
-    /// Alternating rounds per cell (direct, gateway, direct, ...).
+    /// Alternating rounds per cell (each path in turn, then again).
     #[arg(long, default_value_t = 5)]
     rounds: u32,
     /// Run the gateway alone on the last CPU; the simulator and this load generator on the rest
@@ -184,13 +184,13 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     let direct = format!("http://{sim_addr}/v1/chat/completions");
     let completions = |url: &str| format!("{url}/v1/chat/completions");
     let mut paths = vec![
-        Target::measured("direct to sim", &direct, None),
-        Target::measured(
+        Target::new("direct to sim", &direct, None),
+        Target::new(
             "through gateway, store off",
             &completions(&gateway_url),
             Some("store off"),
         ),
-        Target::measured(
+        Target::new(
             "through gateway, store on (SQLite)",
             &completions(&stored_url),
             Some("store on"),
@@ -199,14 +199,14 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     if let Some(bin) = &args.baseline_bin {
         let (baseline, url) = start_baseline(bin, &sim_addr, &gateway_wrapper).await?;
         children.push(baseline);
-        paths.push(Target::measured(
+        paths.push(Target::new(
             "through baseline gateway, store off",
             &completions(&url),
             Some("baseline"),
         ));
     }
     if args.noise_floor {
-        paths.push(Target::measured("direct to sim, again", &direct, None));
+        paths.push(Target::new("direct to sim, again", &direct, None));
     }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -272,6 +272,7 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
     }
+    let _ = std::fs::remove_dir_all(baseline_home());
     Ok(())
 }
 
@@ -279,12 +280,12 @@ async fn bench(args: Args, cpus: Option<Cpus>) -> anyhow::Result<()> {
 struct Target {
     name: &'static str,
     url: String,
-    /// Its name in the table of what a gateway adds; none for the direct path.
+    /// Its name in the table of what a gateway adds; none for the direct paths.
     gateway: Option<&'static str>,
 }
 
 impl Target {
-    fn measured(name: &'static str, url: &str, gateway: Option<&'static str>) -> Self {
+    fn new(name: &'static str, url: &str, gateway: Option<&'static str>) -> Self {
         Self {
             name,
             url: url.to_string(),
@@ -341,7 +342,7 @@ enum Store<'a> {
     /// On, in this SQLite file.
     Sqlite(&'a std::path::Path),
     /// No `[store]` table: for builds from before the run store, which refuse it.
-    Unnamed,
+    Absent,
 }
 
 /// The gateway `bin` in front of the sim.
@@ -357,7 +358,7 @@ async fn start_gateway(
             "stored",
             format!("[store]\nurl = \"sqlite://{}\"\n", file.display()),
         ),
-        Store::Unnamed => ("unnamed", String::new()),
+        Store::Absent => ("absent", String::new()),
     };
     let config =
         std::env::temp_dir().join(format!("quorate-bench-{}-{name}.toml", std::process::id()));
@@ -376,6 +377,11 @@ async fn start_gateway(
     .await
 }
 
+/// Where a baseline started without a `[store]` table keeps its data.
+fn baseline_home() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("quorate-bench-{}-home", std::process::id()))
+}
+
 /// The baseline build, store off; one from before the run store has none to turn off.
 async fn start_baseline(
     bin: &std::path::Path,
@@ -385,8 +391,19 @@ async fn start_baseline(
     match start_gateway(bin, sim, wrapper, Store::Off).await {
         Ok(started) => Ok(started),
         Err(e) => {
-            eprintln!("the baseline refused `[store] enabled = false` ({e}); starting it without a [store] table");
-            start_gateway(bin, sim, wrapper, Store::Unnamed).await
+            // Most likely a build from before the store. If it was another failure and the
+            // build has a store, it keeps its runs in a folder of its own, not the user's.
+            eprintln!("the baseline did not start with `[store] enabled = false` ({e}); trying it without a [store] table");
+            let home = baseline_home();
+            let mut wrapper = wrapper.to_vec();
+            wrapper.splice(
+                0..0,
+                [
+                    "env".to_string(),
+                    format!("QUORATE_HOME={}", home.display()),
+                ],
+            );
+            start_gateway(bin, sim, &wrapper, Store::Absent).await
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
@@ -65,7 +65,7 @@ pub async fn accept<W>(
     parse: Parse<W>,
 ) -> Result<(Accepted, W), Error> {
     let caller = request.extensions().get::<Caller>().cloned();
-    let depth = fusion_depth(request.headers());
+    let depth = request.headers().get(FUSION_DEPTH_HEADER).cloned();
     let mut body = None;
     let parsed = read_body(request, state.body_timeout)
         .await
@@ -75,7 +75,7 @@ pub async fn accept<W>(
             request
         })
         .and_then(|(r, wire)| {
-            ctx.fusion_depth = depth?;
+            ctx.fusion_depth = fusion_depth(depth.as_ref())?;
             let route = crate::fusion::route(&state.fusion, ctx, &r)?;
             servable(state.router.config(), &r, route.is_some())?;
             Ok((r, wire, route))
@@ -175,8 +175,8 @@ impl Framing {
 }
 
 /// How deep in fusion runs the caller is: another Quorate's inner calls carry the header.
-fn fusion_depth(headers: &HeaderMap) -> Result<u8, Error> {
-    let Some(value) = headers.get(FUSION_DEPTH_HEADER) else {
+fn fusion_depth(value: Option<&HeaderValue>) -> Result<u8, Error> {
+    let Some(value) = value else {
         return Ok(0);
     };
     value

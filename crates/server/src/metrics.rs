@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quorate_store::{Run, Store};
 use serde_json::Value;
@@ -29,13 +29,14 @@ const BUCKETS: &[f64] = &[
 /// A local model's decoding speed, tokens per second.
 const TOKENS_PER_SECOND: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 
-static INSTALLED: OnceLock<Option<Installed>> = OnceLock::new();
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
-/// The process's recorder and the handles every request counts with. `metrics`' macros build a
-/// key of owned label strings and look it up in the registry on each call (12 K instructions a
-/// request, measured with callgrind); these are looked up once per label set.
+/// The process's Prometheus recorder and the handles every request counts with. `metrics`'
+/// macros build a key of owned label strings and look it up in the registry on each call (12 K
+/// instructions a request, measured with callgrind); these are looked up once per label set.
 struct Installed {
-    handle: PrometheusHandle,
+    /// None when another recorder was installed first: the handles then count into that one.
+    handle: Option<PrometheusHandle>,
     requests_in_flight: Gauge,
     streams_in_flight: Gauge,
     /// By surface, kind, model and status.
@@ -57,37 +58,41 @@ struct RequestFigures {
 
 /// Installs the process's recorder once (several servers in one process share it).
 pub fn install() {
-    INSTALLED.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Full("quorate_local_tokens_per_second".into()),
-                    TOKENS_PER_SECOND,
-                )
-            })
-            .map_err(|e| tracing::warn!(error = %e, "metrics buckets refused"))
-            .ok()?
-            .build_recorder();
-        let handle = recorder.handle();
-        if let Err(e) = metrics::set_global_recorder(recorder) {
-            tracing::warn!(error = %e, "a metrics recorder was installed already; /metrics is empty");
-            return None;
-        }
-        Some(Installed {
-            handle,
-            requests_in_flight: gauge!("quorate_requests_in_flight"),
-            streams_in_flight: gauge!("quorate_streams_in_flight"),
-            requests: Mutex::default(),
-            attempts: Mutex::default(),
-        })
+    INSTALLED.get_or_init(|| Installed {
+        handle: prometheus(),
+        requests_in_flight: gauge!("quorate_requests_in_flight"),
+        streams_in_flight: gauge!("quorate_streams_in_flight"),
+        requests: Mutex::default(),
+        attempts: Mutex::default(),
     });
 }
 
-/// The recorder's handles; none before `install` (or when another recorder was there first),
-/// when there is nothing to count into.
+/// Sets the Prometheus recorder as the global one, and returns its handle.
+fn prometheus() -> Option<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("quorate_local_tokens_per_second".into()),
+                TOKENS_PER_SECOND,
+            )
+        })
+        .map_err(|e| tracing::warn!(error = %e, "metrics buckets refused"))
+        .ok()?
+        .build_recorder();
+    let handle = recorder.handle();
+    match metrics::set_global_recorder(recorder) {
+        Ok(()) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "a metrics recorder was installed already; /metrics is empty");
+            None
+        }
+    }
+}
+
+/// The handles; none before `install`, when there is no recorder to count into.
 fn installed() -> Option<&'static Installed> {
-    INSTALLED.get().and_then(Option::as_ref)
+    INSTALLED.get()
 }
 
 /// The entry of `map` under `labels` (joined into one key), registered by `register` the first
@@ -106,7 +111,10 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     if let Some(store) = &state.store {
         store_gauges(store);
     }
-    let text = installed().map(|i| i.handle.render()).unwrap_or_default();
+    let text = installed()
+        .and_then(|i| i.handle.as_ref())
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -186,19 +194,22 @@ fn request_figures(
         &installed.requests,
         &[surface, kind, model, &status],
         || {
-            let labels = [
-                ("surface", surface.to_string()),
-                ("kind", kind.to_string()),
-                ("model", model.to_string()),
-                ("status", status.clone()),
+            let all = [
+                ("surface", surface),
+                ("kind", kind),
+                ("model", model),
+                ("status", &status),
             ];
-            let by_kind = [("kind", kind.to_string())];
-            let tokens = |direction: &'static str| counter!("quorate_tokens_total", "model" => model.to_string(), "direction" => direction);
+            let by_kind = || labels(&[("kind", kind)]);
+            let tokens = |direction| {
+                let by_model = labels(&[("model", model), ("direction", direction)]);
+                counter!("quorate_tokens_total", by_model)
+            };
             Arc::new(RequestFigures {
-                requests: counter!("quorate_requests_total", &labels),
-                duration: histogram!("quorate_request_duration_seconds", &by_kind),
-                first_token: histogram!("quorate_first_token_seconds", &by_kind),
-                own: histogram!("quorate_gateway_own_seconds", &by_kind),
+                requests: counter!("quorate_requests_total", labels(&all)),
+                duration: histogram!("quorate_request_duration_seconds", by_kind()),
+                first_token: histogram!("quorate_first_token_seconds", by_kind()),
+                own: histogram!("quorate_gateway_own_seconds", by_kind()),
                 prompt_tokens: tokens("prompt"),
                 completion_tokens: tokens("completion"),
                 // A gauge only ever increased: counters here are whole numbers, costs are not.
@@ -206,6 +217,14 @@ fn request_figures(
             })
         },
     )
+}
+
+/// Labels with owned values, for registering a handle.
+fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
+    pairs
+        .iter()
+        .map(|&(key, value)| Label::new(key, value.to_string()))
+        .collect()
 }
 
 /// Every try at a model: retries (a second try of a model) and fallbacks (another model).

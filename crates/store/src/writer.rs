@@ -20,10 +20,10 @@ use crate::StoreError;
 
 /// Rows written per transaction at most.
 const BATCH: usize = 256;
-/// How long records gather after the first of a quiet spell before they are written: at 1,000 requests a
-/// second, twenty transactions of fifty rows instead of a thousand of one or two, and this
-/// thread (and SQLite's) woken twenty times instead of a thousand, on CPUs the requests share.
-/// A run read by id right after its request waits for its record (`GET /v1/runs/{id}`).
+/// How long records gather after the first since the last write: at 1,000 requests a second,
+/// twenty transactions of fifty rows instead of a thousand of one or two, and this thread (and
+/// SQLite's) woken twenty times instead of a thousand, on CPUs the requests share. A run read by
+/// id right after its request waits for its record (`GET /v1/runs/{id}`).
 const LINGER: Duration = Duration::from_millis(50);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -199,9 +199,11 @@ impl Writer {
     }
 
     /// Lets more records queue up, unless a batch is waiting already (a flood is written
-    /// back to back) or the store is stopping.
+    /// back to back; a small queue counts as full at half) or the store is stopping.
     async fn linger(&mut self) {
-        if self.runs.len() >= BATCH || *self.stop.borrow() {
+        let enough = BATCH.min(self.runs.max_capacity() / 2);
+        // The batch holds one record already.
+        if self.runs.len() + 1 >= enough || *self.stop.borrow() {
             return;
         }
         tokio::select! {
