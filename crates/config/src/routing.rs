@@ -31,10 +31,9 @@ impl Config {
                 .unwrap_or_else(|| self.is_api_provider(&m.provider));
             return Some(resolved);
         }
-        let (provider, upstream) = id.split_once('/')?;
-        if upstream.is_empty() || !self.providers.contains_key(provider) {
-            return None;
-        }
+        // Not a configured model: `provider_of` found the `provider/` prefix of `id`.
+        let provider = self.provider_of(id)?;
+        let upstream = &id[provider.len() + 1..];
         Some(ResolvedModel {
             id: id.to_string(),
             provider: provider.to_string(),
@@ -47,6 +46,16 @@ impl Config {
             gguf: None,
             supports_tools: self.is_api_provider(provider),
         })
+    }
+
+    /// The provider that serves `id` (as `resolve` finds it), without building the model: for
+    /// checks on every request that need only the provider.
+    pub fn provider_of<'a>(&'a self, id: &'a str) -> Option<&'a str> {
+        if let Some(m) = self.models.get(id) {
+            return Some(&m.provider);
+        }
+        let (provider, upstream) = id.split_once('/')?;
+        (!upstream.is_empty() && self.providers.contains_key(provider)).then_some(provider)
     }
 
     fn is_api_provider(&self, provider: &str) -> bool {

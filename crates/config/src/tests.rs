@@ -124,6 +124,16 @@ fn pass_through_routing_needs_a_known_provider() {
     assert!(c.resolve("nosuch/model").is_none());
     assert!(c.resolve("plain-model").is_none());
     assert!(c.resolve("openai/").is_none());
+    for id in [
+        "openrouter/anthropic/claude-opus",
+        "local/qwen2.5-coder-0.5b",
+        "nosuch/model",
+        "plain-model",
+        "openai/",
+    ] {
+        let resolved = c.resolve(id).map(|m| m.provider);
+        assert_eq!(c.provider_of(id), resolved.as_deref(), "{id}");
+    }
 }
 
 #[test]

@@ -301,7 +301,7 @@ async fn solo(
     }
     let completion = match fusion.research_plan(&req)? {
         Some(plan) => collect(fusion.run_research(ctx, plan, req), model.to_string()).await?,
-        None => fusion.router().complete(ctx, req).await?,
+        None => fusion.router().complete(ctx, &req).await?,
     };
     let research = completion.extra.get("research").cloned();
     let mut answer = from_completion(&completion);
@@ -324,7 +324,7 @@ async fn kept_solo(
         let started = Instant::now();
         match fusion
             .router()
-            .complete(ctx, req)
+            .complete(ctx, &req)
             .await
             .map(|c| from_completion(&c))
         {

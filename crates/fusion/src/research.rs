@@ -58,7 +58,7 @@ pub async fn agent(
                 prompts.render(prompts::TOOLS_SPENT, json!({"max_tool_calls": max_calls}))?;
             req.messages.push(Message::new(Role::User, note.trim()));
         }
-        let completion = router.complete(ctx, req.clone()).await?;
+        let completion = router.complete(ctx, &req).await?;
         add(
             &mut done.usage,
             &completion.usage.clone().unwrap_or_default(),

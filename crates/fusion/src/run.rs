@@ -799,11 +799,13 @@ impl Run {
         req.temperature = Some(0.0);
         req.max_tokens = Some(SELECT_MAX_TOKENS as u32);
         req.response_format = Some(select::response_format(labels));
-        let completion =
-            tokio::time::timeout_at(self.deadline, self.router.complete(&self.ctx.nested(), req))
-                .await
-                .map_err(|_| "judge timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+        let completion = tokio::time::timeout_at(
+            self.deadline,
+            self.router.complete(&self.ctx.nested(), &req),
+        )
+        .await
+        .map_err(|_| "judge timed out".to_string())?
+        .map_err(|e| e.to_string())?;
         add(
             &mut report.usage.judge,
             &completion.usage.unwrap_or_default(),
@@ -853,7 +855,7 @@ impl Run {
             req.response_format = Some(format.clone());
             let completion = match tokio::time::timeout_at(
                 deadline,
-                self.router.complete(&self.ctx.nested(), req),
+                self.router.complete(&self.ctx.nested(), &req),
             )
             .await
             {

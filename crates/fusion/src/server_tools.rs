@@ -151,7 +151,7 @@ impl Fusion {
                 done.sources = found.sources;
             }
         }
-        let completion = self.router.complete(ctx, req).await?;
+        let completion = self.router.complete(ctx, &req).await?;
         done.usage = completion.usage.clone().unwrap_or_default();
         done.completion = Some(completion);
         Ok(done)

@@ -126,7 +126,7 @@ impl Run {
     }
 
     async fn outer_call(&self, req: ModelRequest) -> Result<ChatCompletion, Error> {
-        tokio::time::timeout_at(self.deadline, self.router.complete(&self.ctx, req))
+        tokio::time::timeout_at(self.deadline, self.router.complete(&self.ctx, &req))
             .await
             .unwrap_or_else(|_| Err(self.timeout()))
     }

@@ -10,16 +10,21 @@ use crate::error::Attempt;
 
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
-    /// The gateway's id of the request (the completion's `id`): in its log lines and sent
-    /// upstream as `x-request-id`.
-    pub id: String,
     /// How many fusion stages this request is nested in (0 for a caller's request); upstream it
     /// travels as the `x-quorate-fusion-depth` header, so a Quorate behind Quorate refuses to
     /// recurse.
     pub fusion_depth: u8,
-    upstream: Arc<Mutex<Waiting>>,
+    /// One allocation for what every copy shares: a copy is cloned into each layer that needs
+    /// the context, on every request.
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: String,
+    upstream: Mutex<Waiting>,
     /// Every try at a model the request made (inner fusion calls included), in order.
-    attempts: Arc<Mutex<Vec<Attempt>>>,
+    attempts: Mutex<Vec<Attempt>>,
 }
 
 /// Wall time during which at least one provider call of the request was in flight. Parallel
@@ -35,22 +40,35 @@ struct Waiting {
 impl RequestCtx {
     pub fn new(id: impl Into<String>) -> Self {
         Self {
-            id: id.into(),
             fusion_depth: 0,
-            upstream: Arc::default(),
-            attempts: Arc::default(),
+            shared: Arc::new(Shared {
+                id: id.into(),
+                upstream: Mutex::default(),
+                attempts: Mutex::default(),
+            }),
         }
     }
 
+    /// The gateway's id of the request (the completion's `id`): in its log lines and sent
+    /// upstream as `x-request-id`.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
     pub(crate) fn log_attempt(&self, attempt: Attempt) {
-        if let Ok(mut attempts) = self.attempts.lock() {
+        if let Ok(mut attempts) = self.shared.attempts.lock() {
             attempts.push(attempt);
         }
     }
 
-    /// The tries made so far: model, provider, status and time of each.
-    pub fn attempts(&self) -> Vec<Attempt> {
-        self.attempts.lock().map(|a| a.clone()).unwrap_or_default()
+    /// The tries made so far (model, provider, status and time of each), taken out: the
+    /// request's record, made once at its end, is their reader.
+    pub fn take_attempts(&self) -> Vec<Attempt> {
+        self.shared
+            .attempts
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default()
     }
 
     /// The context of an inner call one fusion stage deeper; its waits count for the request.
@@ -63,20 +81,20 @@ impl RequestCtx {
 
     /// Marks a provider call (with its retries and backoffs) in flight until the guard drops.
     pub fn waiting(&self) -> WaitGuard {
-        if let Ok(mut w) = self.upstream.lock() {
+        if let Ok(mut w) = self.shared.upstream.lock() {
             if w.in_flight == 0 {
                 w.since = Some(Instant::now());
             }
             w.in_flight += 1;
         }
         WaitGuard {
-            upstream: self.upstream.clone(),
+            shared: self.shared.clone(),
         }
     }
 
     /// How long the request has waited on providers so far.
     pub fn upstream_wait(&self) -> Duration {
-        self.upstream.lock().map_or(Duration::ZERO, |w| {
+        self.shared.upstream.lock().map_or(Duration::ZERO, |w| {
             w.total + w.since.map_or(Duration::ZERO, |s| s.elapsed())
         })
     }
@@ -97,12 +115,12 @@ pub fn in_span<S: Stream + Send>(
 }
 
 pub struct WaitGuard {
-    upstream: Arc<Mutex<Waiting>>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
-        if let Ok(mut w) = self.upstream.lock() {
+        if let Ok(mut w) = self.shared.upstream.lock() {
             w.in_flight = w.in_flight.saturating_sub(1);
             if w.in_flight == 0 {
                 if let Some(since) = w.since.take() {
@@ -121,7 +139,7 @@ mod tests {
     fn overlapping_waits_count_once_and_nested_contexts_share_them() {
         let ctx = RequestCtx::new("gen-1");
         let inner = ctx.nested();
-        assert_eq!((inner.fusion_depth, inner.id.as_str()), (1, "gen-1"));
+        assert_eq!((inner.fusion_depth, inner.id()), (1, "gen-1"));
         let a = ctx.waiting();
         let b = inner.waiting();
         std::thread::sleep(Duration::from_millis(30));

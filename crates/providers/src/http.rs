@@ -11,6 +11,10 @@ use serde_json::Value;
 
 use crate::{Error, RequestCtx};
 
+/// Parsed once: a header named by a string is parsed again on every request.
+static REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+static FUSION_DEPTH: HeaderName = HeaderName::from_static(FUSION_DEPTH_HEADER);
+
 /// Error bodies are read up to this size: enough for any message, not for a hostile upstream.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -63,10 +67,10 @@ impl Endpoint {
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .header(REQUEST_ID_HEADER, &ctx.id)
+            .header(REQUEST_ID.clone(), ctx.id())
             .json(body);
         if ctx.fusion_depth > 0 {
-            request = request.header(FUSION_DEPTH_HEADER, ctx.fusion_depth.to_string());
+            request = request.header(FUSION_DEPTH.clone(), ctx.fusion_depth.to_string());
         }
         send(request, &self.name).await
     }

@@ -37,7 +37,7 @@ struct Inner {
 }
 
 struct Entry {
-    provider: Arc<dyn Provider>,
+    provider: Scrubbed,
     policy: Policy,
 }
 
@@ -129,26 +129,30 @@ impl Router {
                 }
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        out.retain(|m| seen.insert(m.id.clone()));
+        if out.len() > 1 {
+            let mut seen = std::collections::HashSet::new();
+            out.retain(|m| seen.insert(m.id.clone()));
+        }
         Ok(out)
     }
 
     /// Tries each candidate in turn, with retries. The time spent in provider calls (every
     /// attempt and backoff) counts as the request's upstream wait.
+    /// The request is borrowed: each candidate's upstream gets its own copy, and the caller's
+    /// future does not carry the request twice.
     pub async fn complete(
         &self,
         ctx: &RequestCtx,
-        req: ModelRequest,
+        req: &ModelRequest,
     ) -> Result<ChatCompletion, Error> {
-        let candidates = self.candidates(&req)?;
+        let candidates = self.candidates(req)?;
         let mut tried = Tried::default();
         let _waiting = ctx.waiting();
         for model in &candidates {
             let entry = self.entry(model)?;
-            let upstream = upstream_request(&req, model);
+            let upstream = upstream_request(req, model);
             let result = retrying(ctx, model, entry.policy, &mut tried, |span| {
-                let call = entry.provider.complete(ctx, upstream.clone());
+                let call = entry.provider.call(|p| p.complete(ctx, upstream.clone()));
                 with_timeout(entry.policy.timeout, call, model).map(move |result| {
                     if let Ok(completion) = &result {
                         if let Some(usage) = &completion.usage {
@@ -183,9 +187,8 @@ impl Router {
         let model = self.primary(&req)?;
         let entry = self.entry(&model)?;
         let _waiting = ctx.waiting();
-        let call = entry
-            .provider
-            .count_tokens(ctx, upstream_request(&req, &model));
+        let upstream = upstream_request(&req, &model);
+        let call = entry.provider.call(|p| p.count_tokens(ctx, upstream));
         with_timeout(entry.policy.timeout, call, &model).await
     }
 

@@ -3,49 +3,53 @@
 //! a fusion report or a log line can carry it. Every error a provider returns passes through:
 //! its HTTP layer's, and its parsers', which can quote the upstream's body.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use futures::StreamExt;
-use quorate_api::{ChatCompletion, ModelRequest};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use quorate_api::ModelRequest;
 use quorate_config::Secrets;
 
 use crate::{ChunkStream, Error, Provider, RequestCtx};
 
-/// A provider whose errors, returned or streamed, come out scrubbed.
+/// A provider whose errors, returned or streamed, come out scrubbed. Not a `Provider` itself:
+/// a wrapper provider would box every call's future a second time and move the request into
+/// it, on every request.
 pub(crate) struct Scrubbed {
     inner: Arc<dyn Provider>,
     secrets: Secrets,
 }
 
 impl Scrubbed {
-    pub fn wrap(inner: Arc<dyn Provider>, secrets: &Secrets) -> Arc<dyn Provider> {
-        Arc::new(Self {
+    pub fn wrap(inner: Arc<dyn Provider>, secrets: &Secrets) -> Self {
+        Self {
             inner,
             secrets: secrets.clone(),
+        }
+    }
+
+    /// A call to the provider (`complete`, `count_tokens`), its error scrubbed.
+    pub fn call<'a, T: 'a>(
+        &'a self,
+        call: impl FnOnce(&'a dyn Provider) -> BoxFuture<'a, Result<T, Error>>,
+    ) -> impl Future<Output = Result<T, Error>> + Send + 'a {
+        call(self.inner.as_ref()).map(|result| result.map_err(|e| scrub(e, &self.secrets)))
+    }
+
+    /// A stream opened on the provider, its errors scrubbed: on opening and midway.
+    pub fn stream<'a>(
+        &'a self,
+        ctx: &'a RequestCtx,
+        req: ModelRequest,
+    ) -> impl Future<Output = Result<ChunkStream, Error>> + Send + 'a {
+        self.inner.stream(ctx, req).map(|opened| {
+            let chunks = opened.map_err(|e| scrub(e, &self.secrets))?;
+            let secrets = self.secrets.clone();
+            let chunks: ChunkStream =
+                Box::pin(chunks.map(move |item| item.map_err(|e| scrub(e, &secrets))));
+            Ok(chunks)
         })
-    }
-}
-
-#[async_trait]
-impl Provider for Scrubbed {
-    async fn complete(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<ChatCompletion, Error> {
-        let result = self.inner.complete(ctx, req).await;
-        result.map_err(|e| scrub(e, &self.secrets))
-    }
-
-    async fn stream(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<ChunkStream, Error> {
-        let chunks = self.inner.stream(ctx, req).await;
-        let chunks = chunks.map_err(|e| scrub(e, &self.secrets))?;
-        let secrets = self.secrets.clone();
-        Ok(Box::pin(
-            chunks.map(move |item| item.map_err(|e| scrub(e, &secrets))),
-        ))
-    }
-
-    async fn count_tokens(&self, ctx: &RequestCtx, req: ModelRequest) -> Result<u64, Error> {
-        let result = self.inner.count_tokens(ctx, req).await;
-        result.map_err(|e| scrub(e, &self.secrets))
     }
 }
 

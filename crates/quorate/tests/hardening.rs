@@ -45,6 +45,17 @@ async fn read_to_close(tcp: &mut TcpStream, limit: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A raw connection that has sent the head of a chat completion request, `framing` the headers
+/// that frame its body (each ending in CRLF).
+async fn posted_head(gw: &Gateway, framing: &str) -> TcpStream {
+    let mut tcp = connect(gw).await;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{framing}\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp
+}
+
 /// Status and JSON body of a raw HTTP/1.1 response.
 fn parse_response(raw: &str) -> (u16, Value) {
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
@@ -143,9 +154,7 @@ async fn the_next_request_on_a_kept_alive_connection_has_its_headers_timed() {
 #[tokio::test]
 async fn a_dribbled_body_gets_a_408() {
     let gw = limited("body_timeout_s = 1").await;
-    let mut tcp = connect(&gw).await;
-    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
-    tcp.write_all(head.as_bytes()).await.unwrap();
+    let tcp = posted_head(&gw, "content-length: 100\r\n").await;
     let (mut reader, mut writer) = tcp.into_split();
     // A byte every 100 ms: no single read waits long, the whole body would take 10 s.
     let dribble = tokio::spawn(async move {
@@ -236,14 +245,32 @@ async fn rejections_by_the_http_layer_are_json() {
 #[tokio::test]
 async fn a_declared_oversized_body_gets_its_413_before_any_upload() {
     let gw = limited("max_body_bytes = 1048576").await;
-    let mut tcp = connect(&gw).await;
-    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 20000000\r\nexpect: 100-continue\r\n\r\n";
-    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut tcp = posted_head(&gw, "content-length: 20000000\r\nexpect: 100-continue\r\n").await;
     let raw = read_to_close(&mut tcp, Duration::from_secs(5)).await;
     assert!(!raw.contains("100 Continue"), "{raw}");
     let (status, body) = parse_response(&raw);
     assert_eq!(status, 413, "{raw}");
     assert_eq!(body["error"]["status"], 413);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("server.max_body_bytes"));
+}
+
+#[tokio::test]
+async fn a_chunked_body_past_the_limit_gets_its_413_as_it_is_read() {
+    let gw = limited("max_body_bytes = 2000").await;
+    // No content-length: only reading the body can tell it is too large.
+    let mut tcp = posted_head(&gw, "transfer-encoding: chunked\r\nconnection: close\r\n").await;
+    let chunk = format!("{:x}\r\n{}\r\n", 1000, "x".repeat(1000));
+    for _ in 0..3 {
+        tcp.write_all(chunk.as_bytes()).await.unwrap();
+    }
+    tcp.write_all(b"0\r\n\r\n").await.unwrap();
+    let raw = read_to_close(&mut tcp, Duration::from_secs(5)).await;
+    let (status, body) = parse_response(&raw);
+    assert_eq!(status, 413, "{raw}");
+    assert_eq!(body["error"]["code"], "request_too_large", "{raw}");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()

@@ -96,14 +96,14 @@ pub struct Dialect<F> {
 pub async fn respond<F, S>(
     state: &AppState,
     ctx: RequestCtx,
-    accepted: Accepted,
+    accepted: Box<Accepted>,
     dialect: Dialect<F>,
 ) -> Response
 where
     F: FnOnce(Chunks, String, String) -> S,
     S: Stream<Item = Bytes> + Send + 'static,
 {
-    let (id, model) = (ctx.id.clone(), accepted.request.model.clone());
+    let (id, model) = (ctx.id().to_string(), accepted.request.model.clone());
     if accepted.request.stream {
         // Boxed, as below: the handler's future is moved whole through every layer of the
         // stack, so it stays small and the large answer states live on the heap once.
@@ -208,13 +208,13 @@ pub fn steps(chunks: Chunks) -> impl Stream<Item = Step> + Send + 'static {
 async fn complete(
     state: &AppState,
     ctx: &RequestCtx,
-    accepted: Accepted,
+    accepted: Box<Accepted>,
 ) -> Result<(ChatCompletion, Recorder), Refused> {
     let Accepted {
         request,
         route,
         mut recorder,
-    } = accepted;
+    } = *accepted;
     let model = request.model.clone();
     let started = Instant::now();
     let mut completion = match route {
@@ -230,7 +230,7 @@ async fn complete(
                 }
             }
         }
-        None => match state.router.complete(ctx, request).await {
+        None => match state.router.complete(ctx, &request).await {
             Ok(completion) => completion,
             Err(e) => {
                 tracing::warn!(%model, status = e.status(), error = %e, "completion failed");
@@ -239,9 +239,8 @@ async fn complete(
             }
         },
     };
-    let ms = started.elapsed().as_millis() as u64;
-    tracing::info!(%model, status = 200, ms, "completion");
-    completion.id.clone_from(&ctx.id);
+    tracing::info!(%model, status = 200, ms = started.elapsed().as_millis() as u64, "completion");
+    ctx.id().clone_into(&mut completion.id);
     completion.created = unix_millis() / 1000;
     Ok((completion, recorder))
 }
@@ -253,14 +252,14 @@ async fn complete(
 pub async fn chunks(
     state: &AppState,
     ctx: RequestCtx,
-    accepted: Accepted,
+    accepted: Box<Accepted>,
     progress: bool,
 ) -> Result<Chunks, Refused> {
     let Accepted {
         request,
         route,
         mut recorder,
-    } = accepted;
+    } = *accepted;
     let model = request.model.clone();
     let Some(route) = route else {
         let router = state.router.clone();

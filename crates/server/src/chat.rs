@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
+use http_body_util::LengthLimitError;
 use quorate_api::{
     ChatChunk, ChatRequest, ChunkChoice, Content, Delta, ErrorBody, ModelRequest, Usage,
     FUSION_DEPTH_HEADER,
@@ -23,6 +23,9 @@ use crate::record::{Caller, Recorder};
 use crate::{ApiError, AppState};
 
 const KEEPALIVE_FRAME: &[u8] = b": quorate processing\n\n";
+
+/// Parsed once: a header named by a string is parsed again on every lookup.
+static FUSION_DEPTH: HeaderName = HeaderName::from_static(FUSION_DEPTH_HEADER);
 
 pub async fn completions(
     State(state): State<Arc<AppState>>,
@@ -44,7 +47,8 @@ pub async fn completions(
     answer::respond(&state, ctx, accepted, dialect).await
 }
 
-/// A request read, checked and routed, with the recorder that follows it.
+/// A request read, checked and routed, with the recorder that follows it. Boxed on the way
+/// (see `accept`): it is moved through the handler's futures, which are moved whole.
 pub struct Accepted {
     pub request: ModelRequest,
     pub route: Option<crate::fusion::Route>,
@@ -63,11 +67,12 @@ pub async fn accept<W>(
     request: Request,
     surface: &'static str,
     parse: Parse<W>,
-) -> Result<(Accepted, W), Error> {
+) -> Result<(Box<Accepted>, W), Error> {
     let caller = request.extensions().get::<Caller>().cloned();
-    let depth = request.headers().get(FUSION_DEPTH_HEADER).cloned();
+    let depth = request.headers().get(&FUSION_DEPTH).cloned();
     let mut body = None;
-    let parsed = read_body(request, state.body_timeout)
+    let max_body = state.router.config().server.max_body_bytes;
+    let parsed = read_body(request.into_body(), max_body, state.body_timeout)
         .await
         .and_then(|bytes| {
             let request = parse(&bytes);
@@ -92,11 +97,11 @@ pub async fn accept<W>(
                 fusion,
                 surface,
             );
-            let accepted = Accepted {
+            let accepted = Box::new(Accepted {
                 request,
                 route,
                 recorder,
-            };
+            });
             Ok((accepted, wire))
         }
         Err(e) => {
@@ -116,8 +121,8 @@ pub(crate) fn servable(
     gateway_run: bool,
 ) -> Result<(), Error> {
     let kind = config
-        .resolve(&request.model)
-        .and_then(|m| config.providers.get(&m.provider))
+        .provider_of(&request.model)
+        .and_then(|p| config.providers.get(p))
         .map(|p| p.kind);
     let n = request.extra.get("n").and_then(serde_json::Value::as_u64);
     if n.is_some_and(|n| n > 1) && (gateway_run || kind != Some(ProviderKind::Openai)) {
@@ -186,10 +191,12 @@ fn fusion_depth(value: Option<&HeaderValue>) -> Result<u8, Error> {
         .ok_or_else(|| Error::BadRequest(format!("{FUSION_DEPTH_HEADER}: want a small integer")))
 }
 
-/// The whole body, within `server.body_timeout_s` of the headers: one deadline for all of it, not
-/// per read (tower-http's body timeout restarts at every frame, so a byte a second never trips it).
-pub(crate) async fn read_body(request: Request, limit: Duration) -> Result<Bytes, Error> {
-    match tokio::time::timeout(limit, Bytes::from_request(request, &())).await {
+/// The whole body, at most `max` bytes, within `server.body_timeout_s` of the headers: one
+/// deadline for all of it, not per read (tower-http's body timeout restarts at every frame, so a
+/// byte a second never trips it). Read from the body alone: the request's head stays out of the
+/// handler's future, which is moved whole.
+pub(crate) async fn read_body(body: Body, max: usize, limit: Duration) -> Result<Bytes, Error> {
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
         Ok(body) => body.map_err(body_error),
         Err(_) => Err(Error::Timeout(format!(
             "the request body did not arrive within server.body_timeout_s ({}s)",
@@ -198,11 +205,12 @@ pub(crate) async fn read_body(request: Request, limit: Duration) -> Result<Bytes
     }
 }
 
-fn body_error(rejection: BytesRejection) -> Error {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+fn body_error(error: axum::Error) -> Error {
+    let error = error.into_inner();
+    if error.is::<LengthLimitError>() {
         Error::PayloadTooLarge("request body is larger than server.max_body_bytes allows".into())
     } else {
-        Error::BadRequest(format!("cannot read the request body: {rejection}"))
+        Error::BadRequest(format!("cannot read the request body: {error}"))
     }
 }
 

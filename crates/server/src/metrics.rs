@@ -6,6 +6,7 @@
 //! (`quorate_local_*`: queue depth, busy refusals, tokens read, reused and generated, decoding
 //! speed) through the same recorder.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quorate_store::{Run, Store};
+use rustc_hash::FxBuildHasher;
 use serde_json::Value;
 
 use crate::AppState;
@@ -40,10 +42,14 @@ struct Installed {
     requests_in_flight: Gauge,
     streams_in_flight: Gauge,
     /// By surface, kind, model and status.
-    requests: Mutex<HashMap<String, Arc<RequestFigures>>>,
+    requests: Mutex<Handles<Arc<RequestFigures>>>,
     /// `quorate_upstream_attempts_total` by provider and reason.
-    attempts: Mutex<HashMap<String, Counter>>,
+    attempts: Mutex<Handles<Counter>>,
 }
+
+/// Handles by their labels joined, looked up with the Fx hash: the keys are our own label
+/// values, not a caller's, and SipHash would cost more than the counting.
+type Handles<V> = HashMap<String, V, FxBuildHasher>;
 
 /// What one request adds to the figures of its kind.
 struct RequestFigures {
@@ -95,16 +101,26 @@ fn installed() -> Option<&'static Installed> {
     INSTALLED.get()
 }
 
-/// The entry of `map` under `labels` (joined into one key), registered by `register` the first
-/// time.
+/// The entry of `map` under the key `write_key` writes (its labels joined), registered by
+/// `register` the first time. The key is written into a buffer kept per thread: a request
+/// whose labels were seen before allocates nothing.
 fn handles<V: Clone>(
-    map: &Mutex<HashMap<String, V>>,
-    labels: &[&str],
+    map: &Mutex<Handles<V>>,
+    write_key: impl FnOnce(&mut String),
     register: impl FnOnce() -> V,
 ) -> V {
-    let key = labels.join("\u{1f}");
-    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-    map.entry(key).or_insert_with(register).clone()
+    thread_local! {
+        static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    KEY.with_borrow_mut(|key| {
+        key.clear();
+        write_key(key);
+        let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = map.get(key.as_str()) {
+            return v.clone();
+        }
+        map.entry(key.clone()).or_insert_with(register).clone()
+    })
 }
 
 pub async fn render(State(state): State<Arc<AppState>>) -> Response {
@@ -189,11 +205,17 @@ fn request_figures(
     model: &str,
     status: u16,
 ) -> Arc<RequestFigures> {
-    let status = status.to_string();
     handles(
         &installed.requests,
-        &[surface, kind, model, &status],
+        |key| {
+            for label in [surface, kind, model] {
+                key.push_str(label);
+                key.push('\u{1f}');
+            }
+            key.push_str(itoa::Buffer::new().format(status));
+        },
         || {
+            let status = status.to_string();
             let all = [
                 ("surface", surface),
                 ("kind", kind),
@@ -231,7 +253,12 @@ fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
 fn attempts(installed: &Installed, run: &Run) {
     let mut first_model: Option<&str> = None;
     for a in &run.detail.attempts {
-        handles(&installed.attempts, &[&a.provider, &a.reason], || {
+        let key = |key: &mut String| {
+            key.push_str(&a.provider);
+            key.push('\u{1f}');
+            key.push_str(&a.reason);
+        };
+        handles(&installed.attempts, key, || {
             counter!("quorate_upstream_attempts_total", "provider" => a.provider.clone(),
                 "reason" => a.reason.clone())
         })

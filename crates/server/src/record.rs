@@ -23,7 +23,8 @@ pub struct Recorder {
     store: Option<Arc<Store>>,
     ctx: RequestCtx,
     started: Instant,
-    run: Option<Run>,
+    /// Boxed: the recorder travels in the request's futures, which are moved whole.
+    run: Option<Box<Run>>,
     /// The request as the client sent it, kept when the store keeps text: parsed for the record
     /// on the store's writer thread.
     body: Option<Bytes>,
@@ -50,7 +51,13 @@ impl Recorder {
         };
         crate::metrics::started();
         let summary = Summary {
-            id: ctx.id.clone(),
+            // What only the store reads (the id, who answered) is left empty without one: the
+            // metrics do not need it, and every request would pay for the copies.
+            id: if store.is_some() {
+                ctx.id().to_string()
+            } else {
+                String::new()
+            },
             created_ms: unix_millis() as i64,
             caller: caller.map(|c| c.0.clone()),
             surface: surface.into(),
@@ -69,10 +76,10 @@ impl Recorder {
             store: store.cloned(),
             ctx: ctx.clone(),
             started: Instant::now(),
-            run: Some(Run {
+            run: Some(Box::new(Run {
                 summary,
                 detail: Detail::default(),
-            }),
+            })),
             text: String::new(),
         }
     }
@@ -115,7 +122,9 @@ impl Recorder {
         }
         if let Some(usage) = &chunk.usage {
             set_usage(&mut run.summary, usage);
-            run.summary.answered_by = Some(chunk.model.clone());
+            if self.store.is_some() {
+                run.summary.answered_by = Some(chunk.model.clone());
+            }
         }
     }
 
@@ -123,7 +132,9 @@ impl Recorder {
     pub fn completed(mut self, completion: &ChatCompletion) {
         if let Some(run) = self.run.as_mut() {
             run.summary.status = 200;
-            run.summary.answered_by = Some(completion.model.clone());
+            if self.store.is_some() {
+                run.summary.answered_by = Some(completion.model.clone());
+            }
             if let Some(usage) = &completion.usage {
                 set_usage(&mut run.summary, usage);
             }
@@ -149,7 +160,9 @@ impl Recorder {
             run.detail.answer = Some(std::mem::take(&mut self.text));
             if let Some(report) = report {
                 set_usage(&mut run.summary, &report.total_usage());
-                run.summary.answered_by = Some(report.synthesizer.clone());
+                if self.store.is_some() {
+                    run.summary.answered_by = Some(report.synthesizer.clone());
+                }
                 run.detail.fusion = Some(report.to_value());
             }
         }
@@ -202,14 +215,14 @@ impl Recorder {
         run.summary.gateway_ms = Some(own.as_secs_f64() * 1000.0);
         run.detail.attempts = self
             .ctx
-            .attempts()
+            .take_attempts()
             .into_iter()
             .map(|a| Attempt {
                 model: a.model,
                 provider: a.provider,
                 retry: a.retry,
                 status: a.status,
-                reason: a.reason.to_string(),
+                reason: a.reason.into(),
                 elapsed_ms: a.elapsed_ms,
             })
             .collect();
@@ -219,7 +232,7 @@ impl Recorder {
         }
         crate::metrics::finished(&run);
         if let Some(store) = &self.store {
-            store.record_with_request(run, self.body.take());
+            store.record_with_request(*run, self.body.take());
         }
     }
 }

@@ -97,7 +97,7 @@ pub async fn insert(pool: &AnyPool, runs: &[Run]) -> Result<(), StoreError> {
         .bind(&s.id)
         .bind(s.created_ms)
         .bind(s.caller.as_deref())
-        .bind(&s.surface)
+        .bind(s.surface.as_ref())
         .bind(&s.model)
         .bind(s.answered_by.as_deref())
         .bind(s.kind.as_str())
@@ -293,7 +293,7 @@ fn summary(row: &AnyRow) -> Result<Summary, StoreError> {
         id: row.try_get("id")?,
         created_ms: int("created_ms")?,
         caller: row.try_get("caller")?,
-        surface: row.try_get("surface")?,
+        surface: row.try_get::<String, _>("surface")?.into(),
         model: row.try_get("model")?,
         answered_by: row.try_get("answered_by")?,
         kind: Kind::parse(row.try_get::<String, _>("kind")?.as_str()),

@@ -1,6 +1,8 @@
 //! What is kept of a request: the figures lists filter and sum on (`Summary`, one column each)
 //! and the rest (`Detail`, one JSON column).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -22,8 +24,9 @@ pub struct Summary {
     pub created_ms: i64,
     /// The gateway key's name (never the key); none on an open gateway.
     pub caller: Option<String>,
-    /// The API it came in through: `chat` (`/v1/chat/completions`).
-    pub surface: String,
+    /// The API it came in through: `chat` (`/v1/chat/completions`). Borrowed when recorded
+    /// (the surfaces' names are constants), owned when read back.
+    pub surface: Cow<'static, str>,
     /// The model asked for.
     pub model: String,
     /// The model that answered (after fallbacks); for fusion, the synthesizer.
@@ -99,8 +102,8 @@ pub struct Attempt {
     pub provider: String,
     pub retry: u32,
     pub status: u16,
-    /// `ok`, or the error's stable name.
-    pub reason: String,
+    /// `ok`, or the error's stable name: borrowed when recorded, owned when read back.
+    pub reason: Cow<'static, str>,
     pub elapsed_ms: u64,
 }
 

@@ -87,7 +87,7 @@ impl Grader {
             req.response_format = Some(response_format());
             req.seed = Some(i64::from(pass) * 2 + attempt as i64);
             let ctx = RequestCtx::new(format!("eval-grade-{pass}-{attempt}"));
-            match self.router.complete(&ctx, req).await {
+            match self.router.complete(&ctx, &req).await {
                 Ok(c) => {
                     quorate_fusion::add_usage(&mut usage, &c.usage.clone().unwrap_or_default());
                     let text = c
