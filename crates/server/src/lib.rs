@@ -26,7 +26,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use quorate_fusion::Fusion;
 use quorate_providers::Router;
@@ -87,8 +86,10 @@ impl AppState {
     }
 }
 
+/// Request bodies are read by `chat::read_body` (within `server.max_body_bytes` and
+/// `body_timeout_s`), not by axum's extractors, so no `DefaultBodyLimit` layer: a handler that
+/// extracted a body (`Json`, `Bytes`) would get axum's own 2 MB limit, so read it there instead.
 pub fn app(state: Arc<AppState>) -> axum::Router {
-    let max_body = state.router.config().server.max_body_bytes;
     let api = axum::Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/api/v1/chat/completions", post(chat::completions))
@@ -130,7 +131,6 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
     let app = routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::attach,

@@ -6,7 +6,7 @@
 //! (`quorate_local_*`: queue depth, busy refusals, tokens read, reused and generated, decoding
 //! speed) through the same recorder.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -110,17 +110,22 @@ fn handles<V: Clone>(
     register: impl FnOnce() -> V,
 ) -> V {
     thread_local! {
-        static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+        static KEY: Cell<String> = const { Cell::new(String::new()) };
     }
-    KEY.with_borrow_mut(|key| {
-        key.clear();
-        write_key(key);
+    // Taken out of the buffer and put back: no borrow is held, and a thread whose locals are
+    // already gone uses a new String.
+    let mut key = KEY.try_with(Cell::take).unwrap_or_default();
+    key.clear();
+    write_key(&mut key);
+    let value = {
         let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(v) = map.get(key.as_str()) {
-            return v.clone();
+        match map.get(key.as_str()) {
+            Some(value) => value.clone(),
+            None => map.entry(key.clone()).or_insert_with(register).clone(),
         }
-        map.entry(key.clone()).or_insert_with(register).clone()
-    })
+    };
+    let _ = KEY.try_with(|buffer| buffer.set(key));
+    value
 }
 
 pub async fn render(State(state): State<Arc<AppState>>) -> Response {

@@ -18,7 +18,8 @@ pub struct Run {
 /// A request's figures, as `GET /v1/runs` lists them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
-    /// The completion's id (`gen-...`), the `x-request-id` of the response.
+    /// The completion's id (`gen-...`), the `x-request-id` of the response. Left empty when the
+    /// gateway keeps no store (the record then only feeds the metrics).
     pub id: String,
     /// Unix milliseconds when the request arrived.
     pub created_ms: i64,
@@ -29,7 +30,8 @@ pub struct Summary {
     pub surface: Cow<'static, str>,
     /// The model asked for.
     pub model: String,
-    /// The model that answered (after fallbacks); for fusion, the synthesizer.
+    /// The model that answered (after fallbacks); for fusion, the synthesizer. Not set when the
+    /// gateway keeps no store.
     pub answered_by: Option<String>,
     pub kind: Kind,
     pub stream: bool,
