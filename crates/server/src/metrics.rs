@@ -10,6 +10,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -30,6 +31,9 @@ const BUCKETS: &[f64] = &[
 
 /// A local model's decoding speed, tokens per second.
 const TOKENS_PER_SECOND: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
+/// How often histogram samples are folded into their buckets between scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
@@ -88,11 +92,28 @@ fn prometheus() -> Option<PrometheusHandle> {
         .build_recorder();
     let handle = recorder.handle();
     match metrics::set_global_recorder(recorder) {
-        Ok(()) => Some(handle),
+        Ok(()) => {
+            drain_histograms(handle.clone());
+            Some(handle)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "a metrics recorder was installed already; /metrics is empty");
             None
         }
+    }
+}
+
+/// Histograms keep every sample until they are drained: at a scrape, and here every
+/// `UPKEEP_EVERY`, so a gateway nobody scrapes does not grow with every request.
+fn drain_histograms(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "histograms are drained only when /metrics is read");
     }
 }
 
