@@ -138,6 +138,7 @@ impl Router {
 
     /// Tries each candidate in turn, with retries. The time spent in provider calls (every
     /// attempt and backoff) counts as the request's upstream wait.
+    ///
     /// The request is borrowed: each candidate's upstream gets its own copy, and the caller's
     /// future does not carry the request twice.
     pub async fn complete(

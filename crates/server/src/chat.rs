@@ -71,8 +71,7 @@ pub async fn accept<W>(
     let caller = request.extensions().get::<Caller>().cloned();
     let depth = request.headers().get(&FUSION_DEPTH).cloned();
     let mut body = None;
-    let max_body = state.router.config().server.max_body_bytes;
-    let parsed = read_body(request.into_body(), max_body, state.body_timeout)
+    let parsed = read_body(state, request.into_body())
         .await
         .and_then(|bytes| {
             let request = parse(&bytes);
@@ -191,11 +190,15 @@ fn fusion_depth(value: Option<&HeaderValue>) -> Result<u8, Error> {
         .ok_or_else(|| Error::BadRequest(format!("{FUSION_DEPTH_HEADER}: want a small integer")))
 }
 
-/// The whole body, at most `max` bytes, within `server.body_timeout_s` of the headers: one
-/// deadline for all of it, not per read (tower-http's body timeout restarts at every frame, so a
-/// byte a second never trips it). Read from the body alone: the request's head stays out of the
-/// handler's future, which is moved whole.
-pub(crate) async fn read_body(body: Body, max: usize, limit: Duration) -> Result<Bytes, Error> {
+/// The whole body, at most `server.max_body_bytes`, within `server.body_timeout_s` of the
+/// headers: one deadline for all of it, not per read (tower-http's body timeout restarts at every
+/// frame, so a byte a second never trips it). Read from the body alone: the request's head stays
+/// out of the handler's future, which is moved whole.
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Error> {
+    let (max, limit) = (
+        state.router.config().server.max_body_bytes,
+        state.body_timeout,
+    );
     match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
         Ok(body) => body.map_err(body_error),
         Err(_) => Err(Error::Timeout(format!(

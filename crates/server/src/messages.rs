@@ -67,8 +67,7 @@ pub async fn count_tokens(
 }
 
 async fn count(state: &AppState, ctx: &RequestCtx, request: Request) -> Result<u64, Error> {
-    let max_body = state.router.config().server.max_body_bytes;
-    let bytes = crate::chat::read_body(request.into_body(), max_body, state.body_timeout).await?;
+    let bytes = crate::chat::read_body(state, request.into_body()).await?;
     let request: CountTokensRequest = answer::decode(&bytes)?;
     let request = checked(request.into_request())?;
     if crate::fusion::route(&state.fusion, ctx, &request)?.is_some() {

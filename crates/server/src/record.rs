@@ -122,9 +122,7 @@ impl Recorder {
         }
         if let Some(usage) = &chunk.usage {
             set_usage(&mut run.summary, usage);
-            if self.store.is_some() {
-                run.summary.answered_by = Some(chunk.model.clone());
-            }
+            answered_by(run, &self.store, &chunk.model);
         }
     }
 
@@ -132,9 +130,7 @@ impl Recorder {
     pub fn completed(mut self, completion: &ChatCompletion) {
         if let Some(run) = self.run.as_mut() {
             run.summary.status = 200;
-            if self.store.is_some() {
-                run.summary.answered_by = Some(completion.model.clone());
-            }
+            answered_by(run, &self.store, &completion.model);
             if let Some(usage) = &completion.usage {
                 set_usage(&mut run.summary, usage);
             }
@@ -160,9 +156,7 @@ impl Recorder {
             run.detail.answer = Some(std::mem::take(&mut self.text));
             if let Some(report) = report {
                 set_usage(&mut run.summary, &report.total_usage());
-                if self.store.is_some() {
-                    run.summary.answered_by = Some(report.synthesizer.clone());
-                }
+                answered_by(run, &self.store, &report.synthesizer);
                 run.detail.fusion = Some(report.to_value());
             }
         }
@@ -272,6 +266,13 @@ fn saved_tokens(fusion: Option<&serde_json::Value>) -> u64 {
             .unwrap_or(0)
     };
     tokens("prompt_tokens") + tokens("completion_tokens")
+}
+
+/// Who answered, for the store only: without one the copy is skipped (see `Recorder::start`).
+fn answered_by(run: &mut Run, store: &Option<Arc<Store>>, model: &str) {
+    if store.is_some() {
+        run.summary.answered_by = Some(model.to_string());
+    }
 }
 
 fn set_usage(summary: &mut Summary, usage: &Usage) {
