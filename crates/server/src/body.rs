@@ -1,7 +1,10 @@
-//! A response body that holds a guard until hyper is done with the body: written out (or its
-//! client gone), on the connection's own task. Work that must follow a response without
-//! delaying it (a request's record) runs in the guard's `Drop`, after the bytes went out and
-//! without waking another worker thread for a task of its own.
+//! A response body that holds a guard until hyper is done with the body: its last frame taken
+//! (or its client gone), on the connection's own task. Work that follows a response (a request's
+//! record) runs in the guard's `Drop`, without waking another worker thread for a task of its
+//! own. hyper drops a body as soon as it has buffered the last frame, just before it writes the
+//! buffer out, so that work still comes before the last write: about 5 K instructions (1-2 µs).
+//! Running it after the write (a queue that each connection's task drains after every poll) cost
+//! 0.5-0.9 K instructions more per request and made no difference that `quorate-bench` could see.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

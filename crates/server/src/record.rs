@@ -142,8 +142,8 @@ impl Recorder {
         self.finish();
     }
 
-    /// `completed`, once `response` has been written out: the record costs the caller
-    /// nothing, and needs no task of its own.
+    /// `completed`, once hyper has taken the last of `response`'s body (see `body`): the
+    /// record needs no task of its own.
     pub fn completed_after(self, response: Response, completion: ChatCompletion) -> Response {
         let record = AfterResponse(Some((self, completion)));
         crate::body::guard(response, record).map(Body::new)
@@ -231,7 +231,7 @@ impl Recorder {
     }
 }
 
-/// Records a completion when dropped: with its response's body, once that is written out.
+/// Records a completion when dropped: with its response's body, once hyper has taken all of it.
 struct AfterResponse(Option<(Recorder, ChatCompletion)>);
 
 impl Drop for AfterResponse {
