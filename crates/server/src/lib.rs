@@ -87,8 +87,9 @@ impl AppState {
 }
 
 /// Request bodies are read by `chat::read_body` (within `server.max_body_bytes` and
-/// `body_timeout_s`), not by axum's extractors, so no `DefaultBodyLimit` layer: a handler that
-/// extracted a body (`Json`, `Bytes`) would get axum's own 2 MB limit, so read it there instead.
+/// `body_timeout_s`), not by axum's extractors, so there is no `DefaultBodyLimit` layer. A new
+/// handler must read its body through `read_body` too: a body extractor (`Json`, `Bytes`) would
+/// get axum's default 2 MB limit instead of the configured one.
 pub fn app(state: Arc<AppState>) -> axum::Router {
     let api = axum::Router::new()
         .route("/v1/chat/completions", post(chat::completions))
