@@ -2,7 +2,8 @@
 //! runs every generation on it, one sequence id per generation.
 //!
 //! Each step decodes one batch holding the next token of every generating sequence plus chunks
-//! of prompts still being read (chunked prefill, so a long prompt does not stall the others).
+//! of prompts still being read (chunked prefill, so a long prompt does not stall the others);
+//! two or three generating sequences alone are decoded one at a time (see `one_by_one`).
 //! Sequences start, finish and are cancelled independently.
 //!
 //! The KV cache is unified: a prompt prefix that another sequence already decoded is shared with
@@ -35,6 +36,10 @@ const BATCH: usize = 512;
 /// A sequence waits for an earlier sibling to decode a prompt prefix they share only when it
 /// gains at least this many tokens by waiting.
 const MIN_SHARED: usize = 8;
+
+/// Steps with fewer generating sequences than this, and no prompt being read, decode them one
+/// at a time (see `Scheduler::one_by_one`).
+const ONE_BY_ONE_BELOW: usize = 4;
 
 /// llama.cpp's limit on sequence ids in one context.
 const MAX_SEQ_IDS: usize = 256;
@@ -321,13 +326,46 @@ impl<'m> Scheduler<'m> {
     /// One decode step; nothing happens when no sequence has work.
     fn step(&mut self) {
         self.share_prefixes();
+        match self.one_by_one() {
+            Some(ids) => {
+                for id in ids {
+                    self.decode_step(Some(id));
+                }
+            }
+            None => self.decode_step(None),
+        }
+    }
+
+    /// The generating sequences, when this step should decode their tokens one at a time: when
+    /// there are two or three of them and no prompt is being read. llama.cpp multiplies a batch of
+    /// two or more tokens with kernels made for prompts (llamafile's tinyBLAS), which for two or
+    /// three took longer than as many one-token steps (`examples/decode_steps.rs`, Qwen2.5-Coder
+    /// 0.5B, 2 threads, AVX2: three tokens 60 ms at once, 50 ms one by one; four 53 and 68 ms).
+    fn one_by_one(&self) -> Option<Vec<usize>> {
+        let mut ids = Vec::new();
+        for (id, seq, run) in self.runs() {
+            if run.prefilling(seq.cached.len()) {
+                return None;
+            }
+            if run.next.is_some() {
+                ids.push(id);
+            }
+        }
+        (2..ONE_BY_ONE_BELOW).contains(&ids.len()).then_some(ids)
+    }
+
+    /// Decodes one batch: the next token of every generating sequence (or of `only` that one)
+    /// and, for a whole step, prompt chunks; then samples every sequence whose logits it made.
+    fn decode_step(&mut self, only: Option<usize>) {
         self.batch.clear();
         let mut decoded: Vec<(usize, usize)> = Vec::new();
-        if let Err(e) = self.fill_generating(&mut decoded) {
+        if let Err(e) = self.fill_generating(&mut decoded, only) {
             return self.fail_all(&e);
         }
-        if let Err(e) = self.fill_prefills(&mut decoded) {
-            return self.fail_all(&e);
+        if only.is_none() {
+            if let Err(e) = self.fill_prefills(&mut decoded) {
+                return self.fail_all(&e);
+            }
         }
         if self.batch.n_tokens() == 0 {
             return;
@@ -357,9 +395,16 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Adds the next token of every generating sequence to the batch.
-    fn fill_generating(&mut self, decoded: &mut Vec<(usize, usize)>) -> Result<(), Error> {
+    /// Adds the next token of every generating sequence (or of `only` that one) to the batch.
+    fn fill_generating(
+        &mut self,
+        decoded: &mut Vec<(usize, usize)>,
+        only: Option<usize>,
+    ) -> Result<(), Error> {
         for (id, seq) in self.seqs.iter_mut().enumerate() {
+            if only.is_some_and(|o| o != id) {
+                continue;
+            }
             let Some(Seq {
                 cached,
                 run: Some(run),

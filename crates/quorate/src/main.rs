@@ -112,7 +112,7 @@ enum ConfigCommand {
 
 fn main() -> std::process::ExitCode {
     #[cfg(unix)]
-    with_passive_openmp();
+    with_short_openmp_spin();
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve { .. }) {
         "info"
@@ -262,16 +262,23 @@ async fn shutdown_signal() {
     }
 }
 
-/// llama.cpp's OpenMP threads wait for each other at every step of a generation, and by default
-/// they spin while they wait: with any other busy process on the machine, a generation on all
-/// cores collapses (2 cores, one busy process: 126 s instead of 5 s; on an idle machine the two
-/// policies measure the same). The OpenMP runtime reads its wait policy once, when it is loaded
-/// before `main`, so the process starts itself again with `OMP_WAIT_POLICY=passive`, unless the
-/// caller chose a policy.
+/// Spins at an OpenMP barrier before a thread sleeps (libgomp: roughly 100 a microsecond).
+/// Measured on 2 cores (README, "The local provider"): the default 300,000 and passive sleeping
+/// both lost to this; 10,000 once collapsed beside two busy processes.
+const OPENMP_SPINS: &str = "1000";
+
+/// llama.cpp's OpenMP threads meet at a barrier after every operation of a decode step, hundreds
+/// a token. With the runtime's default they spin up to ~3 ms at each, so beside other busy
+/// processes a thread burns the core its late partner needs (one 2-core machine: 126 s instead
+/// of 5 s); `OMP_WAIT_POLICY=passive` sleeps at each, which made a decode step take twice as
+/// long. A short spin catches a partner a few microseconds behind and gives the core back soon
+/// after. The runtime reads its settings once, when it is loaded before `main`, so the process
+/// starts itself again with `GOMP_SPINCOUNT` set, unless the caller set it or a wait policy.
 #[cfg(unix)]
-fn with_passive_openmp() {
+fn with_short_openmp_spin() {
     use std::os::unix::process::CommandExt;
-    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() || std::env::var_os("GOMP_SPINCOUNT").is_some()
+    {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -283,9 +290,12 @@ fn with_passive_openmp() {
         command.arg0(arg0);
     }
     // `exec` returns only when it failed: run on with the runtime's default.
-    let error = command.args(args).env("OMP_WAIT_POLICY", "passive").exec();
+    let error = command
+        .args(args)
+        .env("GOMP_SPINCOUNT", OPENMP_SPINS)
+        .exec();
     eprintln!(
-        "quorate: could not restart with OMP_WAIT_POLICY=passive ({error}); local models may \
-         slow down on a busy machine"
+        "quorate: could not restart with GOMP_SPINCOUNT={OPENMP_SPINS} ({error}); local models \
+         may slow down on a busy machine"
     );
 }

@@ -1188,26 +1188,34 @@ async fn requests_a_model_cannot_serve_are_refused_by_field() {
     );
 }
 
-/// The binary restarts itself with OpenMP's passive wait policy (llama.cpp's threads would
-/// otherwise spin and collapse on a busy machine), and keeps a policy the caller chose.
+/// The binary restarts itself with a short OpenMP spin count (llama.cpp's threads would
+/// otherwise spin for milliseconds at every barrier and collapse on a busy machine), and keeps
+/// what the caller chose.
 #[tokio::test]
-async fn the_process_runs_with_a_passive_openmp_wait_policy() {
+async fn the_process_runs_with_a_short_openmp_spin() {
     let (_sim, addr) = sim(&[]).await;
-    for (env, expected) in [
-        (vec![], "OMP_WAIT_POLICY=passive"),
+    for (env, expected, absent) in [
+        (vec![], "GOMP_SPINCOUNT=1000", "OMP_WAIT_POLICY="),
         (
-            vec![("OMP_WAIT_POLICY", "active")],
-            "OMP_WAIT_POLICY=active",
+            vec![("OMP_WAIT_POLICY", "passive")],
+            "OMP_WAIT_POLICY=passive",
+            "GOMP_SPINCOUNT=",
+        ),
+        (
+            vec![("GOMP_SPINCOUNT", "50000")],
+            "GOMP_SPINCOUNT=50000",
+            "OMP_WAIT_POLICY=",
         ),
     ] {
         let gw = start(&config(addr, ""), &env).await;
         let pid = gw.child.id().unwrap();
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
         let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let text = String::from_utf8_lossy(&environ);
+        assert!(vars.contains(&expected.as_bytes()), "{text}");
         assert!(
-            vars.contains(&expected.as_bytes()),
-            "{}",
-            String::from_utf8_lossy(&environ)
+            !vars.iter().any(|v| v.starts_with(absent.as_bytes())),
+            "{text}"
         );
         // Still serving, under the pid that was started.
         assert_eq!(gw.post(&ask("sim/a", "x")).await.status(), 200);

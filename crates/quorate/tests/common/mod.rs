@@ -108,6 +108,9 @@ pub async fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
         .arg(&path)
         .env_remove("QUORATE_CONFIG")
         .env_remove("QUORATE_LISTEN")
+        // The binary's own OpenMP settings, whatever the shell running the tests has.
+        .env_remove("OMP_WAIT_POLICY")
+        .env_remove("GOMP_SPINCOUNT")
         .env("QUORATE_STORE_URL", format!("sqlite://{}", store.display()))
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
