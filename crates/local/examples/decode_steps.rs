@@ -1,5 +1,5 @@
 //! What one llama.cpp decode step costs by the number of sequences in it, and the same tokens
-//! decoded one sequence at a time: the measurement behind the scheduler's `ONE_BY_ONE_BELOW`.
+//! decoded one sequence at a time: what the scheduler's `SmallSteps` chooses between.
 //! Also the prompt speed at three batch sizes.
 //!
 //! `cargo run --release -p quorate-local --example decode_steps -- MODEL.gguf [THREADS]`

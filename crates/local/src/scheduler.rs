@@ -3,7 +3,7 @@
 //!
 //! Each step decodes one batch holding the next token of every generating sequence plus chunks
 //! of prompts still being read (chunked prefill, so a long prompt does not stall the others);
-//! two or three generating sequences alone are decoded one at a time (see `one_by_one`).
+//! two or three generating sequences alone may be decoded one at a time (see `SmallSteps`).
 //! Sequences start, finish and are cancelled independently.
 //!
 //! The KV cache is unified: a prompt prefix that another sequence already decoded is shared with
@@ -37,9 +37,12 @@ const BATCH: usize = 512;
 /// gains at least this many tokens by waiting.
 const MIN_SHARED: usize = 8;
 
-/// Steps with fewer generating sequences than this, and no prompt being read, decode them one
-/// at a time (see `Scheduler::one_by_one`).
-const ONE_BY_ONE_BELOW: usize = 4;
+/// A step of this many generating sequences or fewer, with no prompt being read, may be decoded
+/// one sequence at a time (see `SmallSteps`).
+const SMALL_STEP: usize = 3;
+
+/// Steps of each size each way before `SmallSteps` keeps the quicker way.
+const TRIES: u32 = 4;
 
 /// llama.cpp's limit on sequence ids in one context.
 const MAX_SEQ_IDS: usize = 256;
@@ -142,6 +145,50 @@ impl Run {
     }
 }
 
+/// How steps of two or three generating sequences (with no prompt being read) are decoded: as one
+/// batch or one sequence at a time, whichever has been faster for this model on this machine.
+/// llama.cpp multiplies two or more tokens with kernels made for prompts, which for some weight
+/// types take longer than as many one-token steps (`examples/decode_steps.rs`, 2 threads, AVX2:
+/// Qwen2.5-Coder 0.5B, mostly Q5_0/Q8_0, three tokens 60 ms at once and 50 ms one by one; the
+/// 1.5B, Q4_K, 70 and 90 ms).
+struct SmallSteps {
+    /// The quickest step seen, in milliseconds, by step size (2, 3) and way (batched, one by one):
+    /// other work on the machine only ever makes a step slower.
+    quickest: [[f64; 2]; SMALL_STEP - 1],
+    tries: [[u32; 2]; SMALL_STEP - 1],
+}
+
+impl Default for SmallSteps {
+    fn default() -> Self {
+        Self {
+            quickest: [[f64::INFINITY; 2]; SMALL_STEP - 1],
+            tries: [[0; 2]; SMALL_STEP - 1],
+        }
+    }
+}
+
+impl SmallSteps {
+    /// Whether a step of `n` sequences goes one by one: the two ways take turns for the first
+    /// `TRIES` steps each, then the quicker one is kept.
+    fn one_by_one(&self, n: usize) -> bool {
+        let [batched, single] = self.tries[n - 2];
+        if batched < TRIES || single < TRIES {
+            return single < batched;
+        }
+        let [batched, single] = self.quickest[n - 2];
+        single < batched
+    }
+
+    /// Records a step; returns both ways' quickest steps once both have had their tries.
+    fn record(&mut self, n: usize, one_by_one: bool, ms: f64) -> Option<[f64; 2]> {
+        let way = usize::from(one_by_one);
+        self.tries[n - 2][way] += 1;
+        let quickest = &mut self.quickest[n - 2][way];
+        *quickest = quickest.min(ms);
+        (self.tries[n - 2] == [TRIES; 2]).then_some(self.quickest[n - 2])
+    }
+}
+
 struct Scheduler<'m> {
     model: &'m Model,
     ctx: LlamaContext<'m>,
@@ -149,6 +196,7 @@ struct Scheduler<'m> {
     seqs: Vec<Option<Seq>>,
     waiting: VecDeque<Job>,
     clock: u64,
+    small: SmallSteps,
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
@@ -171,6 +219,7 @@ impl<'m> Scheduler<'m> {
             seqs,
             waiting: VecDeque::new(),
             clock: 0,
+            small: SmallSteps::default(),
         }
     }
 
@@ -326,22 +375,33 @@ impl<'m> Scheduler<'m> {
     /// One decode step; nothing happens when no sequence has work.
     fn step(&mut self) {
         self.share_prefixes();
-        match self.one_by_one() {
-            Some(ids) => {
-                for id in ids {
-                    self.decode_step(Some(id));
-                }
+        let Some(ids) = self.small_step() else {
+            return self.decode_step(None);
+        };
+        let one_by_one = self.small.one_by_one(ids.len());
+        let started = Instant::now();
+        if one_by_one {
+            for &id in &ids {
+                self.decode_step(Some(id));
             }
-            None => self.decode_step(None),
+        } else {
+            self.decode_step(None);
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if let Some([batched, single]) = self.small.record(ids.len(), one_by_one, ms) {
+            tracing::debug!(
+                model = %self.model.name,
+                sequences = ids.len(),
+                batched_ms = batched,
+                one_by_one_ms = single,
+                "small steps measured"
+            );
         }
     }
 
-    /// The generating sequences, when this step should decode their tokens one at a time: when
-    /// there are two or three of them and no prompt is being read. llama.cpp multiplies a batch of
-    /// two or more tokens with kernels made for prompts (llamafile's tinyBLAS), which for two or
-    /// three took longer than as many one-token steps (`examples/decode_steps.rs`, Qwen2.5-Coder
-    /// 0.5B, 2 threads, AVX2: three tokens 60 ms at once, 50 ms one by one; four 53 and 68 ms).
-    fn one_by_one(&self) -> Option<Vec<usize>> {
+    /// The generating sequences, when there are two or three of them and no prompt is being read
+    /// (a step `SmallSteps` may decode one sequence at a time).
+    fn small_step(&self) -> Option<Vec<usize>> {
         let mut ids = Vec::new();
         for (id, seq, run) in self.runs() {
             if run.prefilling(seq.cached.len()) {
@@ -351,7 +411,7 @@ impl<'m> Scheduler<'m> {
                 ids.push(id);
             }
         }
-        (2..ONE_BY_ONE_BELOW).contains(&ids.len()).then_some(ids)
+        (2..=SMALL_STEP).contains(&ids.len()).then_some(ids)
     }
 
     /// Decodes one batch: the next token of every generating sequence (or of `only` that one)
@@ -653,5 +713,45 @@ impl<'m> Scheduler<'m> {
             completion_tokens: run.generated as u64,
             finish,
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_steps_take_turns_then_keep_the_quicker_way() {
+        let mut small = SmallSteps::default();
+        let mut ways = Vec::new();
+        for _ in 0..2 * TRIES {
+            let way = small.one_by_one(3);
+            ways.push(way);
+            // One by one is quicker, but one of its tries was slowed by something else.
+            let ms = match (way, ways.len()) {
+                (true, 2) => 90.0,
+                (true, _) => 50.0,
+                (false, _) => 60.0,
+            };
+            small.record(3, way, ms);
+        }
+        assert_eq!(
+            ways.iter().filter(|w| **w).count(),
+            TRIES as usize,
+            "{ways:?}"
+        );
+        assert!(small.one_by_one(3));
+        // Sizes are measured apart: two sequences start with a batch.
+        assert!(!small.one_by_one(2));
+    }
+
+    #[test]
+    fn a_quicker_batch_is_kept() {
+        let mut small = SmallSteps::default();
+        for _ in 0..2 * TRIES {
+            let way = small.one_by_one(2);
+            small.record(2, way, if way { 67.0 } else { 52.0 });
+        }
+        assert!(!small.one_by_one(2));
     }
 }

@@ -263,8 +263,8 @@ async fn shutdown_signal() {
 }
 
 /// Spins at an OpenMP barrier before a thread sleeps (libgomp: roughly 100 a microsecond).
-/// Measured on 2 cores (README, "The local provider"): the default 300,000 and passive sleeping
-/// both lost to this; 10,000 once collapsed beside two busy processes.
+/// Measured on 2 cores (README, "The local provider"): passive sleeping was slower everywhere,
+/// the default 300,000 beside busy processes; 10,000 once collapsed beside two of them.
 const OPENMP_SPINS: &str = "1000";
 
 /// llama.cpp's OpenMP threads meet at a barrier after every operation of a decode step, hundreds
