@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use crate::{ModelConfig, Price, ProviderConfig, ProviderKind};
 
 /// The embedded default: a real model that runs in-process with no key and no network.
-pub const LOCAL_MODEL: &str = "local/qwen2.5-coder-0.5b";
+/// Qwen2.5-Coder 1.5B: the smallest known model whose answers are mostly right (GSM8K 54 % against
+/// the 0.5B's 20 %) and that still fuses the README question in seconds on 2 cores.
+pub const LOCAL_MODEL: &str = "local/qwen2.5-coder-1.5b";
 
 pub fn yes() -> bool {
     true

@@ -172,7 +172,7 @@ pub fn add_builtins(presets: &mut BTreeMap<String, PresetConfig>) {
         &[local_model; 3],
         local_model,
         local_model,
-        "Qwen2.5-Coder 0.5B fused with itself three times, in-process: no key, no network",
+        "Qwen2.5-Coder 1.5B fused with itself three times, in-process: no key, no network",
     );
     // Sampled a little warmer than the local default (0.2) so the three slots differ, not so
     // warm that a small model drifts off; short answers keep a CPU-only run within seconds.

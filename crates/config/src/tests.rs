@@ -170,11 +170,11 @@ fn fusion_on_the_embedded_model_is_the_default() {
     let c = Config::builtin();
     assert_eq!(c.default_model(), "quorate/fusion");
     let local = &c.presets["local"];
-    assert!(local.panel.iter().all(|m| m == "local/qwen2.5-coder-0.5b"));
-    let m = c.resolve("local/qwen2.5-coder-0.5b").unwrap();
+    assert!(local.panel.iter().all(|m| m == "local/qwen2.5-coder-1.5b"));
+    let m = c.resolve("local/qwen2.5-coder-1.5b").unwrap();
     assert_eq!(
         (m.provider.as_str(), m.gguf.as_deref()),
-        ("local", Some("qwen2.5-coder-0.5b"))
+        ("local", Some("qwen2.5-coder-1.5b"))
     );
 }
 
@@ -188,7 +188,7 @@ fn the_known_qwen_coder_models_are_configured_local_models() {
         assert_eq!(m.context_length, Some(8192), "all sequences' cache, shared");
         assert!(m.supports_tools, "Qwen2.5's chat template renders tools");
     }
-    assert_eq!(crate::defaults::LOCAL_MODEL, "local/qwen2.5-coder-0.5b");
+    assert_eq!(crate::defaults::LOCAL_MODEL, "local/qwen2.5-coder-1.5b");
 }
 
 #[test]

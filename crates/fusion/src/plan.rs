@@ -429,7 +429,7 @@ mod tests {
         assert!(plan(json!({"model": "openai/a"})).unwrap().is_none());
         let p = plan(json!({"model": "quorate/fusion"})).unwrap().unwrap();
         assert_eq!((p.preset.as_str(), p.panel.len()), ("local", 3));
-        assert_eq!(p.judges, ["local/qwen2.5-coder-0.5b"]);
+        assert_eq!(p.judges, ["local/qwen2.5-coder-1.5b"]);
         let p = plan(json!({"model": "openrouter/fusion:budget"}))
             .unwrap()
             .unwrap();

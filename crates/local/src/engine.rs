@@ -2,6 +2,7 @@
 //! request on it (see `scheduler.rs`).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -44,6 +45,21 @@ pub struct Model {
     pub threads: i32,
     /// Sequences generating at once (the provider's slots).
     pub slots: usize,
+}
+
+/// Ends a generation early, as if the model had stopped: unlike dropping its events, the
+/// generation still reports its exact usage.
+#[derive(Clone, Default)]
+pub struct Halt(Arc<AtomicBool>);
+
+impl Halt {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 pub struct Engine {
@@ -193,11 +209,13 @@ impl Engine {
     }
 
     /// Queues a generation. Its events arrive on the receiver; dropping the receiver cancels it
-    /// (the scheduler notices within one step and frees the sequence's cache).
+    /// (the scheduler notices within one step and frees the sequence's cache), and `halt` ends
+    /// it as a stop.
     pub fn submit(
         &self,
         prompt: Vec<LlamaToken>,
         params: Params,
+        halt: Halt,
     ) -> Result<UnboundedReceiver<Event>, Error> {
         self.check_fits(prompt.len())?;
         // Built here so a grammar that does not compile is the caller's 400 before any output.
@@ -209,6 +227,7 @@ impl Engine {
                 sampler,
                 max_tokens: params.max_tokens,
                 stop: params.stop,
+                halt,
                 events,
             })
             .map_err(|_| failed("scheduler", "it has stopped"))?;

@@ -32,7 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// What a full queue tells a client to wait (`Retry-After`): about one short answer's time.
 const BUSY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-use engine::{Engine, Params, Penalties};
+use engine::{Engine, Halt, Params, Penalties};
 
 /// Output cap when neither the request nor the model config gives one.
 const DEFAULT_MAX_TOKENS: usize = 512;
@@ -203,8 +203,9 @@ impl Provider for LocalProvider {
         let prompt = engine.prompt(&req.messages, tool_use.tools, &tool_use.prefill)?;
         engine.check_fits(prompt.len())?;
         let permit = self.slot().await?;
-        let events = engine.submit(prompt, params)?;
-        let output = Output::new(&req.model, tool_use.parser());
+        let halt = Halt::default();
+        let events = engine.submit(prompt, params, halt.clone())?;
+        let output = Output::new(&req.model, tool_use.parser(), halt);
         let role = output.role();
         // The permit travels with the stream: the slot is free again when the stream ends or
         // is dropped (which also cancels the generation).

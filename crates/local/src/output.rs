@@ -8,7 +8,7 @@ use quorate_api::{
 use quorate_providers::Error;
 use serde_json::Map;
 
-use crate::engine::{Event, Outcome};
+use crate::engine::{Event, Halt, Outcome};
 use crate::tool_calls::{Piece, ToolCalls};
 
 pub struct Output {
@@ -16,14 +16,17 @@ pub struct Output {
     /// Splits out tool calls when the request gave the model tools.
     calls: Option<ToolCalls>,
     made: u32,
+    /// Stops the generation once its calls are made and it goes on to narrate their results.
+    halt: Halt,
 }
 
 impl Output {
-    pub fn new(model: &str, calls: Option<ToolCalls>) -> Self {
+    pub fn new(model: &str, calls: Option<ToolCalls>, halt: Halt) -> Self {
         Self {
             model: model.to_string(),
             calls,
             made: 0,
+            halt,
         }
     }
 
@@ -42,7 +45,13 @@ impl Output {
         match event {
             Event::Text(text) => {
                 let pieces = match &mut self.calls {
-                    Some(calls) => calls.push(&text),
+                    Some(calls) => {
+                        let pieces = calls.push(&text);
+                        if calls.done() {
+                            self.halt.stop();
+                        }
+                        pieces
+                    }
                     None => vec![Piece::Text(text)],
                 };
                 (self.pieces(pieces), true)
@@ -167,5 +176,30 @@ impl Whole {
         }
         completion.usage = self.usage;
         completion
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narration_after_a_call_halts_the_generation() {
+        let halt = Halt::default();
+        let mut output = Output::new("m", Some(ToolCalls::default()), halt.clone());
+        let call = "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\n";
+        let (chunks, more) = output.chunks(Event::Text(call.into()));
+        assert!(more && chunks.len() == 1 && !halt.stopped());
+        let (chunks, _) = output.chunks(Event::Text("It returned 4.".into()));
+        assert!(chunks.is_empty(), "the narration is not passed on");
+        assert!(halt.stopped());
+    }
+
+    #[test]
+    fn text_alone_never_halts() {
+        let halt = Halt::default();
+        let mut output = Output::new("m", Some(ToolCalls::default()), halt.clone());
+        output.chunks(Event::Text("Paris is the capital.".into()));
+        assert!(!halt.stopped());
     }
 }

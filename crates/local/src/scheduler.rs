@@ -26,7 +26,7 @@ use llama_cpp_2::DecodeError;
 use quorate_providers::Error;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::engine::{backend, failed, Event, Finish, Model, Outcome};
+use crate::engine::{backend, failed, Event, Finish, Halt, Model, Outcome};
 use crate::sampler::Sampler;
 use crate::text::TextOut;
 
@@ -53,6 +53,7 @@ pub struct Job {
     pub sampler: Sampler,
     pub max_tokens: usize,
     pub stop: Vec<String>,
+    pub halt: Halt,
     pub events: UnboundedSender<Event>,
 }
 
@@ -118,6 +119,7 @@ struct Run {
     prompt: Vec<LlamaToken>,
     sampler: Sampler,
     text: TextOut,
+    halt: Halt,
     events: UnboundedSender<Event>,
     max_new: usize,
     generated: usize,
@@ -344,6 +346,7 @@ impl<'m> Scheduler<'m> {
                 prompt: job.prompt,
                 sampler: job.sampler,
                 text: TextOut::new(job.stop),
+                halt: job.halt,
                 events: job.events,
                 max_new,
                 generated: 0,
@@ -639,6 +642,9 @@ impl<'m> Scheduler<'m> {
         run.first_token.get_or_insert_with(Instant::now);
         if run.generated >= run.max_new {
             return self.finish(id, Finish::Length);
+        }
+        if run.halt.stopped() {
+            return self.finish(id, Finish::Stop);
         }
         let Some(token) = run.sampler.sample(self.ctx.get_logits_ith(index)) else {
             let _ = run.events.send(Event::Failed(failed(

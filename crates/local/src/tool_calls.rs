@@ -1,6 +1,9 @@
 //! Tool calls in a local model's output. Models whose chat template renders `tools` (Qwen2.5
 //! among them) answer a call as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`; this
-//! splits their text as it streams into plain text and calls in OpenAI's shape.
+//! splits their text as it streams into plain text and calls in OpenAI's shape. Small models also
+//! write the call's JSON in a code fence or bare, echo the template's `<tools>` list, and after a
+//! call often go on to narrate results they have not seen: fenced calls are calls (as llama.cpp's
+//! own parser takes them), echoes and what follows the calls are dropped.
 
 use quorate_api::ModelRequest;
 use quorate_providers::Error;
@@ -8,6 +11,19 @@ use serde_json::Value;
 
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
+const FENCE: &str = "```";
+/// The template lists the tools within `<tools></tools>`; a model repeating that is no answer, and
+/// left in the conversation it leads the next turn astray.
+const ECHO: &str = "<tools>";
+const ECHO_CLOSE: &str = "</tools>";
+
+/// What starts in a model's text.
+#[derive(Clone, Copy)]
+enum Mark {
+    Call,
+    Fence,
+    Echo,
+}
 
 /// How a request uses tools on a local model.
 pub struct ToolUse<'a> {
@@ -84,16 +100,21 @@ pub struct ToolCalls {
     held: String,
     in_call: bool,
     calls: usize,
-    /// Whether any text went out yet: an answer that opens with `{` or a code fence is held
-    /// whole, since small models sometimes write the call's JSON without its tags.
+    /// Whether any text went out yet: an answer that opens with `{` is held whole, since small
+    /// models sometimes write the call's JSON without its tags.
     spoke: bool,
+    /// Calls were made and text that cannot be another call followed: the rest is dropped.
+    done: bool,
 }
 
 impl ToolCalls {
     /// The pieces that are complete after `text`; a possible start of a tag is held back.
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
-        self.held.push_str(text);
         let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        self.held.push_str(text);
         loop {
             if self.in_call {
                 let Some(end) = self.held.find(CLOSE) else {
@@ -102,14 +123,43 @@ impl ToolCalls {
                 let body: String = self.held.drain(..end + CLOSE.len()).collect();
                 out.push(self.call(&body[..end]));
                 self.in_call = false;
-            } else if let Some(start) = self.held.find(OPEN) {
-                let before: String = self.held.drain(..start + OPEN.len()).collect();
-                self.text(&before[..start], &mut out);
-                self.in_call = true;
+            } else if self.calls > 0 && !self.may_open(self.held.trim_start()) {
+                self.done = true;
+                self.held.clear();
+                break;
+            } else if let Some((start, mark)) = opening(&self.held) {
+                let before: String = self.held.drain(..start).collect();
+                self.text(&before, &mut out);
+                match mark {
+                    Mark::Call => {
+                        self.held.drain(..OPEN.len());
+                        self.in_call = true;
+                    }
+                    Mark::Fence => {
+                        let Some(end) = fence_end(&self.held) else {
+                            break;
+                        };
+                        let block: String = self.held.drain(..end).collect();
+                        self.fenced(&block, &mut out);
+                    }
+                    Mark::Echo => match echo(&self.held) {
+                        None => break,
+                        Some(false) => {
+                            let tag: String = self.held.drain(..ECHO.len()).collect();
+                            self.text(&tag, &mut out);
+                        }
+                        Some(true) => {
+                            let Some(end) = self.held.find(ECHO_CLOSE) else {
+                                break;
+                            };
+                            self.held.drain(..end + ECHO_CLOSE.len());
+                        }
+                    },
+                }
             } else if !self.spoke && may_be_bare(&self.held) {
                 break;
             } else {
-                let keep = partial_tag(&self.held);
+                let keep = partial_opening(&self.held);
                 let cut = self.held.len() - keep;
                 let before: String = self.held.drain(..cut).collect();
                 self.text(&before, &mut out);
@@ -119,11 +169,21 @@ impl ToolCalls {
         out
     }
 
+    /// Whether the calls are made and the model went on to write something else, so its
+    /// generation can stop.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
     /// What is left when the output ends: a call the model did not close is still a call if its
-    /// JSON is whole; anything else is text, so nothing the model wrote is lost.
+    /// JSON is whole; anything else is text, so nothing the model wrote is lost (but for what
+    /// follows its calls).
     pub fn finish(&mut self) -> Vec<Piece> {
         let rest = std::mem::take(&mut self.held);
         let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
         if self.in_call {
             self.in_call = false;
             match parse(&rest) {
@@ -133,13 +193,35 @@ impl ToolCalls {
                 }
                 None => out.push(Piece::Text(format!("{OPEN}{rest}"))),
             }
-        } else if let Some(calls) = (!self.spoke).then(|| bare_calls(&rest)).flatten() {
+        } else if let Some(calls) = (!self.spoke || rest.starts_with(FENCE))
+            .then(|| bare_calls(&rest))
+            .flatten()
+        {
             self.calls += calls.len();
             out.extend(calls);
-        } else {
+        } else if echo(&rest) != Some(true)
+            && (self.calls == 0 || !self.may_open(rest.trim_start()))
+        {
             self.text(&rest, &mut out);
         }
         out
+    }
+
+    /// A closed code fence: calls when it holds only calls, else text.
+    fn fenced(&mut self, block: &str, out: &mut Vec<Piece>) {
+        match bare_calls(block) {
+            Some(calls) => {
+                self.calls += calls.len();
+                out.extend(calls);
+            }
+            None => self.text(block, out),
+        }
+    }
+
+    /// Whether `start` (text after a call, leading space trimmed) may still open another call.
+    fn may_open(&self, start: &str) -> bool {
+        let begins = |mark: &str| mark.starts_with(start) || start.starts_with(mark);
+        begins(OPEN) || begins(FENCE) || (!self.spoke && start.starts_with('{'))
     }
 
     fn call(&mut self, body: &str) -> Piece {
@@ -198,11 +280,40 @@ fn may_be_bare(held: &str) -> bool {
     start.starts_with('{') || "```".starts_with(start) || start.starts_with("```")
 }
 
-/// Length of the longest suffix of `text` that begins the opening tag.
-fn partial_tag(text: &str) -> usize {
-    (1..OPEN.len())
-        .rev()
-        .find(|&n| text.ends_with(&OPEN[..n]))
+/// Whether `text`, which starts with `<tools>`, echoes the template's tool list (JSON objects, or
+/// nothing, up to `</tools>`) or uses the word in prose; `None` while it cannot tell yet.
+fn echo(text: &str) -> Option<bool> {
+    let after = text.strip_prefix(ECHO)?.trim_start();
+    let first = after.chars().next()?;
+    Some(first == '{' || first == '<')
+}
+
+/// Where the first call tag, code fence or tools echo starts, and which.
+fn opening(text: &str) -> Option<(usize, Mark)> {
+    [(OPEN, Mark::Call), (FENCE, Mark::Fence), (ECHO, Mark::Echo)]
+        .into_iter()
+        .filter_map(|(mark, kind)| text.find(mark).map(|i| (i, kind)))
+        .min_by_key(|(i, _)| *i)
+}
+
+/// The length of the code fence `text` opens, up to its closing fence; `None` while unclosed.
+fn fence_end(text: &str) -> Option<usize> {
+    let body = FENCE.len();
+    text[body..].find(FENCE).map(|i| body + i + FENCE.len())
+}
+
+/// Length of the longest suffix of `text` that begins the call tag, a code fence or an echo.
+fn partial_opening(text: &str) -> usize {
+    let partial = |mark: &str| {
+        (1..mark.len())
+            .rev()
+            .find(|&n| text.ends_with(&mark[..n]))
+            .unwrap_or(0)
+    };
+    [OPEN, FENCE, ECHO]
+        .map(partial)
+        .into_iter()
+        .max()
         .unwrap_or(0)
 }
 
@@ -248,7 +359,8 @@ mod tests {
             run(&["a < b and <tool", "s> are fine"]),
             [
                 Piece::Text("a < b and ".into()),
-                Piece::Text("<tools> are fine".into())
+                Piece::Text("<tools>".into()),
+                Piece::Text(" are fine".into())
             ]
         );
         assert_eq!(
@@ -300,5 +412,84 @@ mod tests {
                 Piece::Text("{\"name\": \"f\", \"arguments\": {}}".into())
             ]
         );
+    }
+
+    /// What Qwen2.5-Coder 1.5B wrote given the research tools: a plan, a fenced call, then the
+    /// results it imagined. The call is made and the imagined rest is dropped.
+    #[test]
+    fn a_fenced_call_after_text_is_a_call_and_what_follows_it_is_dropped() {
+        let mut calls = ToolCalls::default();
+        let mut out = Vec::new();
+        for part in [
+            "I'll search first.\n\n<tools></tools>\n\n`",
+            "``json\n{\"name\": \"web_search\", \"arguments\": ",
+            "{\"query\": \"Lindesnes\"}}\n``",
+            "`\n\n",
+        ] {
+            out.extend(calls.push(part));
+            assert!(!calls.done(), "{out:?}");
+        }
+        out.extend(calls.push("After searching, I found that it was lit in"));
+        assert!(calls.done());
+        out.extend(calls.push(" 1700."));
+        out.extend(calls.finish());
+        assert_eq!(
+            out,
+            [
+                Piece::Text("I'll search first.\n\n".into()),
+                Piece::Text("\n\n".into()),
+                call("web_search", r#"{"query":"Lindesnes"}"#),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_echo_of_the_tool_list_is_dropped() {
+        let list = "<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"f\"}}\n</tools>";
+        assert_eq!(
+            run(&["Tools:\n", list, "\nI know it: 3."]),
+            [
+                Piece::Text("Tools:\n".into()),
+                Piece::Text("\nI know it: 3.".into())
+            ]
+        );
+        // Cut short inside the echo: nothing of it is kept.
+        assert_eq!(run(&["<tools>\n{\"type\": \"fun"]), []);
+    }
+
+    #[test]
+    fn code_fences_that_are_not_calls_stay_text() {
+        assert_eq!(
+            run(&["Run:\n``", "`sh\nls\n`", "``\nthen ", "look."]),
+            [
+                Piece::Text("Run:\n".into()),
+                Piece::Text("```sh\nls\n```".into()),
+                Piece::Text("\nthen ".into()),
+                Piece::Text("look.".into()),
+            ]
+        );
+        // Cut short before its closing fence: still text.
+        assert_eq!(
+            run(&["See ```json\n{\"a\": 1}"]),
+            [
+                Piece::Text("See ".into()),
+                Piece::Text("```json\n{\"a\": 1}".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn calls_may_follow_calls_but_text_after_them_ends_the_answer() {
+        let tagged = |name: &str| {
+            format!("<tool_call>\n{{\"name\": \"{name}\", \"arguments\": {{}}}}\n</tool_call>")
+        };
+        let two = format!("{}\n{}\n", tagged("f"), tagged("g"));
+        assert_eq!(run(&[&two]), [call("f", "{}"), call("g", "{}")]);
+        let mut calls = ToolCalls::default();
+        let first = calls.push(&format!("{}\nThe result is 3.", tagged("f")));
+        assert_eq!(first, [call("f", "{}")]);
+        assert!(calls.done());
+        assert!(calls.push(&tagged("g")).is_empty());
+        assert!(calls.finish().is_empty());
     }
 }

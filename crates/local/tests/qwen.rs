@@ -1,5 +1,5 @@
-//! The default embedded model, Qwen2.5-Coder 0.5B Instruct, on the real GGUF (fetched into the
-//! cache on first use): it answers the README's question, keeps to a JSON schema, and calls tools
+//! The default embedded model (the `local` preset's, Qwen2.5-Coder 1.5B Instruct), on the real
+//! GGUF (fetched into the cache on first use): it answers the README's question, keeps to a JSON schema, and calls tools
 //! in OpenAI's shape, streamed or not.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,15 +12,20 @@ use quorate_config::Config;
 use quorate_providers::{Provider, RequestCtx};
 use serde_json::{json, Value};
 
-const MODEL: &str = "qwen2.5-coder-0.5b";
-
 fn provider() -> Arc<dyn Provider> {
     let config = Config::from_toml("", "test").unwrap();
     quorate_local::provider("local", &config.providers["local"], &config).unwrap()
 }
 
+/// The default's name as the `local` provider knows it, so these tests follow the default.
+fn default_model() -> String {
+    let config = Config::from_toml("", "test").unwrap();
+    let id = &config.presets["local"].synthesizer;
+    id.strip_prefix("local/").unwrap().to_string()
+}
+
 fn ask(text: &str, max_tokens: u32) -> Value {
-    json!({"model": MODEL, "messages": [{"role": "user", "content": text}],
+    json!({"model": default_model(), "messages": [{"role": "user", "content": text}],
         "temperature": 0, "max_tokens": max_tokens})
 }
 

@@ -93,10 +93,10 @@ enum Command {
 enum ModelsCommand {
     /// List the configured models (the default).
     List,
-    /// Fetch a known GGUF model into the cache: qwen2.5-coder-0.5b (the default, embedded),
-    /// qwen2.5-coder-1.5b or smollm2-135m.
+    /// Fetch a known GGUF model into the cache: qwen2.5-coder-1.5b (the default, embedded),
+    /// qwen2.5-coder-0.5b or smollm2-135m.
     Pull {
-        #[arg(default_value = "qwen2.5-coder-0.5b")]
+        #[arg(default_value = "qwen2.5-coder-1.5b")]
         name: String,
     },
 }

@@ -1025,7 +1025,7 @@ async fn ask_fuses_the_embedded_model_with_itself() {
     assert_eq!(panel.len(), 3);
     assert!(panel
         .iter()
-        .all(|m| m["model"] == "local/qwen2.5-coder-0.5b"));
+        .all(|m| m["model"] == "local/qwen2.5-coder-1.5b"));
     assert!(panel.iter().any(|m| m["status"] == "ok"), "{fusion}");
     // The grammar-enforced analysis parses as the schema.
     let analysis = quorate_fusion::Analysis::parse(&fusion["analysis"].to_string());

@@ -562,7 +562,7 @@ async fn the_local_preset_searches_the_local_index_itself_on_the_real_model() {
             "{sources:?}"
         );
     }
-    // What a 0.5B model makes of what it read varies; at least one member answers from it.
+    // What a small model makes of what it read varies; at least one member answers from it.
     let grounded = panel
         .iter()
         .filter(|m| m["content"].as_str().unwrap_or_default().contains("1656"))
