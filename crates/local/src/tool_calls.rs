@@ -2,8 +2,9 @@
 //! among them) answer a call as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`; this
 //! splits their text as it streams into plain text and calls in OpenAI's shape. Small models also
 //! write the call's JSON in a code fence or bare, echo the template's `<tools>` list, and after a
-//! call often go on to narrate results they have not seen: fenced calls are calls (as llama.cpp's
-//! own parser takes them), echoes and what follows the calls are dropped.
+//! call often go on to narrate results they have not seen: a fence of calls is calls (as
+//! llama.cpp's own parser takes them); an echo is dropped, and so is anything after the calls
+//! that cannot open another call (prose, a fence of something else, JSON).
 
 use quorate_api::ModelRequest;
 use quorate_providers::Error;
@@ -123,9 +124,11 @@ impl ToolCalls {
                 let body: String = self.held.drain(..end + CLOSE.len()).collect();
                 out.push(self.call(&body[..end]));
                 self.in_call = false;
-            } else if self.calls > 0 && !self.may_open(self.held.trim_start()) {
-                self.done = true;
-                self.held.clear();
+            } else if self.calls > 0 && !may_open(self.held.trim_start()) {
+                self.end();
+                break;
+            } else if !self.spoke && self.held.trim_start().starts_with('{') {
+                // Perhaps an untagged call, whose arguments may hold anything: judged whole.
                 break;
             } else if let Some((start, mark)) = opening(&self.held) {
                 let before: String = self.held.drain(..start).collect();
@@ -140,7 +143,15 @@ impl ToolCalls {
                             break;
                         };
                         let block: String = self.held.drain(..end).collect();
-                        self.fenced(&block, &mut out);
+                        match fenced_calls(&block) {
+                            Some(calls) => self.made(calls, &mut out),
+                            // After calls, a fence of anything else is imagined results.
+                            None if self.calls > 0 => {
+                                self.end();
+                                break;
+                            }
+                            None => self.text(&block, &mut out),
+                        }
                     }
                     Mark::Echo => match echo(&self.held) {
                         None => break,
@@ -156,8 +167,6 @@ impl ToolCalls {
                         }
                     },
                 }
-            } else if !self.spoke && may_be_bare(&self.held) {
-                break;
             } else {
                 let keep = partial_opening(&self.held);
                 let cut = self.held.len() - keep;
@@ -175,9 +184,9 @@ impl ToolCalls {
         self.done
     }
 
-    /// What is left when the output ends: a call the model did not close is still a call if its
-    /// JSON is whole; anything else is text, so nothing the model wrote is lost (but for what
-    /// follows its calls).
+    /// What is left when the output ends: a call the model did not close (tag or fence) is still
+    /// a call if its JSON is whole; anything else is text, but for what follows calls and a
+    /// tool-list echo.
     pub fn finish(&mut self) -> Vec<Piece> {
         let rest = std::mem::take(&mut self.held);
         let mut out = Vec::new();
@@ -193,35 +202,32 @@ impl ToolCalls {
                 }
                 None => out.push(Piece::Text(format!("{OPEN}{rest}"))),
             }
-        } else if let Some(calls) = (!self.spoke || rest.starts_with(FENCE))
-            .then(|| bare_calls(&rest))
-            .flatten()
-        {
-            self.calls += calls.len();
-            out.extend(calls);
-        } else if echo(&rest) != Some(true)
-            && (self.calls == 0 || !self.may_open(rest.trim_start()))
-        {
-            self.text(&rest, &mut out);
+            return out;
+        }
+        let calls = if rest.starts_with(FENCE) {
+            // A fence the model did not close (it stopped after the call inside).
+            fenced_calls(&rest)
+        } else {
+            (!self.spoke).then(|| bare_calls(&rest)).flatten()
+        };
+        match calls {
+            Some(calls) => self.made(calls, &mut out),
+            // What is held after calls could only have opened another; an echo is dropped.
+            None if self.calls > 0 || echo(&rest) == Some(true) => {}
+            None => self.text(&rest, &mut out),
         }
         out
     }
 
-    /// A closed code fence: calls when it holds only calls, else text.
-    fn fenced(&mut self, block: &str, out: &mut Vec<Piece>) {
-        match bare_calls(block) {
-            Some(calls) => {
-                self.calls += calls.len();
-                out.extend(calls);
-            }
-            None => self.text(block, out),
-        }
+    fn made(&mut self, calls: Vec<Piece>, out: &mut Vec<Piece>) {
+        self.calls += calls.len();
+        out.extend(calls);
     }
 
-    /// Whether `start` (text after a call, leading space trimmed) may still open another call.
-    fn may_open(&self, start: &str) -> bool {
-        let begins = |mark: &str| mark.starts_with(start) || start.starts_with(mark);
-        begins(OPEN) || begins(FENCE) || (!self.spoke && start.starts_with('{'))
+    /// Calls are made and what follows cannot be another: the rest is dropped.
+    fn end(&mut self) {
+        self.done = true;
+        self.held.clear();
     }
 
     fn call(&mut self, body: &str) -> Piece {
@@ -274,18 +280,53 @@ fn bare_calls(text: &str) -> Option<Vec<Piece>> {
     (!calls.is_empty()).then_some(calls)
 }
 
-/// Whether the output so far may still turn out to be an untagged call.
-fn may_be_bare(held: &str) -> bool {
-    let start = held.trim_start();
-    start.starts_with('{') || "```".starts_with(start) || start.starts_with("```")
+/// Whether `start` (what follows a call, leading space trimmed) may still open another call.
+fn may_open(start: &str) -> bool {
+    let begins = |mark: &str| mark.starts_with(start) || start.starts_with(mark);
+    begins(OPEN) || begins(FENCE)
 }
 
-/// Whether `text`, which starts with `<tools>`, echoes the template's tool list (JSON objects, or
-/// nothing, up to `</tools>`) or uses the word in prose; `None` while it cannot tell yet.
+/// A code fence (closed, or cut short) that holds only calls, tagged or not, as those calls.
+fn fenced_calls(block: &str) -> Option<Vec<Piece>> {
+    bare_calls(block).or_else(|| tagged_calls(fence_body(block)))
+}
+
+/// Text that holds only tagged calls (and space between them), as its calls; what a nested
+/// parse drops (an echo, text after the calls) does not count against it.
+fn tagged_calls(text: &str) -> Option<Vec<Piece>> {
+    let mut inner = ToolCalls::default();
+    let mut pieces = inner.push(text);
+    pieces.extend(inner.finish());
+    let only_calls = pieces.iter().all(|piece| match piece {
+        Piece::Call { .. } => true,
+        Piece::Text(text) => text.trim().is_empty(),
+    });
+    let calls: Vec<Piece> = pieces
+        .into_iter()
+        .filter(|piece| matches!(piece, Piece::Call { .. }))
+        .collect();
+    (only_calls && !calls.is_empty()).then_some(calls)
+}
+
+/// A fence's content, without its info string (`json`, `xml`, ...) or closing fence.
+fn fence_body(block: &str) -> &str {
+    let inner = block.strip_prefix(FENCE).unwrap_or(block);
+    let inner = inner.strip_suffix(FENCE).unwrap_or(inner);
+    inner.split_once('\n').map_or("", |(_, body)| body)
+}
+
+/// Whether `text`, which starts with `<tools>`, echoes the template's tool list (the tools'
+/// JSON objects, or nothing, up to `</tools>`) or is something else; `None` while it cannot tell.
 fn echo(text: &str) -> Option<bool> {
     let after = text.strip_prefix(ECHO)?.trim_start();
-    let first = after.chars().next()?;
-    Some(first == '{' || first == '<')
+    let starts = [ECHO_CLOSE, "{\"type\"", "{\"function\""];
+    if starts.iter().any(|s| after.starts_with(s)) {
+        Some(true)
+    } else if starts.iter().any(|s| s.starts_with(after)) {
+        None
+    } else {
+        Some(false)
+    }
 }
 
 /// Where the first call tag, code fence or tools echo starts, and which.
@@ -458,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn code_fences_that_are_not_calls_stay_text() {
+    fn code_fences_hold_calls_or_stay_text() {
         assert_eq!(
             run(&["Run:\n``", "`sh\nls\n`", "``\nthen ", "look."]),
             [
@@ -467,6 +508,11 @@ mod tests {
                 Piece::Text("\nthen ".into()),
                 Piece::Text("look.".into()),
             ]
+        );
+        // A fence around a tagged call is the call.
+        assert_eq!(
+            run(&["Calling:\n```xml\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\n```"]),
+            [Piece::Text("Calling:\n".into()), call("f", "{}")]
         );
         // Cut short before its closing fence: still text.
         assert_eq!(
@@ -491,5 +537,46 @@ mod tests {
         assert!(calls.done());
         assert!(calls.push(&tagged("g")).is_empty());
         assert!(calls.finish().is_empty());
+        // Imagined results in a fence, or as JSON, end the answer as prose does.
+        for results in ["```json\n{\"t\": 21}\n```\nIt is 21.", "{\"results\": []}"] {
+            let mut calls = ToolCalls::default();
+            let mut out = calls.push(&format!("{}\n", tagged("f")));
+            out.extend(calls.push(results));
+            assert!(calls.done(), "{results}");
+            out.extend(calls.finish());
+            assert_eq!(out, [call("f", "{}")], "{results}");
+        }
+    }
+
+    #[test]
+    fn fences_and_tags_inside_calls_or_around_them() {
+        // An untagged call whose arguments hold a fence is one call.
+        let code = r#"{"name": "write", "arguments": {"text": "```py\nx = 1\n```"}}"#;
+        assert_eq!(
+            run(&[&code[..30], &code[30..]]),
+            [call("write", r#"{"text":"```py\nx = 1\n```"}"#)]
+        );
+        // The model stopped after the call inside a fence it never closed.
+        assert_eq!(
+            run(&["```xml\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\n"]),
+            [call("f", "{}")]
+        );
+        // `<tools>` before a real call, or in prose, is no echo: kept.
+        assert_eq!(
+            run(&["<tools>\n<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>"]),
+            [
+                Piece::Text("<tools>".into()),
+                Piece::Text("\n".into()),
+                call("f", "{}")
+            ]
+        );
+        assert_eq!(
+            run(&["Wrap them as <tools>{x}</tools>."]),
+            [
+                Piece::Text("Wrap them as ".into()),
+                Piece::Text("<tools>".into()),
+                Piece::Text("{x}</tools>.".into())
+            ]
+        );
     }
 }

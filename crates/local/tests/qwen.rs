@@ -1,6 +1,6 @@
 //! The default embedded model (the `local` preset's, Qwen2.5-Coder 1.5B Instruct), on the real
-//! GGUF (fetched into the cache on first use): it answers the README's question, keeps to a JSON schema, and calls tools
-//! in OpenAI's shape, streamed or not.
+//! GGUF (fetched into the cache on first use): it answers the README's question, keeps to a JSON
+//! schema, and calls tools in OpenAI's shape, streamed or not.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
