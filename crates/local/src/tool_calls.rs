@@ -122,7 +122,7 @@ impl ToolCalls {
                     break;
                 };
                 let body: String = self.held.drain(..end + CLOSE.len()).collect();
-                out.push(self.call(&body[..end]));
+                self.call(&body[..end], &mut out);
                 self.in_call = false;
             } else if self.calls > 0 && !may_open(self.held.trim_start()) {
                 self.end();
@@ -196,10 +196,7 @@ impl ToolCalls {
         if self.in_call {
             self.in_call = false;
             match parse(&rest) {
-                Some(call) => {
-                    self.calls += 1;
-                    out.push(call);
-                }
+                Some(call) => self.made(vec![call], &mut out),
                 None => out.push(Piece::Text(format!("{OPEN}{rest}"))),
             }
             return out;
@@ -230,13 +227,11 @@ impl ToolCalls {
         self.held.clear();
     }
 
-    fn call(&mut self, body: &str) -> Piece {
+    /// A closed `<tool_call>`: the call, or its text as written when its JSON is no call.
+    fn call(&mut self, body: &str, out: &mut Vec<Piece>) {
         match parse(body) {
-            Some(call) => {
-                self.calls += 1;
-                call
-            }
-            None => Piece::Text(format!("{OPEN}{body}{CLOSE}")),
+            Some(call) => self.made(vec![call], out),
+            None => out.push(Piece::Text(format!("{OPEN}{body}{CLOSE}"))),
         }
     }
 
