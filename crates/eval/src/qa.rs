@@ -284,8 +284,8 @@ impl QaRun {
         }
     }
 
-    /// Every system against the first solo and the first vote system, on the questions both
-    /// answered without an error.
+    /// Every system against each solo system (a sampled and a greedy one, say) and the first
+    /// vote system, on the questions both answered without an error.
     fn paired(&self, records: &[Record], ids: &HashSet<&str>) -> Vec<Paired> {
         // In id order: the bootstrap is seeded, so the order of the pairs must be fixed too.
         let outcomes = |system: &System| -> BTreeMap<&str, bool> {
@@ -296,9 +296,9 @@ impl QaRun {
                 .map(|r| (r.id.as_str(), r.correct))
                 .collect()
         };
-        let baselines = ["solo", "vote"]
-            .iter()
-            .filter_map(|kind| self.systems.iter().find(|s| s.kind_label() == *kind));
+        let solos = self.systems.iter().filter(|s| s.kind_label() == "solo");
+        let vote = self.systems.iter().find(|s| s.kind_label() == "vote");
+        let baselines = solos.chain(vote);
         let mut paired = Vec::new();
         for baseline in baselines {
             let theirs = outcomes(baseline);

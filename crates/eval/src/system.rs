@@ -1,8 +1,10 @@
 //! The systems a run compares, named on the command line as `NAME=SPEC`: a model id (`solo`),
-//! `fusion:<preset>` or `fusion:m1,m2,m3>synth`, either with `?strategy=fuse|vote`, or
+//! `fusion:<preset>` or `fusion:m1,m2,m3>synth`, either with `?strategy=fuse|vote|…`, or
 //! `vote:m1,m2,m3` (short for `fusion:m1,m2,m3>m1?strategy=vote`: the majority of the members'
-//! final answers, ties fused by the first member). Each answers in-process, through the same
-//! router and pipeline the server uses.
+//! final answers, ties fused by the first member). Any spec may end in `?temperature=T` (with
+//! `&` after a strategy): that system samples at `T` instead of the run's `--temperature`, so a
+//! greedy solo answer can be paired with a sampled panel in one run. Each answers in-process,
+//! through the same router and pipeline the server uses.
 
 use std::time::Instant;
 
@@ -33,14 +35,45 @@ pub struct System {
     pub name: String,
     pub spec: String,
     pub kind: Kind,
+    /// `?temperature=T`: this system's sampling temperature instead of the run's.
+    pub temperature: Option<f64>,
+}
+
+/// The `?key=value&…` options a spec ends with.
+#[derive(Debug, Default, PartialEq)]
+struct Options {
+    strategy: Option<Strategy>,
+    temperature: Option<f64>,
+}
+
+impl Options {
+    fn parse(name: &str, query: &str) -> anyhow::Result<Self> {
+        let mut options = Self::default();
+        let mut seen = Vec::new();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if seen.contains(&key) {
+                bail!("system {name}: option {key:?} is given twice");
+            }
+            seen.push(key);
+            match key {
+                "strategy" => options.strategy = Some(parse_strategy(name, value)?),
+                "temperature" => options.temperature = Some(parse_temperature(name, value)?),
+                "" => bail!("system {name}: an empty option (strategy, temperature)"),
+                other => bail!("system {name}: unknown option {other:?} (strategy, temperature)"),
+            }
+        }
+        Ok(options)
+    }
 }
 
 impl System {
     /// `NAME=SPEC`, or a bare `SPEC` named after itself.
     pub fn parse(arg: &str) -> anyhow::Result<Self> {
         let (name, spec) = match arg.split_once('=') {
-            // A spec's own `=` (`?strategy=vote`) comes after a `:`; a name has none.
-            Some((name, spec)) if !name.is_empty() && !name.contains(':') => {
+            // A spec's own `=` (`?strategy=vote`, `m?temperature=0`) comes after a `:` or a
+            // `?`; a name has neither.
+            Some((name, spec)) if !name.is_empty() && !name.contains([':', '?']) => {
                 (name.to_string(), spec.to_string())
             }
             _ => (arg.to_string(), arg.to_string()),
@@ -52,11 +85,11 @@ impl System {
                 .map(str::to_string)
                 .collect()
         };
-        let kind = if let Some(rest) = spec.strip_prefix("fusion:") {
-            let (rest, strategy) = match rest.split_once("?strategy=") {
-                Some((rest, strategy)) => (rest, Some(parse_strategy(&name, strategy)?)),
-                None => (rest, None),
-            };
+        let (base, options) = match spec.split_once('?') {
+            Some((base, query)) => (base, Options::parse(&name, query)?),
+            None => (spec.as_str(), Options::default()),
+        };
+        let kind = if let Some(rest) = base.strip_prefix("fusion:") {
             let (preset, panel, synthesizer) = match rest.split_once('>') {
                 Some((panel, synth)) => (None, list(panel), Some(synth.trim().to_string())),
                 None if rest.contains(',') => (None, list(rest), None),
@@ -66,12 +99,15 @@ impl System {
                 preset,
                 panel,
                 synthesizer,
-                strategy,
+                strategy: options.strategy,
             }
-        } else if let Some(rest) = spec.strip_prefix("vote:") {
+        } else if let Some(rest) = base.strip_prefix("vote:") {
             let panel = list(rest);
             if panel.len() < 2 {
                 bail!("system {name}: vote needs at least 2 models, got {spec:?}");
+            }
+            if options.strategy.is_some_and(|s| s != Strategy::Vote) {
+                bail!("system {name}: a vote: spec is the vote strategy; use fusion: for others");
             }
             Kind::Fusion {
                 preset: None,
@@ -79,8 +115,10 @@ impl System {
                 panel,
                 strategy: Some(Strategy::Vote),
             }
+        } else if options.strategy.is_some() {
+            bail!("system {name}: a strategy needs a fusion spec, got {spec:?}");
         } else {
-            Kind::Solo(spec.clone())
+            Kind::Solo(base.to_string())
         };
         match &kind {
             Kind::Fusion {
@@ -91,7 +129,20 @@ impl System {
             Kind::Solo(m) if m.is_empty() => bail!("system {name}: empty model id"),
             _ => {}
         }
-        Ok(Self { name, spec, kind })
+        Ok(Self {
+            name,
+            spec,
+            kind,
+            temperature: options.temperature,
+        })
+    }
+
+    /// The run's settings as this system samples them.
+    fn settings(&self, run: &Settings) -> Settings {
+        Settings {
+            temperature: self.temperature.or(run.temperature),
+            ..run.clone()
+        }
     }
 
     /// `solo`, the strategy a fusion system asks for, or `fusion` (its preset's).
@@ -123,7 +174,7 @@ impl System {
             }
         }
         let probe = vec![Message::new(Role::User, "?")];
-        match self.fusion_request(probe, 0, settings) {
+        match self.fusion_request(probe, 0, &self.settings(settings)) {
             // The plan checks the request's own models; the preset's were checked on config load.
             Some((_, req)) => Plan::from_request(config, &req)
                 .map(drop)
@@ -204,6 +255,17 @@ fn parse_strategy(name: &str, text: &str) -> anyhow::Result<Strategy> {
         .map_err(|e| anyhow::anyhow!("system {name}: {e}"))
 }
 
+/// 0 to 2, as the API takes it (`-0` read as 0: the same request, the same kept answers).
+fn parse_temperature(name: &str, text: &str) -> anyhow::Result<f64> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|t| (0.0..=2.0).contains(t))
+        .map(|t| t + 0.0)
+        .with_context(|| {
+            format!("system {name}: temperature must be a number from 0 to 2, got {text:?}")
+        })
+}
+
 /// `(name, spec)` of each system, for the run manifest.
 pub fn specs(systems: &[System]) -> Vec<(String, String)> {
     systems
@@ -215,7 +277,8 @@ pub fn specs(systems: &[System]) -> Vec<(String, String)> {
 /// How every system is asked, so that their answers compare.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
-    /// Sampling temperature of solo answers, vote members and the fusion panel alike.
+    /// Sampling temperature of solo answers, vote members and the fusion panel alike, for
+    /// systems without their own (`?temperature=`).
     pub temperature: Option<f64>,
     pub max_tokens: Option<u32>,
     /// Research tools (`[{"type": "web_search", "parameters": {...}}, ...]`); `None`: no research.
@@ -253,6 +316,7 @@ pub async fn answer(
 ) -> Answer {
     let started = Instant::now();
     let ctx = RequestCtx::new(format!("eval-{}-{seed}", system.name));
+    let settings = &system.settings(settings);
     let result = match &system.kind {
         Kind::Solo(model) => solo(fusion, &ctx, model, messages, seed, settings).await,
         Kind::Fusion { .. } => fused(fusion, &ctx, system, messages, seed, settings).await,
@@ -499,6 +563,69 @@ mod tests {
             ("vote", "fusion:local?strategy=vote")
         );
         assert!(System::parse("fusion:local?strategy=guess").is_err());
+        let s = System::parse("fuse=fusion:local?strategy=fuse&temperature=0.2").unwrap();
+        assert_eq!(
+            (s.kind_label(), s.temperature, s.spec.as_str()),
+            (
+                "fuse",
+                Some(0.2),
+                "fusion:local?strategy=fuse&temperature=0.2"
+            )
+        );
+        let s = System::parse("greedy=local/m?temperature=0").unwrap();
+        assert_eq!(
+            (s.kind.clone(), s.temperature),
+            (Kind::Solo("local/m".into()), Some(0.0))
+        );
+        let run = Settings {
+            temperature: Some(0.4),
+            max_tokens: Some(9),
+            tools: None,
+        };
+        let own = s.settings(&run);
+        assert_eq!((own.temperature, own.max_tokens), (Some(0.0), Some(9)));
+        let bare = System::parse("local/m?temperature=-0").unwrap();
+        assert_eq!(
+            (bare.name.as_str(), bare.kind.clone(), bare.temperature),
+            (
+                "local/m?temperature=-0",
+                Kind::Solo("local/m".into()),
+                Some(0.0)
+            )
+        );
+        assert!(bare.temperature.unwrap().is_sign_positive());
+        let plain = System::parse("solo=local/m").unwrap();
+        assert_eq!(plain.settings(&run).temperature, Some(0.4));
+        for (spec, says) in [
+            (
+                "g=local/m?temperature=3",
+                "temperature must be a number from 0 to 2, got \"3\"",
+            ),
+            (
+                "g=local/m?temperature=",
+                "temperature must be a number from 0 to 2",
+            ),
+            (
+                "g=local/m?top_p=1",
+                "unknown option \"top_p\" (strategy, temperature)",
+            ),
+            ("g=local/m?strategy=vote", "a strategy needs a fusion spec"),
+            (
+                "g=vote:a,b?strategy=fuse",
+                "a vote: spec is the vote strategy",
+            ),
+            (
+                "g=local/m?temperature=0&temperature=1",
+                "option \"temperature\" is given twice",
+            ),
+            ("g=local/m?", "an empty option"),
+        ] {
+            let e = System::parse(spec).unwrap_err().to_string();
+            assert!(
+                e.starts_with("system g: ") && e.contains(says),
+                "{spec}: {e}"
+            );
+        }
         assert!(System::parse("v=vote:m").is_err());
         assert!(System::parse("x=").is_err());
     }

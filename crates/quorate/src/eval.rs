@@ -52,7 +52,8 @@ pub struct DracoArgs {
 #[derive(Args)]
 pub struct Common {
     /// A system to measure, `NAME=SPEC` (repeatable): a model id, `fusion:<preset>`,
-    /// `fusion:m1,m2,m3>synth`, or `vote:m1,m2,m3`.
+    /// `fusion:m1,m2,m3>synth`, or `vote:m1,m2,m3`; options after `?`, joined by `&`:
+    /// `strategy=fuse|vote|select|mixture|auto` (fusion), `temperature=T` (this system's own).
     #[arg(long = "system", required = true)]
     systems: Vec<String>,
     /// Where answers, verdicts and the report go; a rerun resumes from what is there.
@@ -61,7 +62,7 @@ pub struct Common {
     /// Tasks answered at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
-    /// Sampling temperature of every system (solo, vote members, fusion panel).
+    /// Sampling temperature of every system (solo, vote members, fusion panel) without its own.
     #[arg(long)]
     temperature: Option<f64>,
     /// Output cap of each answer (and of each panel member's).

@@ -374,7 +374,7 @@ async fn qa_reuse_panel_answers_the_panel_once_and_pairs_the_systems() {
     assert_eq!((calls("right"), calls("wrong")), (6, 2));
     let kept = std::fs::read_to_string(out.join("panel.jsonl")).unwrap();
     assert_eq!(kept.lines().count(), 6);
-    succeeded(&run(vec!["solo=sim/right".into(), mixture, vote]).await);
+    succeeded(&run(vec!["solo=sim/right".into(), mixture, vote.clone()]).await);
     // The vote is taken over the kept panel: nothing new upstream.
     assert_eq!((calls("right"), calls("wrong")), (6, 2));
     let s = summary(&out);
@@ -398,6 +398,32 @@ async fn qa_reuse_panel_answers_the_panel_once_and_pairs_the_systems() {
     );
     assert_eq!(vote_vs_solo["p_value"], 1.0);
     pair("mixture", "vote");
+    // A greedy solo added later: its own answers (temperature 0 is another request), asked
+    // once per question at 0, and a baseline every system is paired with.
+    let greedy = "greedy=sim/right?temperature=0".to_string();
+    succeeded(&run(vec!["solo=sim/right".into(), greedy, vote]).await);
+    assert_eq!((calls("right"), calls("wrong")), (8, 2));
+    let temperatures: Vec<Value> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.body["model"] == "right")
+        .map(|r| r.body["temperature"].clone())
+        .collect();
+    assert_eq!(
+        temperatures.iter().filter(|t| **t == json!(0.0)).count(),
+        2,
+        "{temperatures:?}"
+    );
+    let s = summary(&out);
+    let paired = s["paired"].as_array().unwrap();
+    for (system, baseline) in [("vote", "greedy"), ("solo", "greedy"), ("greedy", "solo")] {
+        assert!(
+            paired
+                .iter()
+                .any(|p| p["system"] == system && p["baseline"] == baseline),
+            "no {system} against {baseline} in {paired:?}"
+        );
+    }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("Paired on the same questions"), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
