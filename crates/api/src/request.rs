@@ -3,9 +3,15 @@
 //! request. It is never read from or written to JSON as a whole: wire details (`stream_options`,
 //! OpenRouter's `models`, the two names of the output cap) are settled at the edge.
 
+use std::ops::RangeInclusive;
+
 use serde_json::{Map, Value};
 
 use crate::chat::{Message, ResponseFormat};
+
+/// The sampling temperatures accepted wherever one is set (a request, a preset, a fusion plugin,
+/// an eval system), so all of them refuse the same values.
+pub const TEMPERATURES: RangeInclusive<f64> = 0.0..=2.0;
 
 /// What the caller asked of a model, a preset or a fusion slug.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,8 +93,8 @@ impl ModelRequest {
         if self.messages.is_empty() {
             return Err("messages: must hold at least one message".into());
         }
-        check_range("temperature", self.temperature, 0.0, 2.0)?;
-        check_range("top_p", self.top_p, 0.0, 1.0)?;
+        check_range("temperature", self.temperature, TEMPERATURES)?;
+        check_range("top_p", self.top_p, 0.0..=1.0)?;
         if self.max_tokens == Some(0) {
             return Err(format!("{}: must be at least 1", self.cap_name.as_str()));
         }
@@ -106,11 +112,36 @@ impl ModelRequest {
     }
 }
 
-fn check_range(name: &str, value: Option<f64>, low: f64, high: f64) -> Result<(), String> {
+fn check_range(name: &str, value: Option<f64>, range: RangeInclusive<f64>) -> Result<(), String> {
+    in_range(value, range).map_err(|e| format!("{name}: {e}"))
+}
+
+/// `Err("must be between LOW and HIGH, got V")` when `value` is set and outside `range` (NaN is
+/// outside every range).
+pub fn in_range(value: Option<f64>, range: RangeInclusive<f64>) -> Result<(), String> {
     match value {
-        Some(v) if !(low..=high).contains(&v) => {
-            Err(format!("{name}: must be between {low} and {high}, got {v}"))
-        }
+        Some(v) if !range.contains(&v) => Err(format!(
+            "must be between {} and {}, got {v}",
+            range.start(),
+            range.end()
+        )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temperature_outside_the_range_is_refused_with_the_range() {
+        assert_eq!(in_range(None, TEMPERATURES), Ok(()));
+        assert_eq!(in_range(Some(2.0), TEMPERATURES), Ok(()));
+        assert_eq!(
+            in_range(Some(2.5), TEMPERATURES),
+            Err("must be between 0 and 2, got 2.5".into())
+        );
+        assert!(in_range(Some(f64::NAN), TEMPERATURES).is_err());
+        assert!(in_range(Some(-0.1), 0.0..=1.0).is_err());
     }
 }

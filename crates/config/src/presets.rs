@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use quorate_api::request::{in_range, TEMPERATURES};
 use serde::{Deserialize, Serialize};
 
 use crate::Config;
@@ -289,12 +290,7 @@ impl Config {
                 "must be in (0, total_timeout_s]".into(),
             ));
         }
-        if let Some(t) = p.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
-            return Err((
-                "temperature".into(),
-                format!("must be between 0 and 2, got {t}"),
-            ));
-        }
+        in_range(p.temperature, TEMPERATURES).map_err(|e| ("temperature".into(), e))?;
         if p.max_completion_tokens == Some(0) {
             return Err(("max_completion_tokens".into(), "must be at least 1".into()));
         }

@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use quorate_api::request::TEMPERATURES;
 use quorate_api::{ChatCompletion, Message, ModelRequest, Role, Usage};
 use quorate_config::{Config, Strategy};
 use quorate_fusion::{
@@ -259,7 +260,7 @@ fn parse_strategy(name: &str, text: &str) -> anyhow::Result<Strategy> {
 fn parse_temperature(name: &str, text: &str) -> anyhow::Result<f64> {
     text.parse::<f64>()
         .ok()
-        .filter(|t| (0.0..=2.0).contains(t))
+        .filter(|t| TEMPERATURES.contains(t))
         .map(|t| t + 0.0)
         .with_context(|| {
             format!("system {name}: temperature must be a number from 0 to 2, got {text:?}")

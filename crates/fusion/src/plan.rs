@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use quorate_api::request::{in_range, TEMPERATURES};
 use quorate_api::{CapName, ModelRequest};
 use quorate_config::{fusion_slug, Config, PresetConfig, Strategy, MAX_PANEL, MAX_TOOL_CALLS};
 use quorate_providers::Error;
@@ -183,12 +184,8 @@ impl Plan {
                 judges.push(fallback.clone());
             }
         }
-        if let Some(t) = plugin.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
-            return Err(Error::BadRequest(format!(
-                "{}: must be between 0 and 2, got {t}",
-                field("temperature")
-            )));
-        }
+        in_range(plugin.temperature, TEMPERATURES)
+            .map_err(|e| Error::BadRequest(format!("{}: {e}", field("temperature"))))?;
         if plugin.max_completion_tokens == Some(0) {
             return Err(Error::BadRequest(format!(
                 "{}: must be at least 1",
