@@ -263,7 +263,10 @@ fn parse_temperature(name: &str, text: &str) -> anyhow::Result<f64> {
         .filter(|t| TEMPERATURES.contains(t))
         .map(|t| t + 0.0)
         .with_context(|| {
-            format!("system {name}: temperature must be a number from 0 to 2, got {text:?}")
+            let (low, high) = (TEMPERATURES.start(), TEMPERATURES.end());
+            format!(
+                "system {name}: temperature must be a number from {low} to {high}, got {text:?}"
+            )
         })
 }
 
