@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-pub use presets::{fusion_slug, FusionConfig, PresetConfig, Strategy, FUSION_SLUGS, MAX_PANEL};
+pub use presets::{
+    check_exit_quorum, fusion_slug, majority, FusionConfig, PresetConfig, Strategy, FUSION_SLUGS,
+    MAX_PANEL,
+};
 pub use routing::ResolvedModel;
 pub use secrets::Secrets;
 pub use store::StoreConfig;

@@ -37,9 +37,10 @@ pub enum Strategy {
     /// the majority member's answer is returned as it is; the panel stops as soon as the majority
     /// is certain. A tie, or answers with no closed form, go on to `fuse`.
     Vote,
-    /// Stops as soon as a majority of the panel agrees (the same final answer, or prose whose
-    /// word overlap reaches the preset's `agreement`), returns the most central of those answers
-    /// and skips the judge and the synthesis; else goes on to `fuse`.
+    /// Stops as soon as `exit_quorum` members agree (a strict majority unless set; the same
+    /// final answer, or prose whose word overlap reaches the preset's `agreement`), returns the
+    /// most central of those answers and skips the judge and the synthesis; else goes on to
+    /// `fuse`.
     Auto,
     /// The synthesizer writes the answer from the raw answers, with no judge
     /// (Mixture-of-Agents): what the judge's analysis adds is `fuse` against this.
@@ -128,6 +129,11 @@ pub struct PresetConfig {
     /// `auto`: the word overlap (0 to 1) at which two prose answers count as agreeing.
     #[serde(default = "agreement")]
     pub agreement: f64,
+    /// `auto`: how many members must agree for the run to stop early; a strict majority of the
+    /// panel unless set. The panel's size asks for unanimity: fewer early exits, but none on a
+    /// split panel whose minority may be right.
+    #[serde(default)]
+    pub exit_quorum: Option<usize>,
 }
 
 /// High: short answers that differ in their one key word ("Lyon is the capital of France")
@@ -148,6 +154,22 @@ fn quorum() -> usize {
     1
 }
 
+/// The members `auto` needs in agreement when the preset and the request leave it unset.
+pub fn majority(panel: usize) -> usize {
+    panel / 2 + 1
+}
+
+/// An exit quorum must be a strict majority, so two groups can never both hold one.
+pub fn check_exit_quorum(n: usize, panel: usize) -> Result<(), String> {
+    if n < majority(panel) || n > panel {
+        return Err(format!(
+            "must be from {} (a strict majority of the panel) to {panel} (all of it), got {n}",
+            majority(panel)
+        ));
+    }
+    Ok(())
+}
+
 fn preset(panel: &[&str], judge: &str, synthesizer: &str, description: &str) -> PresetConfig {
     PresetConfig {
         panel: panel.iter().map(|m| m.to_string()).collect(),
@@ -162,6 +184,7 @@ fn preset(panel: &[&str], judge: &str, synthesizer: &str, description: &str) -> 
         description: Some(description.to_string()),
         strategy: Strategy::Fuse,
         agreement: agreement(),
+        exit_quorum: None,
     }
 }
 
@@ -281,6 +304,9 @@ impl Config {
         if !(p.agreement > 0.0 && p.agreement <= 1.0) {
             return Err(("agreement".into(), "must be in (0, 1]".into()));
         }
+        if let Some(n) = p.exit_quorum {
+            check_exit_quorum(n, p.panel.len()).map_err(|e| ("exit_quorum".into(), e))?;
+        }
         if !(p.total_timeout_s > 0.0 && p.total_timeout_s <= 3600.0) {
             return Err(("total_timeout_s".into(), "must be in (0, 3600]".into()));
         }
@@ -346,6 +372,20 @@ mod tests {
     }
 
     #[test]
+    fn an_exit_quorum_is_a_strict_majority_up_to_the_panel() {
+        assert_eq!((majority(1), majority(3), majority(4)), (1, 2, 3));
+        assert!(check_exit_quorum(2, 3).is_ok() && check_exit_quorum(3, 3).is_ok());
+        assert!(
+            check_exit_quorum(2, 4).is_err(),
+            "2 of 4 is a tie, not a majority"
+        );
+        assert_eq!(
+            check_exit_quorum(4, 3).unwrap_err(),
+            "must be from 2 (a strict majority of the panel) to 3 (all of it), got 4"
+        );
+    }
+
+    #[test]
     fn preset_errors_name_the_key() {
         let err = |toml: &str| Config::from_toml(toml, "t").unwrap_err().to_string();
         let e = err("[presets.p]\npanel = []\nsynthesizer = \"local/smollm2-135m\"\n");
@@ -363,6 +403,11 @@ mod tests {
         assert!(e.contains("presets.p.quorum"), "{e}");
         let e = err("[presets.p]\npanel = [\"local/smollm2-135m\"]\nsynthesizer = \"local/smollm2-135m\"\nmember_timeout_s = 700\n");
         assert!(e.contains("presets.p.member_timeout_s"), "{e}");
+        let e = err("[presets.p]\npanel = [\"local/smollm2-135m\", \"local/smollm2-135m\", \"local/smollm2-135m\"]\nsynthesizer = \"local/smollm2-135m\"\nexit_quorum = 1\n");
+        assert!(
+            e.contains("presets.p.exit_quorum") && e.contains("from 2 (a strict majority"),
+            "{e}"
+        );
         let e = err("[fusion]\ndefault_preset = \"nope\"\n");
         assert!(e.contains("fusion.default_preset"), "{e}");
         let e = err("default_model = \"quorate/fusion:nope\"\n");

@@ -28,6 +28,8 @@ pub enum Kind {
         synthesizer: Option<String>,
         /// `None`: the preset's.
         strategy: Option<Strategy>,
+        /// `auto`'s members in agreement; `None`: the preset's.
+        exit_quorum: Option<usize>,
     },
 }
 
@@ -40,11 +42,14 @@ pub struct System {
     pub temperature: Option<f64>,
 }
 
+const OPTIONS: &str = "strategy, temperature, exit_quorum";
+
 /// The `?key=value&…` options a spec ends with.
 #[derive(Debug, Default, PartialEq)]
 struct Options {
     strategy: Option<Strategy>,
     temperature: Option<f64>,
+    exit_quorum: Option<usize>,
 }
 
 impl Options {
@@ -60,8 +65,9 @@ impl Options {
             match key {
                 "strategy" => options.strategy = Some(parse_strategy(name, value)?),
                 "temperature" => options.temperature = Some(parse_temperature(name, value)?),
-                "" => bail!("system {name}: an empty option (strategy, temperature)"),
-                other => bail!("system {name}: unknown option {other:?} (strategy, temperature)"),
+                "exit_quorum" => options.exit_quorum = Some(parse_count(name, key, value)?),
+                "" => bail!("system {name}: an empty option ({OPTIONS})"),
+                other => bail!("system {name}: unknown option {other:?} ({OPTIONS})"),
             }
         }
         Ok(options)
@@ -101,13 +107,16 @@ impl System {
                 panel,
                 synthesizer,
                 strategy: options.strategy,
+                exit_quorum: options.exit_quorum,
             }
         } else if let Some(rest) = base.strip_prefix("vote:") {
             let panel = list(rest);
             if panel.len() < 2 {
                 bail!("system {name}: vote needs at least 2 models, got {spec:?}");
             }
-            if options.strategy.is_some_and(|s| s != Strategy::Vote) {
+            if options.strategy.is_some_and(|s| s != Strategy::Vote)
+                || options.exit_quorum.is_some()
+            {
                 bail!("system {name}: a vote: spec is the vote strategy; use fusion: for others");
             }
             Kind::Fusion {
@@ -115,9 +124,10 @@ impl System {
                 synthesizer: panel.first().cloned(),
                 panel,
                 strategy: Some(Strategy::Vote),
+                exit_quorum: None,
             }
-        } else if options.strategy.is_some() {
-            bail!("system {name}: a strategy needs a fusion spec, got {spec:?}");
+        } else if options.strategy.is_some() || options.exit_quorum.is_some() {
+            bail!("system {name}: a strategy or exit_quorum needs a fusion spec, got {spec:?}");
         } else {
             Kind::Solo(base.to_string())
         };
@@ -201,6 +211,7 @@ impl System {
             panel,
             synthesizer,
             strategy,
+            exit_quorum,
         } = &self.kind
         else {
             return None;
@@ -219,6 +230,7 @@ impl System {
             temperature: settings.temperature,
             max_completion_tokens: settings.max_tokens,
             strategy: *strategy,
+            exit_quorum: *exit_quorum,
             ..PlanBuilder::default()
         };
         req.plugins = vec![plan.to_plugin()];
@@ -249,6 +261,11 @@ impl System {
             }
         }
     }
+}
+
+fn parse_count(name: &str, key: &str, text: &str) -> anyhow::Result<usize> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("system {name}: {key} must be a whole number, got {text:?}"))
 }
 
 fn parse_strategy(name: &str, text: &str) -> anyhow::Result<Strategy> {
@@ -522,6 +539,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("1 to 8 models, got 9"), "{e}");
+        let e = System::parse("f=fusion:local?strategy=fuse&exit_quorum=3")
+            .unwrap()
+            .check(&config, &Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("exit_quorum: applies to the \"auto\" strategy"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -539,7 +565,8 @@ mod tests {
                 preset: Some("local".into()),
                 panel: vec![],
                 synthesizer: None,
-                strategy: None
+                strategy: None,
+                exit_quorum: None
             }
         );
         let s = System::parse("f=fusion:a/x, b/y,c/z>a/x").unwrap();
@@ -549,7 +576,8 @@ mod tests {
                 preset: None,
                 panel: vec!["a/x".into(), "b/y".into(), "c/z".into()],
                 synthesizer: Some("a/x".into()),
-                strategy: None
+                strategy: None,
+                exit_quorum: None
             }
         );
         assert_eq!(
@@ -558,7 +586,8 @@ mod tests {
                 preset: None,
                 panel: vec!["m".into(), "n".into(), "m".into()],
                 synthesizer: Some("m".into()),
-                strategy: Some(Strategy::Vote)
+                strategy: Some(Strategy::Vote),
+                exit_quorum: None
             }
         );
         let s = System::parse("fusion:local?strategy=vote").unwrap();
@@ -567,6 +596,15 @@ mod tests {
             ("vote", "fusion:local?strategy=vote")
         );
         assert!(System::parse("fusion:local?strategy=guess").is_err());
+        let s = System::parse("all=fusion:local?strategy=auto&exit_quorum=3").unwrap();
+        assert!(matches!(
+            s.kind,
+            Kind::Fusion {
+                strategy: Some(Strategy::Auto),
+                exit_quorum: Some(3),
+                ..
+            }
+        ));
         let s = System::parse("fuse=fusion:local?strategy=fuse&temperature=0.2").unwrap();
         assert_eq!(
             (s.kind_label(), s.temperature, s.spec.as_str()),
@@ -611,9 +649,20 @@ mod tests {
             ),
             (
                 "g=local/m?top_p=1",
-                "unknown option \"top_p\" (strategy, temperature)",
+                "unknown option \"top_p\" (strategy, temperature, exit_quorum)",
             ),
-            ("g=local/m?strategy=vote", "a strategy needs a fusion spec"),
+            (
+                "g=local/m?strategy=vote",
+                "a strategy or exit_quorum needs a fusion",
+            ),
+            (
+                "g=local/m?exit_quorum=2",
+                "a strategy or exit_quorum needs a fusion",
+            ),
+            (
+                "g=fusion:local?strategy=auto&exit_quorum=all",
+                "exit_quorum must be a whole number, got \"all\"",
+            ),
             (
                 "g=vote:a,b?strategy=fuse",
                 "a vote: spec is the vote strategy",

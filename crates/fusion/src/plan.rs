@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use quorate_api::request::{in_range, TEMPERATURES};
 use quorate_api::{CapName, ModelRequest};
-use quorate_config::{fusion_slug, Config, PresetConfig, Strategy, MAX_PANEL, MAX_TOOL_CALLS};
+use quorate_config::{
+    check_exit_quorum, fusion_slug, majority, Config, PresetConfig, Strategy, MAX_PANEL,
+    MAX_TOOL_CALLS,
+};
 use quorate_providers::Error;
 use quorate_tools::ToolSpec;
 
@@ -52,6 +55,10 @@ pub struct PlanBuilder {
     /// How the answer is made from the panel's (`fuse`, `vote`); default: the preset's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// `auto`: members that must agree to stop early (a strict majority of the panel to all of
+    /// it); default: the preset's, else a strict majority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_quorum: Option<usize>,
 }
 
 impl PlanBuilder {
@@ -91,6 +98,8 @@ pub struct Plan {
     pub strategy: Strategy,
     /// `auto`: word overlap at which prose answers agree.
     pub agreement: f64,
+    /// `auto`: members that must agree to stop early.
+    pub exit_quorum: usize,
 }
 
 impl Plan {
@@ -139,6 +148,12 @@ impl Plan {
             return Err(Error::BadRequest(format!(
                 "{prefix}.strategy: the fusion tool hands the panel's analysis to the calling \
                  model, so only \"fuse\" applies"
+            )));
+        }
+        if plugin.exit_quorum.is_some() {
+            return Err(Error::BadRequest(format!(
+                "{prefix}.exit_quorum: applies to the \"auto\" strategy, and the fusion tool \
+                 always runs \"fuse\""
             )));
         }
         plugin.judge = plugin.model.take().or_else(|| Some(req.model.clone()));
@@ -193,6 +208,8 @@ impl Plan {
             )));
         }
         let research = Research::from_plugin(config, req, &plugin, &field)?;
+        let strategy = plugin.strategy.unwrap_or(preset.strategy);
+        let exit_quorum = exit_quorum(&plugin, preset, strategy, panel.len(), &field)?;
         Ok(Plan {
             preset: preset_name,
             quorum: preset.quorum.min(panel.len()),
@@ -214,9 +231,33 @@ impl Plan {
             tools: research.tools,
             max_tool_calls: research.max_tool_calls,
             strict_citations: research.strict_citations,
-            strategy: plugin.strategy.unwrap_or(preset.strategy),
+            strategy,
             agreement: preset.agreement,
+            exit_quorum,
         })
+    }
+}
+
+/// The plugin's `exit_quorum`, else the preset's, else a strict majority, checked against the
+/// run's own panel (the plugin's `analysis_models` may resize it).
+fn exit_quorum(
+    plugin: &PlanBuilder,
+    preset: &PresetConfig,
+    strategy: Strategy,
+    panel: usize,
+    field: &impl Fn(&str) -> String,
+) -> Result<usize, Error> {
+    let bad = |e: String| Error::BadRequest(format!("{}: {e}", field("exit_quorum")));
+    if plugin.exit_quorum.is_some() && strategy != Strategy::Auto {
+        return Err(bad(format!(
+            "applies to the \"auto\" strategy, and this run's is {:?}",
+            strategy.as_str()
+        )));
+    }
+    match plugin.exit_quorum.or(preset.exit_quorum) {
+        // The preset's was checked against its own panel, a plugin's panel may be smaller.
+        Some(n) => check_exit_quorum(n, panel).map(|()| n).map_err(bad),
+        None => Ok(majority(panel)),
     }
 }
 
@@ -471,6 +512,18 @@ mod tests {
     }
 
     #[test]
+    fn auto_exits_on_a_strict_majority_unless_told_otherwise() {
+        let p = plan(json!({"model": "quorate/fusion"})).unwrap().unwrap();
+        assert_eq!(p.exit_quorum, 2, "2 of the local preset's 3");
+        let all = json!({"model": "quorate/fusion", "plugins": [{"id": "fusion",
+            "strategy": "auto", "exit_quorum": 3}]});
+        assert_eq!(plan(all).unwrap().unwrap().exit_quorum, 3);
+        let five = json!({"model": "quorate/fusion", "plugins": [{"id": "fusion",
+            "strategy": "auto", "analysis_models": vec!["openai/a"; 5]}]});
+        assert_eq!(plan(five).unwrap().unwrap().exit_quorum, 3);
+    }
+
+    #[test]
     fn plugin_errors_name_the_field() {
         let err = |plugin: Value| {
             plan(json!({"model": "quorate/fusion", "plugins": [plugin]}))
@@ -498,6 +551,17 @@ mod tests {
             .starts_with("plugins[0].max_tool_calls"));
         assert!(
             err(json!({"id": "fusion", "citations": "loose"})).starts_with("plugins[0].citations")
+        );
+        let e = err(json!({"id": "fusion", "strategy": "auto", "exit_quorum": 4}));
+        assert_eq!(
+            e,
+            "plugins[0].exit_quorum: must be from 2 (a strict majority of the panel) to 3 \
+             (all of it), got 4"
+        );
+        let e = err(json!({"id": "fusion", "exit_quorum": 3}));
+        assert!(
+            e.starts_with("plugins[0].exit_quorum: applies to the \"auto\" strategy"),
+            "{e}"
         );
     }
 
@@ -560,6 +624,13 @@ mod tests {
         assert!(
             e.to_string()
                 .starts_with("tools[0].parameters.analysis_models"),
+            "{e}"
+        );
+        let tool = json!([{"type": "quorate:fusion", "parameters": {"exit_quorum": 2}}]);
+        let e = Plan::for_tool(&config, &req(tool, "openai/a")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("tools[0].parameters.exit_quorum: applies to the \"auto\""),
             "{e}"
         );
         let e = Plan::for_tool(

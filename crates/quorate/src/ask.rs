@@ -36,11 +36,15 @@ pub struct AskArgs {
     #[arg(long)]
     synth: Option<String>,
     /// How fusion makes the answer: `fuse` (judge, then synthesis), `vote` (the majority
-    /// member's answer; ties go to `fuse`), `auto` (stop once a majority agrees, else `fuse`) or
-    /// `mixture` (synthesis from the raw answers, no judge).
-    /// Default: the preset's.
+    /// member's answer; ties go to `fuse`), `auto` (stop once the panel agrees, else `fuse`),
+    /// `mixture` (synthesis from the raw answers, no judge) or `select` (the judge's pick,
+    /// verbatim). Default: the preset's.
     #[arg(long)]
     strategy: Option<Strategy>,
+    /// `auto`: members that must agree to stop early, from a strict majority of the panel to
+    /// all of it. Default: the preset's, else a strict majority.
+    #[arg(long)]
+    exit_quorum: Option<usize>,
     /// Print each panel member's answer and the judge's analysis after the answer.
     #[arg(long)]
     show_panel: bool,
@@ -103,6 +107,7 @@ impl AskArgs {
             max_tool_calls: self.max_tool_calls,
             citations: self.strict_citations.then(|| "strict".to_string()),
             strategy: self.strategy,
+            exit_quorum: self.exit_quorum,
             ..PlanBuilder::default()
         };
         (plan != PlanBuilder::default()).then_some(plan)

@@ -53,7 +53,8 @@ pub struct DracoArgs {
 pub struct Common {
     /// A system to measure, `NAME=SPEC` (repeatable): a model id, `fusion:<preset>`,
     /// `fusion:m1,m2,m3>synth`, or `vote:m1,m2,m3`; options after `?`, joined by `&`:
-    /// `strategy=fuse|vote|select|mixture|auto` (fusion), `temperature=T` (this system's own).
+    /// `strategy=fuse|vote|select|mixture|auto` (fusion), `exit_quorum=N` (auto), `temperature=T`
+    /// (this system's own).
     #[arg(long = "system", required = true)]
     systems: Vec<String>,
     /// Where answers, verdicts and the report go; a rerun resumes from what is there.

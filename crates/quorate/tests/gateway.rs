@@ -1012,6 +1012,48 @@ async fn fuse_answers_a_one_letter_question_with_one_letter() {
     );
 }
 
+/// `quorate ask --strategy auto --exit-quorum 3` on the embedded model: the run exits early only
+/// when all three members agree (then nothing is cancelled and no judge runs), else it fuses;
+/// a quorum below a strict majority is refused before any model loads.
+#[tokio::test]
+async fn ask_takes_an_exit_quorum_for_auto() {
+    let body = ask_json(&[
+        "--strategy",
+        "auto",
+        "--exit-quorum",
+        "3",
+        "Which city is the capital of France? Answer in one word.",
+    ])
+    .await;
+    let fusion = &body["fusion"];
+    let agreement = &fusion["agreement"];
+    assert_eq!(agreement["quorum"], 3, "{fusion}");
+    if agreement["agreed"] == true {
+        assert_eq!(agreement["group"].as_array().map(Vec::len), Some(3));
+        assert!(fusion["analysis"].is_null() && fusion["early_exit"].is_null());
+    } else {
+        assert!(
+            fusion["analysis"].is_object(),
+            "a split panel fuses: {fusion}"
+        );
+    }
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(["ask", "--strategy", "auto", "--exit-quorum", "1", "Hi"])
+        .current_dir(std::env::temp_dir())
+        .env_remove("QUORATE_CONFIG")
+        .env_remove("OPENROUTER_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("exit_quorum: must be from 2 (a strict majority of the panel) to 3"),
+        "{stderr}"
+    );
+}
+
 /// The README's main command: fusion on the `local` preset, the embedded model fused with itself.
 #[tokio::test]
 async fn ask_fuses_the_embedded_model_with_itself() {

@@ -260,6 +260,58 @@ async fn auto_without_agreement_fuses() {
     assert_eq!(sim.stats().requests.get("judge"), Some(&1));
 }
 
+/// `auto` with `exit_quorum` at the panel's size: two agreeing answers of three no longer end
+/// the run (it fuses), three do, and then nothing is cancelled: only the judge and synthesis
+/// are saved.
+#[tokio::test]
+async fn a_unanimous_exit_quorum_fuses_a_split_panel() {
+    let (sim, gw) = setup().await;
+    let run = |panel: [&str; 3]| {
+        let mut body = ask("quorate/fusion:auto");
+        body["plugins"] = json!([{"id": "fusion", "exit_quorum": 3, "analysis_models": panel}]);
+        body
+    };
+    let split: Value = gw
+        .post(&run(["sim/p1", "sim/p2", "sim/lyon"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let fusion = &split["fusion"];
+    assert_eq!(fusion["agreement"]["agreed"], false, "{split}");
+    assert_eq!(fusion["agreement"]["quorum"], 3);
+    assert_eq!(split["choices"][0]["message"]["content"], "Fused: 18 or 7.");
+    assert_eq!(sim.stats().requests.get("judge"), Some(&1));
+
+    let all: Value = gw
+        .post(&run(["sim/p1", "sim/p2", "sim/p1"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let fusion = &all["fusion"];
+    assert_eq!(fusion["agreement"]["agreed"], true, "{all}");
+    assert_eq!(fusion["agreement"]["group"], json!([0, 1, 2]));
+    assert_eq!(fusion["agreement"]["saved"]["cancelled_members"], 0);
+    assert!(fusion["early_exit"].is_null());
+    assert_eq!(
+        sim.stats().requests.get("judge"),
+        Some(&1),
+        "no second judge"
+    );
+
+    let mut wrong = run(["sim/p1", "sim/p2", "sim/p1"]);
+    wrong["plugins"][0]["exit_quorum"] = json!(1);
+    let response = gw.post(&wrong).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("plugins[0].exit_quorum: must be from 2"),
+        "{message}"
+    );
+}
+
 /// `mixture`: no judge; the synthesizer gets the raw answers.
 #[tokio::test]
 async fn mixture_synthesizes_from_the_raw_answers_without_a_judge() {

@@ -1,9 +1,9 @@
 //! `auto`: stop as soon as the panel agrees. As members finish, answers that agree (the same
 //! final answer in a closed form, or, for prose, word overlap at or above the plan's agreement
-//! threshold) are grouped; once a group holds a strict majority of the panel, its medoid answer
-//! (the one closest to the rest of the group) is returned as written, the members still running
-//! are cancelled and the judge and synthesis are skipped. Without such a group the run goes on
-//! as `fuse`.
+//! threshold) are grouped; once a group holds the plan's exit quorum (a strict majority of the
+//! panel unless set, up to all of it), its medoid answer (the one closest to the rest of the
+//! group) is returned as written, the members still running are cancelled and the judge and
+//! synthesis are skipped. Without such a group the run goes on as `fuse`.
 
 use std::collections::HashSet;
 
@@ -23,6 +23,8 @@ pub struct Agreement {
     /// The slot whose answer was returned.
     pub answer_slot: Option<usize>,
     pub threshold: f64,
+    /// The members that had to agree.
+    pub quorum: usize,
     /// Tokens not spent, estimated from this run's own counts: the cancelled members, the
     /// judge and the synthesis.
     pub saved: Saved,
@@ -37,12 +39,14 @@ pub struct Saved {
 
 pub(crate) struct Auto {
     pub threshold: f64,
+    /// A strict majority of the panel, up to all of it (checked by the plan).
+    pub quorum: usize,
 }
 
 impl Variant for Auto {
     fn stop_early(&self, finished: &[&MemberReport], panel_size: usize) -> Option<String> {
         let running = panel_size.saturating_sub(finished.len());
-        let group = self.majority(finished, panel_size)?;
+        let group = self.settled(finished)?;
         (running > 0).then(|| {
             format!(
                 "{} of {panel_size} members agree; the panel's answer is settled",
@@ -53,7 +57,7 @@ impl Variant for Auto {
 
     fn answer(&self, report: &mut FusionReport) -> Option<String> {
         let members: Vec<&MemberReport> = report.panel.iter().collect();
-        let group = self.majority(&members, members.len());
+        let group = self.settled(&members);
         let answer_slot = group.as_ref().map(|g| self.medoid(g));
         let saved = group
             .as_ref()
@@ -68,6 +72,7 @@ impl Variant for Auto {
             group: group.iter().flatten().map(|m| m.slot).collect(),
             answer_slot,
             threshold: self.threshold,
+            quorum: self.quorum,
             saved,
         });
         text
@@ -75,13 +80,8 @@ impl Variant for Auto {
 }
 
 impl Auto {
-    /// The largest group of answers that agree with one of them, when it is a strict majority
-    /// of the panel.
-    fn majority<'a>(
-        &self,
-        members: &[&'a MemberReport],
-        panel_size: usize,
-    ) -> Option<Vec<&'a MemberReport>> {
+    /// The largest group of answers that agree with one of them, when it holds the quorum.
+    fn settled<'a>(&self, members: &[&'a MemberReport]) -> Option<Vec<&'a MemberReport>> {
         let answered: Vec<&MemberReport> = members
             .iter()
             .copied()
@@ -97,7 +97,7 @@ impl Auto {
                     .collect::<Vec<_>>()
             })
             .max_by_key(Vec::len)
-            .filter(|group| group.len() * 2 > panel_size)
+            .filter(|group| group.len() >= self.quorum)
     }
 
     fn agree(&self, a: &MemberReport, b: &MemberReport) -> bool {
@@ -192,7 +192,11 @@ mod tests {
         member(slot, Some(text), MemberStatus::Ok)
     }
 
-    const AUTO: Auto = Auto { threshold: 0.6 };
+    /// A panel of three, exiting on a strict majority.
+    const AUTO: Auto = Auto {
+        threshold: 0.6,
+        quorum: 2,
+    };
 
     #[test]
     fn a_majority_of_the_whole_panel_stops_it() {
@@ -201,8 +205,9 @@ mod tests {
         assert!(AUTO.stop_early(&[&a], 3).is_none(), "one of three");
         let reason = AUTO.stop_early(&[&a, &b], 3).unwrap();
         assert!(reason.starts_with("2 of 3"), "{reason}");
+        let of_four = Auto { quorum: 3, ..AUTO };
         assert!(
-            AUTO.stop_early(&[&a, &b], 4).is_none(),
+            of_four.stop_early(&[&a, &b], 4).is_none(),
             "2 of 4 is no majority"
         );
         let c = ok(1, "Lyon is the capital of France, some say.");
@@ -240,6 +245,29 @@ mod tests {
         // One member (100 + 20), the judge (100 + 40 in, 20 out), the synthesis (160 in, 20 out).
         assert_eq!(agreement.saved.prompt_tokens, 100 + 140 + 160);
         assert_eq!(agreement.saved.completion_tokens, 60);
+    }
+
+    #[test]
+    fn a_unanimous_quorum_waits_for_every_member_and_skips_only_the_judge() {
+        let all = Auto { quorum: 3, ..AUTO };
+        let a = ok(0, "Final answer: 42");
+        let b = ok(1, "It is 42");
+        let c = ok(2, "Final answer: 41");
+        assert!(all.stop_early(&[&a, &b], 3).is_none(), "2 of 3 is not all");
+        let mut split = FusionReport {
+            panel: vec![a.clone(), b.clone(), c],
+            ..FusionReport::default()
+        };
+        assert!(all.answer(&mut split).is_none(), "a split panel fuses");
+        assert_eq!(split.agreement.unwrap().quorum, 3);
+        let mut unanimous = FusionReport {
+            panel: vec![a, b, ok(2, "42")],
+            ..FusionReport::default()
+        };
+        assert!(all.answer(&mut unanimous).is_some());
+        let agreement = unanimous.agreement.unwrap();
+        assert_eq!(agreement.group, [0, 1, 2]);
+        assert_eq!(agreement.saved.cancelled_members, 0);
     }
 
     #[test]

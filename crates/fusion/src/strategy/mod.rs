@@ -49,6 +49,7 @@ pub(crate) fn variant(plan: &Plan) -> Box<dyn Variant> {
         Strategy::Select => Box::new(select::Select),
         Strategy::Auto => Box::new(auto::Auto {
             threshold: plan.agreement,
+            quorum: plan.exit_quorum,
         }),
     }
 }
