@@ -248,16 +248,25 @@ fn exit_quorum(
     field: &impl Fn(&str) -> String,
 ) -> Result<usize, Error> {
     let bad = |e: String| Error::BadRequest(format!("{}: {e}", field("exit_quorum")));
-    if plugin.exit_quorum.is_some() && strategy != Strategy::Auto {
-        return Err(bad(format!(
-            "applies to the \"auto\" strategy, and this run's is {:?}",
-            strategy.as_str()
-        )));
+    if strategy != Strategy::Auto {
+        return match plugin.exit_quorum {
+            Some(_) => Err(bad(format!(
+                "applies to the \"auto\" strategy, and this run's is {:?}",
+                strategy.as_str()
+            ))),
+            None => Ok(majority(panel)),
+        };
     }
-    match plugin.exit_quorum.or(preset.exit_quorum) {
-        // The preset's was checked against its own panel, a plugin's panel may be smaller.
-        Some(n) => check_exit_quorum(n, panel).map(|()| n).map_err(bad),
-        None => Ok(majority(panel)),
+    match (plugin.exit_quorum, preset.exit_quorum) {
+        (Some(n), _) => check_exit_quorum(n, panel).map(|()| n).map_err(bad),
+        // The preset's fits its own panel; the plugin's `analysis_models` may have resized it.
+        (None, Some(n)) => check_exit_quorum(n, panel).map(|()| n).map_err(|e| {
+            Error::BadRequest(format!(
+                "{}: the preset's exit_quorum {e} for a panel of {panel}",
+                field("analysis_models")
+            ))
+        }),
+        (None, None) => Ok(majority(panel)),
     }
 }
 
@@ -521,6 +530,31 @@ mod tests {
         let five = json!({"model": "quorate/fusion", "plugins": [{"id": "fusion",
             "strategy": "auto", "analysis_models": vec!["openai/a"; 5]}]});
         assert_eq!(plan(five).unwrap().unwrap().exit_quorum, 3);
+        let config = Config::from_toml(
+            "[fusion]\ndefault_preset = \"all\"\n[models.\"openai/a\"]\nprovider = \"openai\"\n\
+             [presets.all]\n\
+             panel = [\"openai/a\", \"openai/a\", \"openai/a\"]\nsynthesizer = \"openai/a\"\n\
+             strategy = \"auto\"\nexit_quorum = 3\n",
+            "t",
+        )
+        .unwrap();
+        let req: ChatRequest = serde_json::from_value(json!({"model": "quorate/fusion",
+            "messages": [], "plugins": [{"id": "fusion", "analysis_models": vec!["openai/a"; 2]}]}))
+        .unwrap();
+        let e = Plan::from_request(&config, &req.into()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "plugins[0].analysis_models: the preset's exit_quorum must be from 2 (a strict \
+             majority of the panel) to 2 (all of it), got 3 for a panel of 2"
+        );
+        let fuse: ChatRequest = serde_json::from_value(json!({"model": "quorate/fusion",
+            "messages": [], "plugins": [{"id": "fusion", "strategy": "fuse",
+            "analysis_models": vec!["openai/a"; 2]}]}))
+        .unwrap();
+        assert!(
+            Plan::from_request(&config, &fuse.into()).is_ok(),
+            "a fuse run ignores the preset's exit quorum"
+        );
     }
 
     #[test]
