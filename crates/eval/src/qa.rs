@@ -284,8 +284,9 @@ impl QaRun {
         }
     }
 
-    /// Every system against each solo system (a sampled and a greedy one, say) and the first
-    /// vote system, on the questions both answered without an error.
+    /// Every system against each solo system (a sampled and a greedy one, say), the first vote
+    /// system and the first fuse system (what `auto` gives up, what the judge adds over
+    /// `mixture`), on the questions both answered without an error.
     fn paired(&self, records: &[Record], ids: &HashSet<&str>) -> Vec<Paired> {
         // In id order: the bootstrap is seeded, so the order of the pairs must be fixed too.
         let outcomes = |system: &System| -> BTreeMap<&str, bool> {
@@ -297,8 +298,8 @@ impl QaRun {
                 .collect()
         };
         let solos = self.systems.iter().filter(|s| s.kind_label() == "solo");
-        let vote = self.systems.iter().find(|s| s.kind_label() == "vote");
-        let baselines = solos.chain(vote);
+        let first = |kind: &str| self.systems.iter().find(|s| s.kind_label() == kind);
+        let baselines = solos.chain(first("vote")).chain(first("fuse"));
         let mut paired = Vec::new();
         for baseline in baselines {
             let theirs = outcomes(baseline);
@@ -387,6 +388,53 @@ mod tests {
         assert_eq!(extract(&math, "Answer: 1,234.00"), Some("1234".into()));
         assert_eq!(extract(&math, "It is -5"), Some("-5".into()));
         assert_eq!(extract(&math, "none"), None);
+    }
+
+    #[test]
+    fn systems_pair_with_the_solos_the_first_vote_and_the_first_fuse() {
+        let systems: Vec<System> = [
+            "solo=local/m",
+            "vote=fusion:local?strategy=vote",
+            "fuse=fusion:local?strategy=fuse",
+            "fuse2=fusion:local?strategy=fuse",
+            "auto=fusion:local?strategy=auto",
+        ]
+        .iter()
+        .map(|s| System::parse(s).unwrap())
+        .collect();
+        let record = |system: &str, id: &str, correct: bool| Record {
+            system: system.into(),
+            id: id.into(),
+            expected: "1".into(),
+            predicted: None,
+            correct,
+            answer: Answer::default(),
+        };
+        let mut records = Vec::new();
+        for (id, fuse, auto) in [("q0", true, false), ("q1", true, true)] {
+            records.extend(["solo", "vote", "fuse2"].map(|s| record(s, id, false)));
+            records.extend([record("fuse", id, fuse), record("auto", id, auto)]);
+        }
+        let run = QaRun {
+            dataset: Dataset::Gsm8k,
+            questions: Vec::new(),
+            systems,
+            settings: Settings::default(),
+            seed: 1,
+            concurrency: 1,
+            out: PathBuf::new(),
+            report_only: true,
+        };
+        let ids: HashSet<&str> = ["q0", "q1"].into();
+        let paired = run.paired(&records, &ids);
+        let baselines: HashSet<&str> = paired.iter().map(|p| p.baseline.as_str()).collect();
+        assert_eq!(baselines, ["solo", "vote", "fuse"].into());
+        let auto = paired
+            .iter()
+            .find(|p| p.system == "auto" && p.baseline == "fuse")
+            .unwrap();
+        assert_eq!((auto.n, auto.wins, auto.losses), (2, 0, 1));
+        assert!((auto.diff + 0.5).abs() < 1e-9, "{}", auto.diff);
     }
 
     #[test]

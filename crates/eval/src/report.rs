@@ -168,7 +168,7 @@ pub struct Summary {
     pub rows: Vec<Row>,
     /// Findings worth a reader's eye (contamination flags, grading errors).
     pub notes: Vec<String>,
-    /// Each system against each solo baseline and the vote baseline (QA).
+    /// Each system against each solo baseline, the vote baseline and the fuse baseline (QA).
     #[serde(default)]
     pub paired: Vec<Paired>,
 }
