@@ -100,10 +100,11 @@ def choose(browser, css, value):
     Select(find(browser, css)).select_by_value(value)
 
 
-def run_fusion(browser, base, members):
+def run_fusion(browser, base, members, strategy=""):
     browser.get(base + "/")
     choose(browser, "#mode", "fusion")
     choose(browser, "#preset", "")
+    choose(browser, "#strategy", strategy)
     while len(find_all(browser, "#panel .member-model")) < len(members):
         find(browser, "#add-member").click()
     for select, model in zip(find_all(browser, "#panel .member-model"), members):
@@ -183,6 +184,15 @@ def test_a_failing_member_shows_its_reason(browser, stack):
     reason = broken.find_element(By.CSS_SELECTOR, ".reason").text
     assert "500" in reason or "upstream" in reason, reason
     assert "2/3" in find(browser, "#totals").text
+    no_script_ran(browser)
+
+
+def test_auto_says_how_many_members_had_to_agree(browser, stack):
+    # alpha and gamma both name the Moon, in too few shared words to count as agreeing.
+    run_fusion(browser, f"http://{stack.addr}", ["sim/alpha", "sim/beta", "sim/gamma"], "auto")
+    agreement = find(browser, "#agreement").text
+    assert agreement.startswith("The panel did not agree (2 needed, threshold 0.8)"), agreement
+    assert "Tides come from the Moon's pull" in find(browser, "#answer").text
     no_script_ran(browser)
 
 

@@ -114,10 +114,11 @@ impl System {
             if panel.len() < 2 {
                 bail!("system {name}: vote needs at least 2 models, got {spec:?}");
             }
-            if options.strategy.is_some_and(|s| s != Strategy::Vote)
-                || options.exit_quorum.is_some()
-            {
+            if options.strategy.is_some_and(|s| s != Strategy::Vote) {
                 bail!("system {name}: a vote: spec is the vote strategy; use fusion: for others");
+            }
+            if options.exit_quorum.is_some() {
+                bail!("system {name}: exit_quorum is for the auto strategy, not a vote: spec");
             }
             Kind::Fusion {
                 preset: None,
@@ -666,6 +667,10 @@ mod tests {
             (
                 "g=vote:a,b?strategy=fuse",
                 "a vote: spec is the vote strategy",
+            ),
+            (
+                "g=vote:a,b?exit_quorum=2",
+                "exit_quorum is for the auto strategy",
             ),
             (
                 "g=local/m?temperature=0&temperature=1",

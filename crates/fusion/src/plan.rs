@@ -52,7 +52,8 @@ pub struct PlanBuilder {
     /// lists them in `fusion.unverified_citations`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub citations: Option<String>,
-    /// How the answer is made from the panel's (`fuse`, `vote`); default: the preset's.
+    /// How the answer is made from the panel's (`fuse`, `vote`, `auto`, `select`, `mixture`);
+    /// default: the preset's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
     /// `auto`: members that must agree to stop early (a strict majority of the panel to all of
@@ -157,9 +158,10 @@ impl Plan {
             )));
         }
         plugin.judge = plugin.model.take().or_else(|| Some(req.model.clone()));
-        let mut plan = Self::build(config, req, &prefix, plugin, None)?;
-        // A preset's strategy does not apply either: the calling model writes the answer.
-        plan.strategy = Strategy::Fuse;
+        // A preset's strategy (and its exit quorum) does not apply either: the calling model
+        // writes the answer.
+        plugin.strategy = Some(Strategy::Fuse);
+        let plan = Self::build(config, req, &prefix, plugin, None)?;
         Ok(Some((index, plan)))
     }
 
@@ -612,6 +614,27 @@ mod tests {
         .unwrap();
         assert!(p.tools.is_empty());
         assert_eq!((p.max_tool_calls, p.strict_citations), (3, true));
+    }
+
+    #[test]
+    fn the_fusion_tool_fuses_whatever_the_presets_strategy() {
+        let config = Config::from_toml(
+            "[fusion]\ndefault_preset = \"all\"\n[models.\"openai/a\"]\nprovider = \"openai\"\n\
+             [presets.all]\npanel = [\"openai/a\", \"openai/a\", \"openai/a\"]\n\
+             synthesizer = \"openai/a\"\nstrategy = \"auto\"\nexit_quorum = 3\n",
+            "t",
+        )
+        .unwrap();
+        let req: ChatRequest = serde_json::from_value(json!({"model": "openai/a",
+            "messages": [], "tools": [{"type": "quorate:fusion",
+            "parameters": {"analysis_models": ["openai/a", "openai/a"]}}]}))
+        .unwrap();
+        let (_, plan) = Plan::for_tool(&config, &req.into()).unwrap().unwrap();
+        assert_eq!(
+            (plan.strategy, plan.panel.len()),
+            (Strategy::Fuse, 2),
+            "the preset's unanimity of 3 does not bind a fused panel of 2"
+        );
     }
 
     #[test]

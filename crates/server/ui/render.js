@@ -428,9 +428,11 @@ function agreementParts(run, agreement) {
   const saved = agreement.saved || {};
   const savedTokens = (saved.prompt_tokens || 0) + (saved.completion_tokens || 0);
   const group = slotList(run, agreement.group);
+  // Records made before exit_quorum existed have no quorum.
+  const needed = agreement.quorum ? `${agreement.quorum} needed, ` : "";
   const text = agreement.agreed
-    ? `The panel agreed (${group}; threshold ${agreement.threshold}); the answer of ${modelRef(run, `#${Number(agreement.answer_slot) + 1}`)} was returned.`
-    : `The panel did not agree (threshold ${agreement.threshold}); the run went on as fuse.`;
+    ? `The panel agreed (${group}; ${needed}threshold ${agreement.threshold}); the answer of ${modelRef(run, `#${Number(agreement.answer_slot) + 1}`)} was returned.`
+    : `The panel did not agree (${needed}threshold ${agreement.threshold}); the run went on as fuse.`;
   const savedText = agreement.agreed
     ? `Saved: ${formatCount(savedTokens)} tokens (${formatCount(saved.prompt_tokens || 0)} prompt + ${formatCount(saved.completion_tokens || 0)} completion), ${formatCount(saved.cancelled_members || 0)} member(s) cancelled.`
     : null;
