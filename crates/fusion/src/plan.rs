@@ -151,15 +151,9 @@ impl Plan {
                  model, so only \"fuse\" applies"
             )));
         }
-        if plugin.exit_quorum.is_some() {
-            return Err(Error::BadRequest(format!(
-                "{prefix}.exit_quorum: applies to the \"auto\" strategy, and the fusion tool \
-                 always runs \"fuse\""
-            )));
-        }
         plugin.judge = plugin.model.take().or_else(|| Some(req.model.clone()));
-        // A preset's strategy (and its exit quorum) does not apply either: the calling model
-        // writes the answer.
+        // A preset's strategy does not apply either: the calling model writes the answer. As
+        // for any fused run, that refuses an `exit_quorum` and ignores the preset's.
         plugin.strategy = Some(Strategy::Fuse);
         let plan = Self::build(config, req, &prefix, plugin, None)?;
         Ok(Some((index, plan)))

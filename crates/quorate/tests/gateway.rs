@@ -971,10 +971,10 @@ async fn ask_answers_from_the_embedded_model() {
     assert!(stderr.contains("cost $0"), "{stderr}");
 }
 
-/// `quorate ask --json ARGS` with the built-in config (the embedded default): the completion.
-async fn ask_json(args: &[&str]) -> Value {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
-        .args(["ask", "--json"])
+/// `quorate ask ARGS` with the built-in config (the embedded default).
+async fn run_ask(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .arg("ask")
         .args(args)
         .current_dir(std::env::temp_dir())
         .env_remove("QUORATE_CONFIG")
@@ -982,7 +982,12 @@ async fn ask_json(args: &[&str]) -> Value {
         .env_remove("OPENROUTER_API_KEY")
         .output()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `quorate ask --json ARGS` with the built-in config: the completion.
+async fn ask_json(args: &[&str]) -> Value {
+    let out = run_ask(&[&["--json"], args].concat()).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     serde_json::from_slice(&out.stdout).unwrap()
@@ -1038,14 +1043,7 @@ async fn ask_takes_an_exit_quorum_for_auto() {
         );
     }
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
-        .args(["ask", "--strategy", "auto", "--exit-quorum", "1", "Hi"])
-        .current_dir(std::env::temp_dir())
-        .env_remove("QUORATE_CONFIG")
-        .env_remove("OPENROUTER_API_KEY")
-        .output()
-        .await
-        .unwrap();
+    let out = run_ask(&["--strategy", "auto", "--exit-quorum", "1", "Hi"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
